@@ -1,0 +1,275 @@
+"""Typed configuration for both models, read from and written to YAML.
+
+Every config is a pydantic model that forbids unknown fields, so a misspelt key or a wrong value is an error
+that names the field. The full config is saved next to every checkpoint (inside the safetensors metadata), so a
+checkpoint alone is enough to rebuild its model (`config_from_json`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ModelVersion = Literal["v1", "v2"]
+
+# Phone-symbol table sizes of the official models: v1's table is an exact prefix of v2's.
+N_SYMBOLS = {"v1": 322, "v2": 732}
+# s1's phone embedding has its own size: v1 pretrained GPT models use 512 rows (only 322 are reachable).
+S1_PHONE_VOCAB = {"v1": 512, "v2": 732}
+
+
+class ConfigError(ValueError):
+    """A config file or value that cannot be used; the message names the file and the field."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------------------------------------- s2
+class S2ModelConfig(StrictModel):
+    """SoVITS (`SynthesizerTrn`) architecture. Defaults are upstream's `configs/s2.json` for v2."""
+
+    version: ModelVersion = "v2"
+    spec_channels: int = Field(1025, gt=0, description="linear spectrogram bins = filter_length // 2 + 1")
+    inter_channels: int = Field(192, gt=0)
+    hidden_channels: int = Field(192, gt=0)
+    filter_channels: int = Field(768, gt=0)
+    n_heads: int = Field(2, gt=0)
+    n_layers: int = Field(6, gt=0, description="layers of the phone encoder (encoder_text)")
+    kernel_size: int = Field(3, gt=0)
+    p_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    resblock: Literal["1", "2"] = "1"
+    resblock_kernel_sizes: list[int] = [3, 7, 11]
+    resblock_dilation_sizes: list[list[int]] = [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
+    upsample_rates: list[int] = [10, 8, 2, 2, 2]
+    upsample_initial_channel: int = Field(512, gt=0)
+    upsample_kernel_sizes: list[int] = [16, 16, 8, 2, 2]
+    gin_channels: int = Field(512, gt=0, description="width of the reference (style) embedding ge")
+    use_spectral_norm: bool = False
+    semantic_frame_rate: Literal["25hz", "50hz"] = "25hz"
+    freeze_quantizer: bool = True
+    ssl_dim: int = Field(768, gt=0, description="HuBERT feature width")
+    codebook_size: int = Field(1024, gt=1)
+    n_symbols: int | None = Field(None, description="phone table rows; None = 322 (v1) / 732 (v2)")
+    ref_enc_bins: int | None = Field(None, description="spectrogram bins seen by ref_enc; None = all (v1) / 704 (v2)")
+    ssl_layers: int = Field(3, gt=0, description="layers of encoder_ssl")
+    encoder2_layers: int = Field(3, gt=0)
+    mrte_channels: int = Field(512, gt=0)
+    mrte_heads: int = Field(4, gt=0)
+    enc_q_layers: int = Field(16, gt=0, description="WN layers of the posterior encoder (training only)")
+    flow_layers: int = Field(4, gt=0, description="coupling layers in the flow")
+    flow_wn_layers: int = Field(4, gt=0)
+    ref_enc_hidden: int = Field(128, gt=0, description="MelStyleEncoder width")
+    segment_size: int = Field(32, gt=0, description="decoder training slice in spectrogram frames")
+
+    @model_validator(mode="after")
+    def _check(self) -> S2ModelConfig:
+        if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
+            raise ValueError("upsample_rates and upsample_kernel_sizes must have the same length")
+        if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
+            raise ValueError("resblock_kernel_sizes and resblock_dilation_sizes must have the same length")
+        if self.hidden_channels % self.n_heads:
+            raise ValueError(f"hidden_channels={self.hidden_channels} is not divisible by n_heads={self.n_heads}")
+        if self.ref_enc_bins is not None and self.ref_enc_bins > self.spec_channels:
+            raise ValueError(f"ref_enc_bins={self.ref_enc_bins} exceeds spec_channels={self.spec_channels}")
+        return self
+
+    @property
+    def symbols(self) -> int:
+        return self.n_symbols if self.n_symbols is not None else N_SYMBOLS[self.version]
+
+    @property
+    def ref_bins(self) -> int:
+        if self.ref_enc_bins is not None:
+            return self.ref_enc_bins
+        return self.spec_channels if self.version == "v1" else 704
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per spectrogram frame implied by the decoder's upsampling."""
+        n = 1
+        for r in self.upsample_rates:
+            n *= r
+        return n
+
+
+class S2DataConfig(StrictModel):
+    """Audio front end of s2: upstream's `data` section."""
+
+    sampling_rate: int = Field(32000, gt=0)
+    filter_length: int = Field(2048, gt=0)
+    hop_length: int = Field(640, gt=0)
+    win_length: int = Field(2048, gt=0)
+    n_mel_channels: int = Field(128, gt=0)
+    mel_fmin: float = Field(0.0, ge=0.0)
+    mel_fmax: float | None = None
+    max_wav_value: float = 32768.0
+
+
+class S2TrainConfig(StrictModel):
+    """s2 optimisation defaults (upstream values). The trainer may extend this section."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    seed: int = 1234
+    epochs: int = Field(8, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.8, 0.99)
+    eps: float = Field(1e-9, gt=0)
+    batch_size: int = Field(4, gt=0)
+    lr_decay: float = Field(0.999875, gt=0, le=1.0)
+    segment_size: int = Field(20480, gt=0, description="waveform slice in samples for the decoder")
+    c_mel: float = 45.0
+    c_kl: float = 1.0
+    text_low_lr_rate: float = Field(0.4, gt=0)
+
+
+class S2Config(StrictModel):
+    kind: Literal["s2"] = "s2"
+    model: S2ModelConfig = S2ModelConfig()
+    data: S2DataConfig = S2DataConfig()
+    train: S2TrainConfig = S2TrainConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> S2Config:
+        bins = self.data.filter_length // 2 + 1
+        if self.model.spec_channels != bins:
+            raise ValueError(f"model.spec_channels={self.model.spec_channels} but data.filter_length gives {bins}")
+        if self.model.hop_length != self.data.hop_length:
+            raise ValueError(
+                f"product of model.upsample_rates={self.model.hop_length} must equal data.hop_length="
+                f"{self.data.hop_length}"
+            )
+        return self
+
+
+# ----------------------------------------------------------------------------------------------------------- s1
+class S1ModelConfig(StrictModel):
+    """GPT (`Text2SemanticDecoder`) architecture. Defaults are upstream's `configs/s1longer-v2.yaml`."""
+
+    version: ModelVersion = "v2"
+    vocab_size: int = Field(1025, gt=1, description="semantic codes + EOS")
+    phoneme_vocab_size: int | None = Field(None, description="None = 512 (v1) / 732 (v2)")
+    embedding_dim: int = Field(512, gt=0)
+    hidden_dim: int = Field(512, gt=0)
+    head: int = Field(16, gt=0)
+    linear_units: int = Field(2048, gt=0)
+    n_layer: int = Field(24, gt=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    eos: int = Field(1024, ge=0)
+    bert_dim: int = Field(1024, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> S1ModelConfig:
+        if self.embedding_dim % self.head:
+            raise ValueError(f"embedding_dim={self.embedding_dim} is not divisible by head={self.head}")
+        if self.eos >= self.vocab_size:
+            raise ValueError(f"eos={self.eos} must be < vocab_size={self.vocab_size}")
+        return self
+
+    @property
+    def phone_vocab(self) -> int:
+        return self.phoneme_vocab_size if self.phoneme_vocab_size is not None else S1_PHONE_VOCAB[self.version]
+
+
+class S1DataConfig(StrictModel):
+    max_sec: float = Field(54.0, gt=0)
+    pad_val: int = 1024
+
+
+class S1OptimizerConfig(StrictModel):
+    lr: float = Field(0.01, gt=0)
+    lr_init: float = Field(1e-5, gt=0)
+    lr_end: float = Field(1e-4, gt=0)
+    warmup_steps: int = Field(2000, ge=0)
+    decay_steps: int = Field(40000, ge=0)
+
+
+class S1TrainConfig(StrictModel):
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    seed: int = 1234
+    epochs: int = Field(20, gt=0)
+    batch_size: int = Field(8, gt=0)
+    gradient_clip: float = Field(1.0, ge=0)
+
+
+class S1Config(StrictModel):
+    kind: Literal["s1"] = "s1"
+    model: S1ModelConfig = S1ModelConfig()
+    data: S1DataConfig = S1DataConfig()
+    optimizer: S1OptimizerConfig = S1OptimizerConfig()
+    train: S1TrainConfig = S1TrainConfig()
+
+
+AnyConfig = Annotated[Union[S1Config, S2Config], Field(discriminator="kind")]
+
+
+class _AnyConfig(BaseModel):
+    config: AnyConfig
+
+
+# -------------------------------------------------------------------------------------------------------- I/O
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if p not in ("config", "s1", "s2"))
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {loc or '<root>'}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> S1Config | S2Config:
+    """Validate a plain dict (must carry `kind: s1|s2`) into a typed config."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    if data.get("kind") not in ("s1", "s2"):
+        raise ConfigError(f"{source}: field 'kind' must be 's1' or 's2' (got {data.get('kind')!r})")
+    try:
+        return _AnyConfig(config=data).config
+    except ValidationError as err:
+        raise ConfigError(f"{source}: invalid config\n{_format_errors(err)}") from None
+
+
+def config_from_json(text: str, source: str = "<json>") -> S1Config | S2Config:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{source}: config is not valid JSON ({err})") from None
+    return config_from_dict(data, source)
+
+
+def load_config(path: str | Path) -> S1Config | S2Config:
+    """Read a YAML config file; errors name the file and every bad field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    return config_from_dict(data, str(path))
+
+
+def dump_config(config: S1Config | S2Config) -> str:
+    """YAML text of a config (round-trips through `load_config`)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def save_config(config: S1Config | S2Config, path: str | Path) -> None:
+    from gsvkit.utils.io import atomic_write_text
+
+    atomic_write_text(Path(path), dump_config(config))
+
+
+def official_config(kind: Literal["s1", "s2"], version: ModelVersion = "v2") -> S1Config | S2Config:
+    """The official architecture for `kind` at `version` (v1 differs only by table sizes and ref_enc bins)."""
+    if kind == "s2":
+        return S2Config(model=S2ModelConfig(version=version))
+    return S1Config(model=S1ModelConfig(version=version))
