@@ -1,0 +1,24 @@
+"""Errors a user can act on. The CLI prints them as one line (no traceback) and exits with status 2.
+
+Messages name the file or value at fault and say what to do about it.
+"""
+
+
+class GsvError(ValueError):
+    """Base class of every user-facing gsvkit error."""
+
+
+class CheckpointError(GsvError):
+    """A weight file that is missing, truncated, corrupted, of an unsupported version, or of the wrong kind."""
+
+
+class AudioError(GsvError):
+    """Audio that cannot be read or used (unreadable, empty, silent, too short or too long)."""
+
+
+class TextError(GsvError):
+    """Text that cannot be turned into phones (empty, unsupported language, nothing pronounceable)."""
+
+
+class DataError(GsvError):
+    """A dataset, manifest or transcript file that is malformed or inconsistent."""
