@@ -1,0 +1,1 @@
+"""Grapheme-to-phoneme per language. Heavy libraries are imported inside the functions that need them."""

@@ -1,0 +1,1 @@
+"""Per-language text normalisation (numbers, dates, punctuation) in upstream's exact behaviour."""

@@ -1,0 +1,109 @@
+"""Frontend API, bad input, the deliberate English fixes and BERT features (tiny local model)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gsvkit.errors import TextError
+from gsvkit.text import TextFrontend, clean_text, clean_text_for_dataset, get_phones, split_text
+from gsvkit.text.bert import BertFeaturizer, zeros_bert
+
+
+def test_frontend_process_and_segments():
+    fe = TextFrontend(version="v2")
+    r = fe.process("今天天气很好。", "zh")
+    assert r.norm_text == "今天天气很好." and sum(r.word2ph) == len(r.phones) == len(r.phone_ids)
+    parts = fe.process_segments("我爱AI和GPU。", "zh")
+    assert [p.language for p in parts] == ["zh", "en", "zh", "en"]
+    ids, norm = get_phones("Hi", "en")
+    assert norm == ". Hi" and len(ids) == 4  # retried once on ". Hi" (still short: upstream keeps it)
+
+
+def test_v1_table_and_languages():
+    phones, _, _ = clean_text("你好", "zh", "v1")
+    assert TextFrontend("v1").clean("你好", "zh").phone_ids
+    with pytest.raises(TextError, match="zh, ja, en"):
+        clean_text("안녕", "ko", "v1")
+    assert phones
+
+
+@pytest.mark.parametrize(
+    "text,lang,expected",
+    [
+        ("See Dr. Smith at 3:30 pm.", "en", "See Doctor Smith at three thirty p.m."),
+        ("It was -5°C.", "en", "It was negative five degrees celsius."),
+        (
+            "In the 1990s: 1,250 people; €20.",
+            "en",
+            "In the nineteen nineties, one thousand two hundred fifty people, twenty euros.",
+        ),
+    ],
+)
+def test_english_fixes(text, lang, expected):
+    assert clean_text(text, lang)[2] == expected
+    assert clean_text(text, lang, fix_mistakes=False)[2] != expected
+
+
+def test_dataset_variant_replaces_percent_and_yuan():
+    assert clean_text_for_dataset("增长12.5%", "zh")[2] == "增长十二点五减"
+    phones, _, _ = clean_text("价格是￥99", "zh")
+    assert "SP2" in phones
+    assert "SP2" not in clean_text_for_dataset("价格是￥99", "zh")[0]
+
+
+@pytest.mark.parametrize("text", ["", "😀😀", "。。。", "ｆｕｌｌ　ｗｉｄｔｈ", "e\u0301te\u0301", "Ω≈∑ 🚀"])
+@pytest.mark.parametrize("lang", ["zh", "en", "ja", "yue"])
+def test_bad_input_never_crashes_deep(text, lang):
+    try:
+        phones, word2ph, norm = clean_text(text, lang)
+    except TextError:
+        return
+    assert isinstance(phones, list) and isinstance(norm, str)
+
+
+def test_wrong_codes_are_clear_errors():
+    with pytest.raises(TextError, match="auto, auto_yue"):
+        get_phones("hello", "french")
+    with pytest.raises(TextError, match="zh, ja, en, ko, yue"):
+        clean_text("hello", "fr")
+    with pytest.raises(TextError, match="cut0"):
+        split_text("你好。", "cut9")
+    assert clean_text("hello", "fr", strict=False)[0] == [","]  # upstream's silent fallback
+
+
+def test_long_text_is_linear_enough():
+    pieces = split_text("今天天气很好，我们去公园散步吧。" * 400, "cut5", "zh")
+    assert len(pieces) == 800
+
+
+def _tiny_bert(tmp_path):
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "你", "好", "吗", ",", "."]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab), "utf-8")
+    BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_bert_features_repeat_hidden_states_minus_3(tmp_path):
+    path = _tiny_bert(tmp_path)
+    feat = BertFeaturizer(path)
+    feats = feat("你好吗.", [2, 2, 2, 1])
+    assert feats.shape == (16, 7)
+    hidden = feat.model(**feat.tokenizer("你好吗.", return_tensors="pt"), output_hidden_states=True).hidden_states
+    assert torch.allclose(feats[:, 0], hidden[-3][0, 1]) and torch.allclose(feats[:, 1], hidden[-3][0, 1])
+    assert torch.allclose(feats[:, 6], hidden[-3][0, 4])
+    with pytest.raises(TextError):
+        feat("你好", [2])
+    assert zeros_bert(5).shape == (1024, 5) and not zeros_bert(5).any()
