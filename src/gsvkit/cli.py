@@ -43,5 +43,232 @@ def version() -> None:
     console.print(__version__)
 
 
+@app.command()
+def convert(
+    src: Annotated[Path, typer.Argument(help="official GPT-SoVITS .pth/.ckpt (or a gsvkit .safetensors) file")],
+    out: Annotated[Path, typer.Argument(help="output gsvkit .safetensors file")],
+    fp16: Annotated[
+        bool | None,
+        typer.Option("--fp16/--fp32", help="store floating tensors in half / full precision (default: as stored)"),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace OUT if it exists")] = False,
+) -> None:
+    """Convert a weight file to gsvkit's safe, self-describing .safetensors format."""
+    from gsvkit.checkpoint import convert_checkpoint
+    from gsvkit.errors import GsvError
+
+    dtype = None
+    if fp16 is not None:
+        import torch
+
+        dtype = torch.float16 if fp16 else torch.float32
+    try:
+        header = convert_checkpoint(src, out, dtype=dtype, overwrite=overwrite)
+    except GsvError as err:
+        fail(str(err))
+    console.print(
+        f"wrote [bold]{header.path}[/]: {header.kind} {header.version}, {header.num_params:,} parameters "
+        f"({', '.join(header.dtypes)}), from {header.info.get('source_format', '?')}",
+        highlight=False,
+    )
+
+
+@app.command()
+def info(
+    file: Annotated[Path, typer.Argument(help="gsvkit .safetensors or official GPT-SoVITS .pth/.ckpt file")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="also read every tensor and check the checksum")] = False,
+) -> None:
+    """Show what a weight file holds: kind, version, source format, parameter count, config, training info."""
+    from gsvkit.checkpoint import load_checkpoint, read_header
+    from gsvkit.errors import GsvError
+
+    try:
+        header = read_header(file)
+        if verify:
+            load_checkpoint(file, verify=True)
+    except GsvError as err:
+        fail(str(err))
+    summary = header.to_dict()
+    if verify:
+        summary["verified"] = True
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("file", str(header.path)),
+        ("kind", header.kind),
+        ("version", header.version),
+        ("source format", header.source_format),
+        ("parameters", f"{header.num_params:,} in {len(header.tensors)} tensors"),
+        ("dtypes", ", ".join(f"{k} ×{v}" for k, v in header.dtypes.items())),
+    ]
+    if verify:
+        rows.append(("integrity", "ok (all tensors read, checksums match)"))
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    training = {k: v for k, v in header.info.items() if k != "upstream_config"}
+    console.print("[bold]training info[/]")
+    console.print_json(json.dumps(training))
+    console.print("[bold]config[/]")
+    console.print_json(json.dumps(summary["config"]))
+
+
+@app.command()
+def prepare(
+    inputs: Annotated[
+        list[Path], typer.Argument(help="audio files, folders of audio, transcript files, or an upstream exp folder")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="dataset directory to create or update")],
+    lang: Annotated[
+        str | None, typer.Option("--lang", help="language of transcripts naming none (default: en)")
+    ] = None,
+    speaker: Annotated[str | None, typer.Option(help="speaker of utterances naming none (default: speaker)")] = None,
+    transcripts: Annotated[
+        list[Path] | None, typer.Option("--transcripts", help="transcript file: .list, .csv, .tsv, .jsonl (repeat)")
+    ] = None,
+    hubert: Annotated[Path | None, typer.Option(help="local chinese-hubert-base directory")] = None,
+    s2: Annotated[Path | None, typer.Option(help="s2 weights whose quantizer gives the semantic tokens")] = None,
+    bert: Annotated[Path | None, typer.Option(help="local chinese-roberta-wwm-ext-large directory (zh)")] = None,
+    asr_model: Annotated[
+        Path | None, typer.Option("--asr-model", help="faster-whisper model directory for untranscribed clips")
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option("--val-fraction", help="share of each speaker held out for validation (default: 0.1)"),
+    ] = None,
+    val: Annotated[list[str] | None, typer.Option("--val", help="validation utterance id (repeat)")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of the train/validation split (default: 0)")] = None,
+    workers: Annotated[int | None, typer.Option(help="processes for decoding and slicing (default: 1)")] = None,
+    device: Annotated[str | None, typer.Option(help="torch device: auto, cpu, cuda, cuda:1 (default: auto)")] = None,
+    sample_rate: Annotated[
+        int | None, typer.Option("--sample-rate", help="clip rate (default: the s2 model's, else 32000)")
+    ] = None,
+    denoise: Annotated[bool | None, typer.Option("--denoise", help="denoise clips with noisereduce")] = None,
+    loudness: Annotated[
+        str | None, typer.Option(help="level normalisation: peak (upstream's) or lufs (default: peak)")
+    ] = None,
+    target_lufs: Annotated[
+        float | None, typer.Option("--target-lufs", help="target for --loudness lufs (default: -23)")
+    ] = None,
+    threshold: Annotated[float | None, typer.Option(help="slicer: silence below this dB (default: -34)")] = None,
+    min_length: Annotated[
+        int | None, typer.Option("--min-length", help="slicer: minimum clip ms (default: 4000)")
+    ] = None,
+    min_interval: Annotated[
+        int | None, typer.Option("--min-interval", help="slicer: shortest cut silence ms (default: 300)")
+    ] = None,
+    hop_size: Annotated[int | None, typer.Option("--hop-size", help="slicer: loudness hop ms (default: 10)")] = None,
+    max_sil_kept: Annotated[
+        int | None, typer.Option("--max-sil-kept", help="slicer: silence kept at cuts ms (default: 500)")
+    ] = None,
+    max_length: Annotated[
+        float | None, typer.Option("--max-length", help="cut clips longer than this again, seconds (default: 20)")
+    ] = None,
+    min_duration: Annotated[
+        float | None, typer.Option("--min-duration", help="drop clips shorter than this, seconds (default: 0.6)")
+    ] = None,
+    max_duration: Annotated[
+        float | None, typer.Option("--max-duration", help="drop transcribed files longer than this, s (default: 54)")
+    ] = None,
+    upstream_layout: Annotated[
+        bool | None, typer.Option("--upstream-layout", help="also write upstream's 2-name2text/4-cnhubert/... files")
+    ] = None,
+    strict: Annotated[
+        bool | None, typer.Option("--strict", help="fail on the first bad item instead of dropping it")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="prepare.yaml with any of these options")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+) -> None:
+    """Turn recordings (+ transcripts) into a training dataset: clips, phones, features, split and a report."""
+    from gsvkit.config import ConfigError
+    from gsvkit.data.prepare import prepare as run_prepare
+    from gsvkit.data.prepare_config import load_prepare_config, prepare_config_from_dict
+    from gsvkit.errors import GsvError
+
+    given = {
+        "inputs": [str(p) for p in inputs], "out": str(out), "language": lang, "speaker": speaker,
+        "transcripts": [str(p) for p in transcripts] if transcripts else None,
+        "hubert": hubert and str(hubert), "s2": s2 and str(s2), "bert": bert and str(bert),
+        "asr_model": asr_model and str(asr_model), "val_fraction": val_fraction, "val": val or None, "seed": seed,
+        "workers": workers, "device": device, "sample_rate": sample_rate, "denoise": denoise, "loudness": loudness,
+        "target_lufs": target_lufs, "min_duration": min_duration, "max_duration": max_duration,
+        "upstream_layout": upstream_layout, "strict": strict,
+    }  # fmt: skip
+    slicer = {"threshold": threshold, "min_length": min_length, "min_interval": min_interval,
+              "hop_size": hop_size, "max_sil_kept": max_sil_kept, "max_length": max_length}  # fmt: skip
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if any(v is not None for v in slicer.values()):
+        overrides["slicer"] = {k: v for k, v in slicer.items() if v is not None}
+    try:
+        cfg = load_prepare_config(config, overrides) if config else prepare_config_from_dict(overrides, "options")
+        result = run_prepare(cfg, progress=not quiet)
+    except (GsvError, ConfigError) as err:
+        fail(str(err))
+    summary = result.report.summary(result.items)
+    console.print(
+        f"[bold]{result.out}[/]: {summary['utterances']} utterances ({summary['seconds'] / 60:.1f} min), "
+        f"{summary['train']} train / {summary['val']} validation, {summary['dropped']} dropped; "
+        f"see {result.out / 'report.md'}",
+        highlight=False,
+    )
+
+
+def _register_eval() -> None:
+    # The sub-app module only defines commands; its scorers and models load when a command runs.
+    from gsvkit.eval.cli import eval_app
+
+    app.add_typer(eval_app, name="eval")
+
+
+_register_eval()
+
+
+def _register_inference() -> None:
+    # synth, voice, serve and webui live beside their code; torch, models and servers load when a command runs.
+    from gsvkit.inference.cli import synth, voice_app
+    from gsvkit.serve.cli import serve, webui
+
+    app.command("synth")(synth)
+    app.add_typer(voice_app, name="voice")
+    app.command("serve")(serve)
+    app.command("webui")(webui)
+
+
+_register_inference()
+
+
+@app.command()
+def text(
+    content: Annotated[str, typer.Argument(help="Text to turn into phones.")],
+    lang: Annotated[str, typer.Option("--lang", help="auto, auto_yue, zh, ja, ko, yue, en, all_zh, ...")] = "auto",
+    version: Annotated[str, typer.Option(help="Symbol table: v1 or v2.")] = "v2",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print the normalised text, phones and phone ids the frontend makes of TEXT (per language segment)."""
+    from gsvkit.errors import GsvError
+    from gsvkit.text import TextFrontend
+
+    try:
+        parts = TextFrontend(version=version).process_segments(content, lang)
+    except GsvError as e:
+        fail(str(e))
+    rows = [{"language": p.language, "norm_text": p.norm_text, "phones": p.phones, "phone_ids": p.phone_ids,
+             "word2ph": p.word2ph} for p in parts]
+    if as_json:
+        console.print_json(json.dumps(rows, ensure_ascii=False))
+        return
+    for r in rows:
+        console.print(f"[bold]{r['language']}[/] {r['norm_text']}", highlight=False)
+        console.print("  phones: " + " ".join(r["phones"]), highlight=False)
+        console.print("  ids:    " + " ".join(map(str, r["phone_ids"])), highlight=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
