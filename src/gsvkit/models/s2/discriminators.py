@@ -1,0 +1,103 @@
+"""HiFi-GAN discriminators for s2 training: one scale discriminator + period discriminators [2, 3, 5, 7, 11].
+
+Names match upstream `MultiPeriodDiscriminator` (`discriminators.{0..5}.convs.N.weight_g/_v`, `conv_post`), so an
+official pretrained D file loads with strict matching.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gsvkit.config import S2ModelConfig
+from gsvkit.models.modules import LRELU_SLOPE, get_padding, weight_norm
+
+__all__ = ["DiscriminatorP", "DiscriminatorS", "MultiPeriodDiscriminator"]
+
+PERIODS = (2, 3, 5, 7, 11)
+
+
+def _norm(module: nn.Module, use_spectral_norm: bool) -> nn.Module:
+    return nn.utils.spectral_norm(module) if use_spectral_norm else weight_norm(module)
+
+
+class DiscriminatorP(nn.Module):
+    """Folds the waveform into [B, 1, T/period, period] and runs 2-D convs along time."""
+
+    def __init__(self, period: int, kernel_size: int = 5, stride: int = 3, use_spectral_norm: bool = False) -> None:
+        super().__init__()
+        self.period = period
+        pad = (get_padding(kernel_size, 1), 0)
+        chans = [1, 32, 128, 512, 1024]
+        convs = [
+            nn.Conv2d(a, b, (kernel_size, 1), (stride, 1), padding=pad)
+            for a, b in zip(chans[:-1], chans[1:], strict=True)
+        ]
+        convs.append(nn.Conv2d(1024, 1024, (kernel_size, 1), 1, padding=pad))
+        self.convs = nn.ModuleList([_norm(c, use_spectral_norm) for c in convs])
+        self.conv_post = _norm(nn.Conv2d(1024, 1, (3, 1), 1, padding=(1, 0)), use_spectral_norm)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        fmap = []
+        b, c, t = x.shape
+        if t % self.period:
+            n_pad = self.period - t % self.period
+            x = F.pad(x, (0, n_pad), "reflect")
+            t += n_pad
+        x = x.view(b, c, t // self.period, self.period)
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), LRELU_SLOPE)
+            fmap.append(x)
+        x = self.conv_post(x)
+        fmap.append(x)
+        return torch.flatten(x, 1, -1), fmap
+
+
+class DiscriminatorS(nn.Module):
+    """Grouped 1-D convs on the raw waveform."""
+
+    def __init__(self, use_spectral_norm: bool = False) -> None:
+        super().__init__()
+        convs = [
+            nn.Conv1d(1, 16, 15, 1, padding=7),
+            nn.Conv1d(16, 64, 41, 4, groups=4, padding=20),
+            nn.Conv1d(64, 256, 41, 4, groups=16, padding=20),
+            nn.Conv1d(256, 1024, 41, 4, groups=64, padding=20),
+            nn.Conv1d(1024, 1024, 41, 4, groups=256, padding=20),
+            nn.Conv1d(1024, 1024, 5, 1, padding=2),
+        ]
+        self.convs = nn.ModuleList([_norm(c, use_spectral_norm) for c in convs])
+        self.conv_post = _norm(nn.Conv1d(1024, 1, 3, 1, padding=1), use_spectral_norm)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        fmap = []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), LRELU_SLOPE)
+            fmap.append(x)
+        x = self.conv_post(x)
+        fmap.append(x)
+        return torch.flatten(x, 1, -1), fmap
+
+
+class MultiPeriodDiscriminator(nn.Module):
+    """forward(y, y_hat) [B, 1, T] -> (real scores, fake scores, real feature maps, fake feature maps), per disc."""
+
+    def __init__(self, cfg: S2ModelConfig | None = None, use_spectral_norm: bool | None = None) -> None:
+        super().__init__()
+        if use_spectral_norm is None:
+            use_spectral_norm = cfg.use_spectral_norm if cfg is not None else False
+        discs: list[nn.Module] = [DiscriminatorS(use_spectral_norm)]
+        discs += [DiscriminatorP(p, use_spectral_norm=use_spectral_norm) for p in PERIODS]
+        self.discriminators = nn.ModuleList(discs)
+
+    def forward(self, y: torch.Tensor, y_hat: torch.Tensor):
+        y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
+        for d in self.discriminators:
+            y_d_r, fmap_r = d(y)
+            y_d_g, fmap_g = d(y_hat)
+            y_d_rs.append(y_d_r)
+            y_d_gs.append(y_d_g)
+            fmap_rs.append(fmap_r)
+            fmap_gs.append(fmap_g)
+        return y_d_rs, y_d_gs, fmap_rs, fmap_gs

@@ -1,0 +1,489 @@
+"""SoVITS (`SynthesizerTrn`): semantic codes + phones + a reference spectrogram -> 32 kHz waveform.
+
+Computes exactly what upstream GPT-SoVITS `module/models.py::SynthesizerTrn` (v1/v2) computes, with the same
+module and parameter names, so an official state dict loads with strict matching:
+
+    ref spec [B, 1025, F] --ref_enc (first 704 bins for v2)--> ge [B, 512, 1]
+    codes [n_q, B, N] --codebook--> [B, 768, N] --x2 nearest--> [B, 768, 2N]
+        --enc_p (ssl 3 layers | phones 6 layers | MRTE(ge) | 3 layers | speed | proj)--> m_p, logs_p [B, 192, T]
+    z_p = m_p + eps * exp(logs_p) * noise_scale --flow^-1(ge)--> z --dec (HiFi-GAN, x640, ge)--> wav [B, 1, 640T]
+
+Training adds the posterior encoder enc_q (linear spectrogram -> z) and the forward flow z -> z_p.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gsvkit.config import S2ModelConfig, official_config
+from gsvkit.errors import CheckpointError
+from gsvkit.models.modules import (
+    LRELU_SLOPE,
+    MRTE,
+    WN,
+    Encoder,
+    Flip,
+    MelStyleEncoder,
+    ResBlock1,
+    ResBlock2,
+    ResidualCouplingLayer,
+    rand_slice_segments,
+    recompute_weight_norm,
+    sequence_mask,
+    weight_norm,
+)
+from gsvkit.models.s2.quantizer import ResidualVectorQuantizer
+
+__all__ = [
+    "Generator",
+    "PosteriorEncoder",
+    "ResidualCouplingBlock",
+    "S2TrainOutput",
+    "SynthesizerTrn",
+    "TextEncoder",
+]
+
+
+def _length_mask(lengths: torch.Tensor, max_length: int, dtype: torch.dtype) -> torch.Tensor:
+    return sequence_mask(lengths, max_length).unsqueeze(1).to(dtype)  # [B, 1, T]
+
+
+def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    if generator is None:
+        return torch.randn_like(x)
+    return torch.randn(x.shape, generator=generator, device=generator.device).to(device=x.device, dtype=x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------- submodules
+class TextEncoder(nn.Module):
+    """The prior encoder: quantised content frames + phones + ge -> (hidden, m_p, logs_p, mask) at 50 Hz."""
+
+    def __init__(self, cfg: S2ModelConfig) -> None:
+        super().__init__()
+        hidden, p = cfg.hidden_channels, cfg.p_dropout
+        self.out_channels = cfg.inter_channels
+        self.ssl_proj = nn.Conv1d(cfg.ssl_dim, hidden, 1)
+        self.encoder_ssl = Encoder(hidden, cfg.filter_channels, cfg.n_heads, cfg.ssl_layers, cfg.kernel_size, p)
+        self.encoder_text = Encoder(hidden, cfg.filter_channels, cfg.n_heads, cfg.n_layers, cfg.kernel_size, p)
+        self.text_embedding = nn.Embedding(cfg.symbols, hidden)
+        self.mrte = MRTE(hidden, cfg.mrte_channels, hidden, cfg.mrte_heads)
+        self.encoder2 = Encoder(hidden, cfg.filter_channels, cfg.n_heads, cfg.encoder2_layers, cfg.kernel_size, p)
+        self.proj = nn.Conv1d(hidden, cfg.inter_channels * 2, 1)
+
+    def forward(
+        self,
+        y: torch.Tensor,
+        y_lengths: torch.Tensor,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        ge: torch.Tensor | None,
+        speed: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """y [B, ssl_dim, T], text [B, L] -> (x [B, H, T'], m [B, C, T'], logs [B, C, T'], mask [B, 1, T'])."""
+        y_mask = _length_mask(y_lengths, y.size(2), y.dtype)
+        y = self.ssl_proj(y * y_mask) * y_mask
+        y = self.encoder_ssl(y * y_mask, y_mask)
+
+        text_mask = _length_mask(text_lengths, text.size(1), y.dtype)
+        text = self.text_embedding(text).transpose(1, 2)  # [B, H, L]
+        text = self.encoder_text(text * text_mask, text_mask)
+        y = self.mrte(y, y_mask, text, text_mask, ge)
+        y = self.encoder2(y * y_mask, y_mask)
+        if speed != 1:
+            # Upstream's length rule, +1 included: T' = int(T / speed) + 1.
+            y = F.interpolate(y, size=int(y.shape[-1] / speed) + 1, mode="linear")
+            y_mask = F.interpolate(y_mask, size=y.shape[-1], mode="nearest")
+        stats = self.proj(y) * y_mask
+        m, logs = torch.split(stats, self.out_channels, dim=1)
+        return y, m, logs, y_mask
+
+
+class ResidualCouplingBlock(nn.Module):
+    """n_flows x (mean-only coupling, Flip); reverse=True runs them backwards (inference)."""
+
+    def __init__(
+        self,
+        channels: int,
+        hidden_channels: int,
+        kernel_size: int,
+        dilation_rate: int,
+        n_layers: int,
+        n_flows: int = 4,
+        gin_channels: int = 0,
+    ) -> None:
+        super().__init__()
+        self.flows = nn.ModuleList()
+        for _ in range(n_flows):
+            self.flows.append(
+                ResidualCouplingLayer(
+                    channels,
+                    hidden_channels,
+                    kernel_size,
+                    dilation_rate,
+                    n_layers,
+                    gin_channels=gin_channels,
+                    mean_only=True,
+                )
+            )
+            self.flows.append(Flip())
+
+    def forward(
+        self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None, reverse: bool = False
+    ) -> torch.Tensor:
+        if not reverse:
+            for flow in self.flows:
+                x, _ = flow(x, x_mask, g=g, reverse=False)
+        else:
+            for flow in reversed(self.flows):
+                x = flow(x, x_mask, g=g, reverse=True)
+        return x
+
+
+class PosteriorEncoder(nn.Module):
+    """Linear spectrogram [B, bins, T] -> z ~ N(m_q, exp(logs_q)) [B, C, T] (training only)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden_channels: int,
+        kernel_size: int,
+        dilation_rate: int,
+        n_layers: int,
+        gin_channels: int = 0,
+    ) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.pre = nn.Conv1d(in_channels, hidden_channels, 1)
+        self.enc = WN(hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels=gin_channels)
+        self.proj = nn.Conv1d(hidden_channels, out_channels * 2, 1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        x_lengths: torch.Tensor,
+        g: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if g is not None:
+            g = g.detach()  # the style vector is trained through the prior and decoder only
+        x_mask = _length_mask(x_lengths, x.size(2), x.dtype)
+        x = self.enc(self.pre(x) * x_mask, x_mask, g=g)
+        stats = self.proj(x) * x_mask
+        m, logs = torch.split(stats, self.out_channels, dim=1)
+        z = (m + _randn_like(m, generator) * torch.exp(logs)) * x_mask
+        return z, m, logs, x_mask
+
+
+class Generator(nn.Module):
+    """HiFi-GAN decoder: z [B, C, T] (+ ge) -> waveform [B, 1, T * prod(upsample_rates)] in [-1, 1]."""
+
+    def __init__(
+        self,
+        initial_channel: int,
+        resblock: str,
+        resblock_kernel_sizes: Sequence[int],
+        resblock_dilation_sizes: Sequence[Sequence[int]],
+        upsample_rates: Sequence[int],
+        upsample_initial_channel: int,
+        upsample_kernel_sizes: Sequence[int],
+        gin_channels: int = 0,
+    ) -> None:
+        super().__init__()
+        self.num_kernels = len(resblock_kernel_sizes)
+        self.num_upsamples = len(upsample_rates)
+        self.conv_pre = nn.Conv1d(initial_channel, upsample_initial_channel, 7, 1, padding=3)
+        block = ResBlock1 if resblock == "1" else ResBlock2
+        self.ups = nn.ModuleList()
+        for i, (u, k) in enumerate(zip(upsample_rates, upsample_kernel_sizes, strict=True)):
+            up = nn.ConvTranspose1d(
+                upsample_initial_channel // 2**i, upsample_initial_channel // 2 ** (i + 1), k, u, padding=(k - u) // 2
+            )
+            self.ups.append(weight_norm(up))
+        self.resblocks = nn.ModuleList()
+        ch = upsample_initial_channel
+        for i in range(len(self.ups)):
+            ch = upsample_initial_channel // 2 ** (i + 1)
+            for k, d in zip(resblock_kernel_sizes, resblock_dilation_sizes, strict=True):
+                self.resblocks.append(block(ch, k, tuple(d)))
+        self.conv_post = nn.Conv1d(ch, 1, 7, 1, padding=3, bias=False)
+        if gin_channels:
+            self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1)
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.conv_pre(x)
+        if g is not None:
+            x = x + self.cond(g)
+        for i, up in enumerate(self.ups):
+            x = up(F.leaky_relu(x, LRELU_SLOPE))
+            blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
+            xs = blocks[0](x)
+            for block in blocks[1:]:
+                xs = xs + block(x)
+            x = xs / self.num_kernels
+        x = F.leaky_relu(x)  # torch's default slope 0.01 here, as upstream (not LRELU_SLOPE)
+        return torch.tanh(self.conv_post(x))
+
+
+# ----------------------------------------------------------------------------------------------- the model
+@dataclass
+class S2TrainOutput:
+    """What the s2 losses need from one training forward (upstream's 7-tuple, named)."""
+
+    y_hat: torch.Tensor  # [B, 1, segment_size * hop] decoded waveform slice
+    ids_slice: torch.Tensor  # [B] start frame of each slice
+    x_mask: torch.Tensor  # [B, 1, T] prior (enc_p) mask
+    z_mask: torch.Tensor  # [B, 1, T] posterior mask
+    z: torch.Tensor  # [B, C, T] posterior sample
+    z_p: torch.Tensor  # [B, C, T] flow(z)
+    m_p: torch.Tensor  # [B, C, T]
+    logs_p: torch.Tensor  # [B, C, T]
+    m_q: torch.Tensor  # [B, C, T]
+    logs_q: torch.Tensor  # [B, C, T]
+    commit_loss: torch.Tensor  # scalar; 0 when the quantiser is frozen
+    quantized: torch.Tensor  # [B, ssl_dim, T] codebook vectors upsampled to 50 Hz
+    ge: torch.Tensor  # [B, gin, 1] reference embedding
+
+
+class SynthesizerTrn(nn.Module):
+    """GPT-SoVITS s2 (v1/v2), built from an `S2ModelConfig`; state-dict keys are upstream's."""
+
+    def __init__(self, cfg: S2ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.version = cfg.version
+        self.ref_bins = cfg.ref_bins
+        self.semantic_frame_rate = cfg.semantic_frame_rate
+        self.freeze_quantizer = cfg.freeze_quantizer
+        self.segment_size = cfg.segment_size
+        # Construction order = upstream's, so state_dict() lists keys in the official order.
+        self.enc_p = TextEncoder(cfg)
+        self.dec = Generator(
+            cfg.inter_channels,
+            cfg.resblock,
+            cfg.resblock_kernel_sizes,
+            cfg.resblock_dilation_sizes,
+            cfg.upsample_rates,
+            cfg.upsample_initial_channel,
+            cfg.upsample_kernel_sizes,
+            cfg.gin_channels,
+        )
+        self.enc_q: PosteriorEncoder | None = self._new_posterior_encoder()
+        self.flow = ResidualCouplingBlock(
+            cfg.inter_channels, cfg.hidden_channels, 5, 1, cfg.flow_wn_layers, cfg.flow_layers, cfg.gin_channels
+        )
+        self.ref_enc = MelStyleEncoder(
+            cfg.ref_bins, style_hidden=cfg.ref_enc_hidden, style_vector_dim=cfg.gin_channels, dropout=cfg.p_dropout
+        )
+        k = 2 if cfg.semantic_frame_rate == "25hz" else 1
+        self.ssl_proj = nn.Conv1d(cfg.ssl_dim, cfg.ssl_dim, k, stride=k)
+        self.quantizer = ResidualVectorQuantizer(dimension=cfg.ssl_dim, n_q=1, bins=cfg.codebook_size)
+        if self.freeze_quantizer:
+            # Upstream runs them in eval mode under no_grad: they never learn, so they need no gradients.
+            self.ssl_proj.requires_grad_(False)
+            self.quantizer.requires_grad_(False)
+
+    def _new_posterior_encoder(self) -> PosteriorEncoder:
+        c = self.cfg
+        return PosteriorEncoder(
+            c.spec_channels, c.inter_channels, c.hidden_channels, 5, 1, c.enc_q_layers, gin_channels=c.gin_channels
+        )
+
+    def add_posterior_encoder(self) -> None:
+        """Give a model loaded from an export (no enc_q.* keys) a freshly initialised posterior encoder."""
+        if self.enc_q is None:
+            self.enc_q = self._new_posterior_encoder().to(self.ssl_proj.weight.device)
+
+    def train(self, mode: bool = True) -> SynthesizerTrn:
+        super().train(mode)
+        if self.freeze_quantizer:
+            # Frozen: the codebook must not follow its EMA, and the lookup is not straight-through.
+            self.ssl_proj.eval()
+            self.quantizer.eval()
+        return self
+
+    # ------------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_upstream_state_dict(
+        cls, state_dict: dict[str, torch.Tensor], version: str = "v2", config: S2ModelConfig | None = None
+    ) -> SynthesizerTrn:
+        """An eval-mode model from upstream-named weights (G pretrained, export `["weight"]`, or ours).
+
+        fp16 tensors are cast to fp32. `enc_q.*` may be absent (exports drop it): the model then has no posterior
+        encoder (`add_posterior_encoder()` makes a fresh one for training). Anything else missing, unexpected or
+        of the wrong shape raises CheckpointError listing the keys.
+        """
+        cfg = config if config is not None else official_config("s2", version).model  # type: ignore[arg-type]
+        emb = state_dict.get("enc_p.text_embedding.weight")
+        if emb is not None and emb.shape[0] != cfg.symbols:
+            guess = {322: "v1", 732: "v2"}.get(int(emb.shape[0]), "unknown")
+            raise CheckpointError(
+                f"s2 weights have a {emb.shape[0]}-row phone table ({guess}) but the model was built as "
+                f"{cfg.version} ({cfg.symbols} rows); load them with version='{guess}'"
+            )
+        # Built on the meta device: every tensor comes from `state_dict`, so random init would be wasted time.
+        with torch.device("meta"):
+            model = cls(cfg)
+        weights = {
+            k: (v.to(torch.float32, copy=True) if torch.is_floating_point(v) else v.clone())
+            for k, v in state_dict.items()
+        }
+        if not any(k.startswith("enc_q.") for k in weights):
+            model.enc_q = None
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(weights))
+        unexpected = sorted(set(weights) - set(expected))
+        wrong = sorted(
+            f"{k} {tuple(weights[k].shape)} (expected {tuple(v.shape)})"
+            for k, v in expected.items()
+            if k in weights and tuple(weights[k].shape) != tuple(v.shape)
+        )
+        if missing or unexpected or wrong:
+            parts = []
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+                if keys:
+                    shown = ", ".join(keys[:20]) + (f", ... ({len(keys)} in all)" if len(keys) > 20 else "")
+                    parts.append(f"{label}: {shown}")
+            raise CheckpointError(
+                f"s2 {cfg.version} weights do not match the SynthesizerTrn layout; "
+                + "; ".join(parts)
+                + ". Is this an s2 (SoVITS) file of this version?"
+            )
+        model.load_state_dict(weights, strict=True, assign=True)
+        recompute_weight_norm(model)
+        return model.eval()
+
+    # ----------------------------------------------------------------------------------------- inference
+    def reference_embedding(self, refer: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """ge [B, gin, 1] from one reference spectrogram [B, bins, F] or a list of them (their ge averaged)."""
+        if isinstance(refer, torch.Tensor):
+            return self._one_reference(refer)
+        if len(refer) == 0:
+            raise ValueError("refer: give at least one reference spectrogram")
+        return torch.stack([self._one_reference(r) for r in refer], 0).mean(0)
+
+    def _one_reference(self, refer: torch.Tensor) -> torch.Tensor:
+        if refer.dim() != 3 or refer.size(1) < self.ref_bins:
+            raise ValueError(f"refer: expected a spectrogram [B, >= {self.ref_bins}, F], got {tuple(refer.shape)}")
+        mask = torch.ones(refer.size(0), 1, refer.size(2), dtype=refer.dtype, device=refer.device)  # [B, 1, F]
+        return self.ref_enc(refer[:, : self.ref_bins] * mask, mask)
+
+    def _upsample_codes(self, quantized: torch.Tensor) -> torch.Tensor:
+        if self.semantic_frame_rate == "25hz":  # 25 Hz codes -> 50 Hz spectrogram frames
+            quantized = F.interpolate(quantized, size=int(quantized.shape[-1] * 2), mode="nearest")
+        return quantized
+
+    @torch.inference_mode()
+    def extract_latent(self, ssl: torch.Tensor) -> torch.Tensor:
+        """HuBERT features [B, ssl_dim, T] (50 Hz) -> semantic codes [B, n_q=1, T // 2] (25 Hz) long."""
+        codes = self.quantizer.encode(self.ssl_proj(ssl))  # [n_q, B, T/2]
+        return codes.transpose(0, 1)
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        codes: torch.Tensor,
+        phones: torch.Tensor,
+        refer: torch.Tensor | Sequence[torch.Tensor],
+        noise_scale: float = 0.5,
+        speed: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Synthesize: codes [B, 1, N] long, phones [B, L] long, refer [B, bins, F] or a list -> wav [B, 1, S].
+
+        S = hop * (2N) at speed 1, hop * (int(2N / speed) + 1) otherwise. The noise is drawn even when
+        noise_scale is 0 (so the random stream advances as upstream's does); pass `generator` to make it
+        reproducible without touching the global RNG.
+        """
+        if speed <= 0:
+            raise ValueError(f"speed must be > 0 (got {speed})")
+        ge = self.reference_embedding(refer)
+        b = codes.size(0)
+        quantized = self._upsample_codes(self.quantizer.decode(codes.transpose(0, 1)))  # [B, D, 2N]
+        y_lengths = torch.full((b,), quantized.size(2), dtype=torch.long, device=codes.device)
+        text_lengths = torch.full((b,), phones.size(-1), dtype=torch.long, device=phones.device)
+        _, m_p, logs_p, y_mask = self.enc_p(quantized, y_lengths, phones, text_lengths, ge, speed)
+        z_p = m_p + _randn_like(m_p, generator) * torch.exp(logs_p) * noise_scale
+        z = self.flow(z_p, y_mask, g=ge, reverse=True)
+        return self.dec(z * y_mask, g=ge)
+
+    @torch.no_grad()
+    def infer(
+        self,
+        ssl: torch.Tensor,
+        spec: torch.Tensor,
+        spec_lengths: torch.Tensor,
+        phones: torch.Tensor,
+        phone_lengths: torch.Tensor,
+        noise_scale: float = 0.5,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole-utterance reconstruction for validation: a batch's own spectrogram is the reference.
+
+        Returns (wav [B, 1, T * hop], y_mask [B, 1, T]); samples past `spec_lengths * hop` are padding.
+        """
+        spec_mask = _length_mask(spec_lengths, spec.size(2), spec.dtype)
+        ge = self.ref_enc(spec[:, : self.ref_bins] * spec_mask, spec_mask)
+        quantized = self._upsample_codes(self.quantizer.decode(self.quantizer.encode(self.ssl_proj(ssl))))
+        _, m_p, logs_p, y_mask = self.enc_p(quantized, spec_lengths, phones, phone_lengths, ge)
+        z_p = m_p + _randn_like(m_p, generator) * torch.exp(logs_p) * noise_scale
+        z = self.flow(z_p, y_mask, g=ge, reverse=True)
+        return self.dec(z * y_mask, g=ge), y_mask
+
+    # ------------------------------------------------------------------------------------------ training
+    def forward(
+        self,
+        ssl: torch.Tensor,
+        ssl_lengths: torch.Tensor | None,
+        spec: torch.Tensor,
+        spec_lengths: torch.Tensor,
+        phones: torch.Tensor,
+        phone_lengths: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> S2TrainOutput:
+        """Training step: ssl [B, ssl_dim, Ts] (50 Hz), spec [B, bins, T] (T == 2 * (Ts // 2)), phones [B, L].
+
+        As upstream, masks come from `spec_lengths` (ssl_lengths is accepted for symmetry and not used), the
+        reference embedding is computed from the target spectrogram itself, and the decoder sees a random
+        `segment_size`-frame slice of z.
+        """
+        if self.enc_q is None:
+            raise RuntimeError(
+                "this s2 model has no posterior encoder (it was loaded from an export without enc_q.* weights); "
+                "train from a pretrained G file, or call model.add_posterior_encoder() first"
+            )
+        y_mask = _length_mask(spec_lengths, spec.size(2), spec.dtype)
+        ge = self.ref_enc(spec[:, : self.ref_bins] * y_mask, y_mask)  # [B, gin, 1]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_quantizer):
+            quantized, _, commit_loss = self.quantizer(self.ssl_proj(ssl))
+        quantized = self._upsample_codes(quantized)  # [B, D, 2 * (Ts // 2)]
+        if quantized.size(2) != spec.size(2):
+            raise ValueError(
+                f"ssl frames ({ssl.size(2)} -> {quantized.size(2)} after the 25 Hz round trip) do not match "
+                f"spectrogram frames ({spec.size(2)}); pad/crop the batch so they are equal and even"
+            )
+        _, m_p, logs_p, x_mask = self.enc_p(quantized, spec_lengths, phones, phone_lengths, ge)
+        z, m_q, logs_q, z_mask = self.enc_q(spec, spec_lengths, g=ge, generator=generator)
+        z_p = self.flow(z, z_mask, g=ge)
+        z_slice, ids_slice = rand_slice_segments(z, spec_lengths, self.segment_size, generator=generator)
+        y_hat = self.dec(z_slice, g=ge)
+        return S2TrainOutput(
+            y_hat=y_hat,
+            ids_slice=ids_slice,
+            x_mask=x_mask,
+            z_mask=z_mask,
+            z=z,
+            z_p=z_p,
+            m_p=m_p,
+            logs_p=logs_p,
+            m_q=m_q,
+            logs_q=logs_q,
+            commit_loss=commit_loss,
+            quantized=quantized,
+            ge=ge,
+        )
