@@ -1,0 +1,143 @@
+"""Finding the recordings and their transcripts among the user's inputs.
+
+Inputs are audio files, folders (searched recursively for audio), and transcript files. A recording with a
+transcript (from a transcript file or a sidecar `.txt`/`.lab`) is used whole, as one utterance; a recording
+without one is sliced on silence and its clips are transcribed later. Transcript lines whose audio path does not
+exist are looked up by file name among the audio found in the input folders (upstream's `.list` files often
+hold paths from another machine); failing that they are reported as missing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gsvkit.audio.io import AUDIO_SUFFIXES
+from gsvkit.data.transcripts import (
+    TRANSCRIPT_SUFFIXES,
+    Problem,
+    Transcript,
+    normalize_language,
+    read_transcripts,
+    sidecar_transcript,
+)
+from gsvkit.errors import DataError
+
+_UNSAFE = re.compile(r"[^\w.\-]+")
+
+
+def safe_id(name: str) -> str:
+    """A filesystem- and `.list`-safe id from a file name (letters of any script, digits, `_`, `.`, `-`)."""
+    return _UNSAFE.sub("_", name).strip("._") or "clip"
+
+
+@dataclass
+class Source:
+    """One recording and what is known about it before it is decoded."""
+
+    path: Path
+    name: str  # id, or id prefix of its clips
+    speaker: str
+    language: str
+    text: str | None = None  # None: slice and transcribe
+    origin: str = ""  # where the transcript came from
+    sha: str = field(default="", compare=False)
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def discover(
+    inputs: list[str], transcript_files: list[str], out_dir: Path, language: str, speaker: str
+) -> tuple[list[Source], list[Problem]]:
+    """Sources in a stable order (sorted by path), and every input problem found on the way."""
+    out_dir = out_dir.resolve()
+    audio: list[Path] = []
+    lists: list[Path] = [Path(t) for t in transcript_files]
+    problems: list[Problem] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            if path.resolve() == out_dir:
+                raise DataError(f"{path}: the input folder is the output folder; choose another --out")
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not _is_within(p.resolve(), out_dir)
+            )
+            if not found:
+                problems.append(Problem(str(path), "no audio files (wav, flac, ogg, mp3) in this folder"))
+            audio += found
+        elif path.is_file() and path.suffix.lower() in TRANSCRIPT_SUFFIXES:
+            lists.append(path)
+        elif path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES:
+            audio.append(path)
+        elif path.is_file():
+            problems.append(Problem(str(path), f"not an audio or transcript file ({path.suffix or 'no suffix'})"))
+        else:
+            raise DataError(f"{path}: input not found")
+
+    by_path: dict[Path, Path] = {}
+    by_name: dict[str, list[Path]] = {}
+    for p in audio:
+        r = p.resolve()
+        if r not in by_path:
+            by_path[r] = p
+            by_name.setdefault(p.name, []).append(r)
+
+    transcripts: dict[Path, Transcript] = {}
+    for list_file in lists:
+        items, bad = read_transcripts(list_file)
+        problems += bad
+        for t in items:
+            target = t.audio.resolve() if t.audio.exists() else None
+            if target is None:
+                same_name = by_name.get(t.audio.name, [])
+                if len(same_name) == 1:
+                    target = same_name[0]
+                else:
+                    why = "is not unique among the inputs" if same_name else "not found"
+                    problems.append(Problem(t.origin, f"audio file {t.audio} {why}"))
+                    continue
+            if not target.is_file():
+                problems.append(Problem(t.origin, f"audio path {t.audio} is not a file"))
+                continue
+            if target in transcripts:
+                problems.append(
+                    Problem(t.origin, f"duplicate transcript for {target.name} (first at {transcripts[target].origin})")
+                )
+                continue
+            transcripts[target] = t
+            by_path.setdefault(target, t.audio)
+
+    sources: list[Source] = []
+    for resolved in sorted(by_path):
+        t = transcripts.get(resolved)
+        text, lang, spk, origin = None, language, speaker, ""
+        if t is not None:
+            text, origin = t.text, t.origin
+            lang, spk = t.language or language, t.speaker or speaker
+        else:
+            side, problem = sidecar_transcript(resolved)
+            if problem is not None:
+                problems.append(problem)
+                continue
+            if side is not None:
+                text, origin = side, str(resolved.with_suffix(""))
+        sources.append(
+            Source(
+                path=resolved,
+                name=safe_id(resolved.stem),
+                speaker=spk,
+                language=normalize_language(lang) or language,
+                text=text,
+                origin=origin,
+            )
+        )
+    return sources, problems

@@ -1,0 +1,127 @@
+"""The per-clip stages of `gsv prepare` after slicing: text → phones (+BERT), HuBERT features, semantic tokens.
+
+Each function does the work for one clip and returns plain data (or raises a `GsvError` the caller turns into
+a dropped item); the caller decides whether the work is needed (see `gsvkit.data.state`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gsvkit.errors import AudioError, DataError, TextError
+from gsvkit.utils.io import atomic_write_bytes
+
+# ------------------------------------------------------------------------------------------------------- text
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
+_HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
+_SILENT_PHONES = {",", ".", "!", "?", "…", "-", "_", "SP", "SP2", "SP3", "UNK", "[", "]"}
+BERT_LANGUAGES = ("zh",)  # upstream computes BERT features for zh only; zeros for the rest
+
+TextFn = Callable[[str, str], dict]
+
+
+def language_mismatch(text: str, language: str) -> str | None:
+    """Why `text` cannot be in the declared `language`, judged by its script; None when it can."""
+    han, kana, hangul = bool(_HAN.search(text)), bool(_KANA.search(text)), bool(_HANGUL.search(text))
+    base = language.removeprefix("all_")
+    if base == "en" and (han or kana or hangul):
+        found = "Korean" if hangul else "Japanese" if kana else "Chinese"
+        return f"declared en but the text contains {found} characters; fix the language or the transcript"
+    if base in ("zh", "yue") and not han:
+        return f"declared {language} but the text has no Chinese characters; fix the language or the transcript"
+    if base == "ja" and not (han or kana):
+        return f"declared {language} but the text has no Japanese characters; fix the language or the transcript"
+    if base == "ko" and not hangul:
+        return f"declared {language} but the text has no Korean characters; fix the language or the transcript"
+    return None
+
+
+def frontend_text_fn(version: str) -> TextFn:
+    """The package's text frontend as `fn(text, language) -> {norm_text, phones, phone_ids, word2ph}`."""
+    from gsvkit.text import TextFrontend
+
+    frontend = TextFrontend(version=version)
+
+    def run(text: str, language: str) -> dict:
+        r = frontend.process(text, language)
+        return {
+            "norm_text": r.norm_text,
+            "phones": list(r.phones),
+            "phone_ids": [int(i) for i in r.phone_ids],
+            "word2ph": None if r.word2ph is None else [int(w) for w in r.word2ph],
+        }
+
+    return run
+
+
+def text_to_phones(text: str, language: str, text_fn: TextFn) -> dict:
+    """Phones of one transcript, with upstream's dataset-preparation substitutions (`%` → `-`, `￥` → `,`)."""
+    if not text.strip():
+        raise TextError("empty transcript")
+    mismatch = language_mismatch(text, language)
+    if mismatch:
+        raise TextError(mismatch)
+    result = text_fn(text.replace("%", "-").replace("￥", ","), language)
+    phones = result["phones"]
+    if not any(p not in _SILENT_PHONES for p in phones):
+        raise TextError(f"nothing pronounceable in {text!r} (phones: {' '.join(phones) or 'none'})")
+    if result.get("word2ph") is not None and sum(result["word2ph"]) != len(phones):
+        raise TextError(f"word2ph does not add up to the {len(phones)} phones of {text!r}")
+    return result
+
+
+# --------------------------------------------------------------------------------------------------- features
+def save_tensors(path: Path, tensors: dict[str, Any]) -> None:
+    """Write a safetensors file atomically."""
+    import torch
+    from safetensors.torch import save
+
+    data = {k: torch.as_tensor(v).contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(data))
+
+
+def load_tensor(path: Path, name: str) -> Any:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))[name]
+
+
+def hubert_features(clip: Path, featurizer: Callable, scale: float) -> Any:
+    """[C, T50] float32 HuBERT features of a clip file (read at 16 kHz and scaled like upstream's input)."""
+    import torch
+
+    from gsvkit.audio.features import HUBERT_SR
+    from gsvkit.audio.io import load_audio
+
+    wav = load_audio(clip, HUBERT_SR) * np.float32(scale)  # [S16]
+    ssl = featurizer(wav)  # [1, C, T]
+    if ssl.ndim != 3 or ssl.shape[0] != 1:
+        raise DataError(f"HuBERT returned shape {tuple(ssl.shape)}, expected [1, C, T]")
+    if not torch.isfinite(ssl).all():
+        raise AudioError("HuBERT features contain NaN/inf (the clip may be clipped or corrupt)")
+    return ssl[0].float()
+
+
+def semantic_tokens(ssl: Any, quantizer: Any) -> Any:
+    """[T25] int64 semantic tokens of [C, T50] HuBERT features through an s2 model's quantizer."""
+    import torch
+
+    extract = getattr(quantizer, "extract_latent", quantizer)
+    with torch.inference_mode():
+        codes = extract(ssl.unsqueeze(0))  # [1, 1, T25]
+    codes = torch.as_tensor(codes)
+    return codes.reshape(-1).to(torch.int64).cpu()
+
+
+def bert_features(norm_text: str, word2ph: list[int], bert: Callable, n_phones: int) -> Any:
+    """[1024, n_phones] BERT features of a zh utterance."""
+    feats = bert(norm_text, word2ph)
+    if feats.shape[-1] != n_phones:
+        raise TextError(f"BERT features cover {feats.shape[-1]} phones, expected {n_phones}")
+    return feats.float().cpu()
