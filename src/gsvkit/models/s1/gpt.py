@@ -1,0 +1,547 @@
+"""GPT-SoVITS's s1 model: `Text2SemanticDecoder`, a decoder-only transformer from phones (+BERT) to semantic codes.
+
+The sequence fed to the transformer is `[text ; audio]`:
+
+- text  = `ar_text_embedding(phones) + bert_proj(bert)` plus `alpha_text * pe[0:Tx]`,
+- audio = `ar_audio_embedding(codes)` plus `alpha_audio * pe[0:Ty]` (audio positions restart at 0).
+
+Text attends to text only (bidirectionally); audio attends to all text and to earlier audio (causally). The stack is
+post-norm (`x = LN(x + attn(x)); x = LN(x + W2 relu(W1 x))`). There is no BOS: the hidden state at the last text
+position predicts the first code, and the hidden state at audio position j predicts code j+1; EOS ends the sequence.
+
+Parameter names equal upstream's (`h.layers.0.self_attn.in_proj_weight`, `ar_text_position.alpha`, ...) without
+the Lightning `model.` prefix, so official weights load key for key.
+
+Inference uses a per-layer key/value cache, preallocated and grown by doubling: one new token per step reads every
+weight once (fp32 decoding at batch 1 is bound by memory bandwidth). `quantize_int8()` / `.to(torch.bfloat16)`
+give faster, approximate variants.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gsvkit.config import ConfigError, S1ModelConfig
+from gsvkit.errors import CheckpointError
+from gsvkit.models.s1.sampling import apply_repetition_penalty, logits_to_probs, make_generator, sample_from_probs
+
+IGNORE_INDEX = -100
+# Upstream never lets EOS win during the first 11 decoding steps (about 0.4 s of audio).
+MIN_NEW_TOKENS = 11
+
+
+# ------------------------------------------------------------------------------------------------ building blocks
+class TokenEmbedding(nn.Module):
+    """Lookup table (`word_embeddings`) followed by dropout."""
+
+    def __init__(self, vocab_size: int, dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, D]
+        return self.dropout(self.word_embeddings(ids))
+
+
+class SinePositionalEmbedding(nn.Module):
+    """Adds `alpha * pe[offset : offset+T]` (transformer sine table, learnable scalar alpha), then dropout.
+
+    The table is not a parameter or buffer (upstream stores none), so it is rebuilt on demand per device/dtype.
+    """
+
+    def __init__(self, dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.dim = dim
+        self.alpha = nn.Parameter(torch.ones(1))
+        self.dropout = nn.Dropout(dropout)
+        self._table: torch.Tensor | None = None
+
+    def table(self, length: int, like: torch.Tensor) -> torch.Tensor:
+        """Rows [0, length) of the sine table, [length, D], on `like`'s device and dtype."""
+        t = self._table
+        if t is None or t.shape[0] < length or t.device != like.device or t.dtype != like.dtype:
+            n = max(length, 4000 if t is None else 2 * t.shape[0])
+            # fp32 maths as upstream, cast once: pe[p, 2i] = sin(p * w_i), pe[p, 2i+1] = cos(p * w_i)
+            position = torch.arange(n, dtype=torch.float32).unsqueeze(1)
+            freq = torch.exp(torch.arange(0, self.dim, 2, dtype=torch.float32) * -(math.log(10000.0) / self.dim))
+            pe = torch.zeros(n, self.dim)
+            pe[:, 0::2] = torch.sin(position * freq)
+            pe[:, 1::2] = torch.cos(position * freq)
+            self._table = t = pe.to(device=like.device, dtype=like.dtype)
+        return t[:length]
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:  # [B, T, D]
+        pe = self.table(offset + x.shape[1], x)[offset:]  # [T, D]
+        return self.dropout(x + self.alpha * pe)
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated as [B, H, capacity, head_dim] and grown by doubling.
+
+    `update` writes a layer's new keys/values after the `length` cached ones and returns views of everything so far;
+    `advance` moves `length` on once every layer has been updated for the current step.
+    """
+
+    def __init__(self, n_layers: int, batch: int, heads: int, head_dim: int, capacity: int, like: torch.Tensor):
+        shape = (batch, heads, max(1, capacity), head_dim)
+        self.k = [like.new_empty(shape) for _ in range(n_layers)]
+        self.v = [like.new_empty(shape) for _ in range(n_layers)]
+        self.length = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.k[0].shape[2]
+
+    def _grow(self, needed: int) -> None:
+        cap = max(needed, 2 * self.capacity)
+        for buf in (self.k, self.v):
+            for i, old in enumerate(buf):
+                new = old.new_empty((old.shape[0], old.shape[1], cap, old.shape[3]))
+                new[:, :, : self.length] = old[:, :, : self.length]
+                buf[i] = new
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + k.shape[2]
+        if end > self.capacity:
+            self._grow(end)
+        self.k[layer][:, :, self.length : end] = k
+        self.v[layer][:, :, self.length : end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with `nn.MultiheadAttention`'s parameter names (packed `in_proj_weight`)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+        self.qkv_int8: nn.Module | None = None  # set by `quantize_int8` (inference-only copies)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [B, T, D]
+        attn_mask: torch.Tensor | None = None,  # bool, True = may attend; broadcastable to [B, H, T, S]
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        b, t, d = x.shape
+        if self.qkv_int8 is not None:
+            qkv = self.qkv_int8(x)
+        else:
+            qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # [B, T, 3D]
+        q, k, v = qkv.view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # each [B, H, T, hd]
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # [B, H, S, hd]
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # [B, H, T, hd]
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+class TransformerLayer(nn.Module):
+    """Post-norm encoder layer: LN(x + attn(x)), then LN(x + FFN(x)) with a ReLU FFN; LayerNorm eps 1e-5."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.self_attn = SelfAttention(dim, heads, dropout)
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-5)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-5)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:  # [B, T, D]
+        x = self.norm1(x + self.dropout1(self.self_attn(x, attn_mask, cache, layer)))
+        return self.norm2(x + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(x))))))
+
+
+class Transformer(nn.Module):
+    """The layer stack (`h.layers.N`), with optional stochastic depth while training.
+
+    `layer_drop` is the skip probability of the deepest layer; layer i (0-based) of L is skipped with probability
+    `layer_drop * (i + 1) / L` (the linear rule of stochastic depth). Skipping is per batch and only in training.
+    """
+
+    def __init__(
+        self, n_layers: int, dim: int, heads: int, ffn_dim: int, dropout: float = 0.0, layer_drop: float = 0.0
+    ):
+        super().__init__()
+        self.layers = nn.ModuleList(TransformerLayer(dim, heads, ffn_dim, dropout) for _ in range(n_layers))
+        self.layer_drop = layer_drop
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        n = len(self.layers)
+        drop = self.layer_drop if (self.training and cache is None) else 0.0
+        for i, layer in enumerate(self.layers):
+            # A skipped post-norm block is the identity, so the residual stream passes through untouched.
+            if drop > 0.0 and float(torch.rand(())) < drop * (i + 1) / n:
+                continue
+            x = layer(x, attn_mask, cache, i)
+        if cache is not None:
+            cache.advance(x.shape[1])
+        return x
+
+
+# ------------------------------------------------------------------------------------------------------- outputs
+@dataclass
+class DecodeStep:
+    """One decoding step: the drawn `token`, the raw `ar_predict_layer` logits [V] (before EOS masking and penalty)
+    and whether the step ended the sequence (`is_eos`: then `token` is not part of the output)."""
+
+    index: int
+    token: int
+    logits: torch.Tensor
+    is_eos: bool
+
+
+@dataclass
+class S1TrainOutput:
+    """Training forward result.
+
+    - `loss`: summed cross-entropy over every target (codes then one EOS per item; padding ignored), as upstream.
+    - `top3_acc`: top-3 accuracy over the code targets (EOS and padding excluded, as upstream's metric).
+    - `loss_mean`: `loss / n_targets`, for logging.
+    - `item_loss`: [B] summed loss per item.
+
+    Unpacks as `(loss, top3_acc)`: `loss, acc = model(...)`.
+    """
+
+    loss: torch.Tensor
+    top3_acc: torch.Tensor
+    loss_mean: torch.Tensor
+    item_loss: torch.Tensor
+    n_targets: torch.Tensor
+
+    def __iter__(self):
+        return iter((self.loss, self.top3_acc))
+
+
+# ------------------------------------------------------------------------------------------------------- masks
+def prefix_mask(text_len: int, audio_len: int, device: torch.device) -> torch.Tensor:
+    """[S, S] bool (True = may attend), S = text_len + audio_len: text↔text bidirectional, audio → text + past audio."""
+    s = text_len + audio_len
+    mask = torch.ones(s, s, dtype=torch.bool, device=device)
+    mask[:text_len, text_len:] = False  # text never sees audio
+    mask[text_len:, text_len:] = torch.ones(audio_len, audio_len, dtype=torch.bool, device=device).tril()
+    return mask
+
+
+def batch_mask(text_lens: torch.Tensor, audio_lens: torch.Tensor, text_len: int, audio_len: int) -> torch.Tensor:
+    """[B, 1, S, S] bool: `prefix_mask` with each item's padded keys (text and audio) masked out.
+
+    Padded query rows still see their item's real keys, so no row is empty (no NaN) and real rows are exact.
+    """
+    device = text_lens.device
+    valid_text = torch.arange(text_len, device=device)[None] < text_lens[:, None]  # [B, Tx]
+    valid_audio = torch.arange(audio_len, device=device)[None] < audio_lens[:, None]  # [B, Ty]
+    key_valid = torch.cat([valid_text, valid_audio], dim=1)  # [B, S]
+    return prefix_mask(text_len, audio_len, device)[None, None] & key_valid[:, None, None, :]
+
+
+# --------------------------------------------------------------------------------------------------------- model
+class Text2SemanticDecoder(nn.Module):
+    """GPT-SoVITS s1: phones + BERT features (+ prompt codes) → semantic codes. See the module docstring."""
+
+    def __init__(self, cfg: S1ModelConfig, layer_drop: float | None = None):
+        super().__init__()
+        if cfg.embedding_dim != cfg.hidden_dim:
+            raise ConfigError(f"s1 needs embedding_dim == hidden_dim (got {cfg.embedding_dim} and {cfg.hidden_dim})")
+        if cfg.eos != cfg.vocab_size - 1:
+            raise ConfigError(f"s1 needs eos == vocab_size - 1 (got eos={cfg.eos}, vocab_size={cfg.vocab_size})")
+        self.cfg = cfg
+        self.eos = cfg.eos
+        d = cfg.embedding_dim
+        # Upstream hard-codes 0.1 for the positional and transformer dropouts; here every dropout is cfg.dropout.
+        self.bert_proj = nn.Linear(cfg.bert_dim, d)
+        self.ar_text_embedding = TokenEmbedding(cfg.phone_vocab, d, cfg.dropout)
+        self.ar_text_position = SinePositionalEmbedding(d, cfg.dropout)
+        self.ar_audio_embedding = TokenEmbedding(cfg.vocab_size, d, cfg.dropout)
+        self.ar_audio_position = SinePositionalEmbedding(d, cfg.dropout)
+        if layer_drop is None:
+            layer_drop = float(getattr(cfg, "layer_drop", 0.0) or 0.0)
+        self.h = Transformer(cfg.n_layer, cfg.hidden_dim, cfg.head, cfg.linear_units, cfg.dropout, layer_drop)
+        self.ar_predict_layer = nn.Linear(cfg.hidden_dim, cfg.vocab_size, bias=False)
+
+    # ------------------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_upstream_state_dict(
+        cls, state_dict: Mapping[str, torch.Tensor], version: str = "v2", config: S1ModelConfig | None = None
+    ) -> Text2SemanticDecoder:
+        """Build an eval-mode fp32 model from upstream-named weights (keys with or without Lightning's `model.`).
+
+        `config` defaults to the official architecture of `version` ("v1": 512 phone rows, "v2": 732). Raises
+        CheckpointError naming missing, unexpected or mis-shaped keys.
+        """
+        if config is None:
+            if version not in ("v1", "v2"):
+                raise CheckpointError(f"s1 weights: unsupported model version {version!r} (expected 'v1' or 'v2')")
+            config = S1ModelConfig(version=version)
+        sd = {(k[len("model.") :] if k.startswith("model.") else k): v for k, v in state_dict.items()}
+        model = cls(config)
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(sd))
+        unexpected = sorted(set(sd) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(
+                "s1 weights do not match the GPT architecture: "
+                + "; ".join(
+                    part
+                    for part in (
+                        _list_keys("missing", missing),
+                        _list_keys("unexpected", unexpected),
+                    )
+                    if part
+                )
+                + ". Is this an s1 (GPT) file of a supported version?"
+            )
+        bad = [
+            f"{k}: file {tuple(sd[k].shape)} vs model {tuple(t.shape)}"
+            for k, t in expected.items()
+            if tuple(sd[k].shape) != tuple(t.shape)
+        ]
+        if bad:
+            hint = ""
+            rows = sd["ar_text_embedding.word_embeddings.weight"].shape[0]
+            if rows != config.phone_vocab:
+                hint = f" (the phone table has {rows} rows: v1 files have 512, v2 files 732 — check `version`)"
+            raise CheckpointError("s1 weights have wrong shapes: " + "; ".join(bad[:5]) + hint)
+        sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
+        model.load_state_dict(sd, strict=True)
+        return model.eval()
+
+    # ------------------------------------------------------------------------------------------ pieces
+    @property
+    def _anchor(self) -> torch.Tensor:
+        """A parameter giving the model's device and dtype (embeddings are never quantised)."""
+        return self.ar_audio_embedding.word_embeddings.weight
+
+    def embed_text(self, phones: torch.Tensor, bert: torch.Tensor) -> torch.Tensor:
+        """[B, Tx] phone ids + [B, bert_dim, Tx] → [B, Tx, D] (embedding + BERT projection + positions)."""
+        x = self.ar_text_embedding(phones) + self.bert_proj(bert.transpose(1, 2).to(self._anchor.dtype))
+        return self.ar_text_position(x)
+
+    def embed_audio(self, codes: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """[B, T] codes at audio positions [offset, offset+T) → [B, T, D]."""
+        return self.ar_audio_position(self.ar_audio_embedding(codes), offset)
+
+    def _teacher_forced_hidden(
+        self,
+        phones: torch.Tensor,
+        phone_lens: torch.Tensor,
+        bert: torch.Tensor,
+        semantic: torch.Tensor,
+        semantic_lens: torch.Tensor,
+    ) -> torch.Tensor:
+        """Hidden states at the Ts+1 predicting positions of each item: its last real phone, then every code.
+
+        Returns [B, Ts+1, D]; row j predicts code j (row Ts_b predicts EOS). Items are independent of padding.
+        """
+        b, tx = phones.shape
+        ts = semantic.shape[1]
+        audio_valid = torch.arange(ts, device=semantic.device)[None] < semantic_lens[:, None]  # [B, Ts]
+        codes = semantic.masked_fill(~audio_valid, 0)  # padding may hold any id; its keys are masked anyway
+        xy = torch.cat([self.embed_text(phones, bert), self.embed_audio(codes)], dim=1)  # [B, Tx+Ts, D]
+        mask = batch_mask(phone_lens, semantic_lens, tx, ts)
+        hidden = self.h(xy, mask)  # [B, Tx+Ts, D]
+        last_text = hidden[torch.arange(b, device=hidden.device), phone_lens.long() - 1]  # [B, D]
+        return torch.cat([last_text[:, None], hidden[:, tx:]], dim=1)
+
+    # ------------------------------------------------------------------------------------------ training
+    def forward(
+        self,
+        phones: torch.Tensor,  # [B, Tx] long
+        phone_lens: torch.Tensor,  # [B]
+        bert: torch.Tensor,  # [B, bert_dim, Tx]
+        semantic: torch.Tensor,  # [B, Ts] long
+        semantic_lens: torch.Tensor,  # [B]
+    ) -> S1TrainOutput:
+        """Teacher-forced loss: targets are each item's codes followed by EOS; padding positions are ignored."""
+        logits = self.ar_predict_layer(self._teacher_forced_hidden(phones, phone_lens, bert, semantic, semantic_lens))
+        b, ts = semantic.shape
+        pos = torch.arange(ts + 1, device=semantic.device)[None]  # [1, Ts+1]
+        lens = semantic_lens[:, None]
+        targets = torch.cat([semantic, semantic.new_zeros(b, 1)], dim=1).long()  # [B, Ts+1]
+        targets = torch.where(pos < lens, targets, torch.full_like(targets, self.eos))
+        targets = torch.where(pos <= lens, targets, torch.full_like(targets, IGNORE_INDEX))
+        ce = F.cross_entropy(
+            logits.transpose(1, 2).float(), targets, ignore_index=IGNORE_INDEX, reduction="none"
+        )  # [B, Ts+1]
+        item_loss = ce.sum(dim=1)
+        loss = item_loss.sum()
+        n_targets = (targets != IGNORE_INDEX).sum()
+        with torch.no_grad():
+            scored = (targets != IGNORE_INDEX) & (targets != self.eos)
+            top3 = logits.topk(min(3, logits.shape[-1]), dim=-1).indices  # [B, Ts+1, 3]
+            hit = (top3 == targets[..., None]).any(dim=-1) & scored
+            acc = hit.sum().float() / scored.sum().clamp(min=1).float()
+        return S1TrainOutput(loss, acc, loss / n_targets.clamp(min=1), item_loss, n_targets)
+
+    def logits(self, phones: torch.Tensor, bert: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits [1, Ts+1, V] from the last phone position onward (upstream's `tf_logits`)."""
+        device = phones.device
+        phone_lens = torch.tensor([phones.shape[1]], device=device)
+        semantic_lens = torch.tensor([semantic.shape[1]], device=device)
+        return self.ar_predict_layer(self._teacher_forced_hidden(phones, phone_lens, bert, semantic, semantic_lens))
+
+    # ------------------------------------------------------------------------------------------ inference
+    @torch.inference_mode()
+    def decode_steps(
+        self,
+        phones: torch.Tensor,
+        bert: torch.Tensor,
+        prompt: torch.Tensor | None = None,
+        top_k: int | None = 15,
+        top_p: float | None = 1.0,
+        temperature: float = 1.0,
+        repetition_penalty: float = 1.35,
+        max_new_tokens: int = 1500,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[DecodeStep]:
+        """Every decoding step in order, the final EOS step included (`is_eos=True`); see `generate`.
+
+        One token per step through the KV cache. Upstream's rules: EOS is out of reach for the first 11 steps; the
+        repetition penalty covers the prompt and every generated token; the sequence ends when the sampled token
+        or the argmax of the penalised logits is EOS, or after `max_new_tokens` tokens.
+        """
+        if phones.dim() != 2 or phones.shape[0] != 1:
+            raise ValueError(f"phones must be [1, Tx], got {tuple(phones.shape)}")
+        tx = phones.shape[1]
+        if bert.shape != (1, self.cfg.bert_dim, tx):
+            raise ValueError(f"bert must be [1, {self.cfg.bert_dim}, {tx}], got {tuple(bert.shape)}")
+        if prompt is not None and (prompt.dim() != 2 or prompt.shape[0] != 1):
+            raise ValueError(f"prompt must be [1, Tp] or None, got {tuple(prompt.shape)}")
+        if max_new_tokens <= 0:
+            return
+        device = self._anchor.device
+        gen = generator if generator is not None else make_generator(seed, device)
+        phones, bert = phones.to(device), bert.to(device)
+        tp = 0 if prompt is None else prompt.shape[1]
+
+        x = self.embed_text(phones, bert)  # [1, Tx, D]
+        if tp:
+            prompt = prompt.to(device).long()
+            x = torch.cat([x, self.embed_audio(prompt)], dim=1)  # [1, Tx+Tp, D]
+        heads = self.cfg.head
+        cache = KVCache(
+            len(self.h.layers), 1, heads, self.cfg.hidden_dim // heads, tx + tp + min(max_new_tokens, 1024), x
+        )
+        hidden = self.h(x, prefix_mask(tx, tp, device), cache)[:, -1]  # [1, D]
+
+        history = torch.zeros(1, tp + max_new_tokens, dtype=torch.long, device=device)  # prompt + generated
+        if tp:
+            history[:, :tp] = prompt
+        for step in range(max_new_tokens):
+            raw = self.ar_predict_layer(hidden).float()  # [1, V]
+            logits = raw[:, : self.eos] if step < MIN_NEW_TOKENS else raw  # EOS is the last id
+            penalised = apply_repetition_penalty(logits, history[:, : tp + step], repetition_penalty)
+            probs = logits_to_probs(penalised, None, temperature, top_k, top_p, 1.0)
+            token = sample_from_probs(probs, gen)  # [1, 1]
+            tok = int(token)
+            is_eos = tok == self.eos or int(penalised.argmax(dim=-1)) == self.eos
+            yield DecodeStep(step, tok, raw[0], is_eos)
+            if is_eos or step + 1 == max_new_tokens:
+                return
+            history[:, tp + step] = tok
+            hidden = self.h(self.embed_audio(token, offset=tp + step), None, cache)[:, -1]
+
+    def generate_iter(self, phones: torch.Tensor, bert: torch.Tensor, prompt: torch.Tensor | None = None, **kw):
+        """Yield each new token id (int) as soon as it is drawn; stops before EOS. Arguments as `generate`."""
+        for step in self.decode_steps(phones, bert, prompt, **kw):
+            if step.is_eos:
+                return
+            yield step.token
+
+    def generate(
+        self,
+        phones: torch.Tensor,
+        bert: torch.Tensor,
+        prompt: torch.Tensor | None = None,
+        top_k: int | None = 15,
+        top_p: float | None = 1.0,
+        temperature: float = 1.0,
+        repetition_penalty: float = 1.35,
+        max_new_tokens: int = 1500,
+        seed: int | None = None,
+        return_logits: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Generate semantic codes after `prompt` for `phones` [1, Tx] with `bert` [1, bert_dim, Tx].
+
+        Returns the new tokens [1, n] long (EOS excluded; n == max_new_tokens when no EOS comes). `seed` makes the
+        draws reproducible through a local torch.Generator (or pass your own `generator`); the global RNG is never
+        used. `top_k` None/<=0 and `top_p` >= 1 disable those filters; `top_k=1` is greedy. With `return_logits`,
+        also returns the raw per-step logits [n_steps, V] (the EOS step included).
+        """
+        steps = list(
+            self.decode_steps(
+                phones,
+                bert,
+                prompt,
+                top_k=top_k,
+                top_p=top_p,
+                temperature=temperature,
+                repetition_penalty=repetition_penalty,
+                max_new_tokens=max_new_tokens,
+                seed=seed,
+                generator=generator,
+            )
+        )
+        device = self._anchor.device
+        tokens = torch.tensor([[s.token for s in steps if not s.is_eos]], dtype=torch.long, device=device)
+        if not return_logits:
+            return tokens
+        logits = torch.stack([s.logits for s in steps]) if steps else torch.zeros(0, self.cfg.vocab_size)
+        return tokens, logits
+
+    # ------------------------------------------------------------------------------------------ speed variants
+    def quantize_int8(self) -> Text2SemanticDecoder:
+        """An inference-only copy whose linear layers use int8 weights (dynamic quantisation, fbgemm/x86).
+
+        About 4x less weight traffic per token; logits move by ~1e-2, so greedy decoding may differ from fp32.
+        The copy's state_dict no longer has upstream's layout: keep the float model for saving.
+        """
+        from torch.ao.nn.quantized import dynamic as nnqd
+        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+        model = copy.deepcopy(self).float().eval()
+        with warnings.catch_warnings():
+            # torch marks its eager quantisation API deprecated; it is still the only built-in int8 CPU path.
+            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+            for layer in model.h.layers:
+                attn = layer.self_attn
+                lin = nn.Linear(attn.in_proj_weight.shape[1], attn.in_proj_weight.shape[0])
+                lin.weight, lin.bias = attn.in_proj_weight, attn.in_proj_bias
+                lin.qconfig = default_dynamic_qconfig
+                attn.qkv_int8 = nnqd.Linear.from_float(lin)
+                del attn.in_proj_weight, attn.in_proj_bias  # the packed int8 copy replaces them
+            return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+
+
+def _list_keys(what: str, keys: list[str], limit: int = 8) -> str:
+    if not keys:
+        return ""
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return f"{len(keys)} {what} key(s): " + ", ".join(keys[:limit]) + more
