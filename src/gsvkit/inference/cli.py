@@ -1,0 +1,222 @@
+"""`gsv synth` and `gsv voice create|list`: thin commands over `TTS` and `gsvkit.inference.voice`.
+
+Nothing heavy is imported until a command runs (torch and the models load inside the command).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+voice_app = typer.Typer(help="Create and list voices (weights + reference clip + provenance).", no_args_is_help=True)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _read_text(text: str | None, text_file: Path | None) -> str:
+    if text is not None and text_file is not None:
+        _fail("give the text either as an argument or with --text-file, not both")
+    if text_file is not None:
+        if str(text_file) == "-":
+            return sys.stdin.read()
+        if not text_file.is_file():
+            _fail(f"{text_file}: text file not found")
+        return text_file.read_text(encoding="utf-8")
+    if text is None or text == "-":
+        if sys.stdin.isatty():
+            _fail('no text: give it as an argument ("Hello."), with --text-file FILE, or on stdin')
+        return sys.stdin.read()
+    return text
+
+
+def synth(
+    text: Annotated[str | None, typer.Argument(help="text to speak; '-' or nothing reads stdin")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="output audio: .wav, .flac or .ogg")] = Path("out.wav"),
+    voice: Annotated[Path | None, typer.Option("--voice", help="voice directory (gsv voice create)")] = None,
+    lang: Annotated[str, typer.Option("--lang", "-l", help="language of the text (auto, en, zh, ja, ko, yue, ...)")] = (
+        "auto"
+    ),
+    text_file: Annotated[Path | None, typer.Option("--text-file", "-f", help="read the text from a file")] = None,
+    s1: Annotated[Path | None, typer.Option("--s1", help="GPT weights (overrides the voice's)")] = None,
+    s2: Annotated[Path | None, typer.Option("--s2", help="SoVITS weights (overrides the voice's)")] = None,
+    hubert: Annotated[Path | None, typer.Option("--hubert", help="HuBERT model directory")] = None,
+    bert: Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory")] = None,
+    ref: Annotated[Path | None, typer.Option("--ref", help="reference clip, 3-10 s (default: the voice's)")] = None,
+    ref_text: Annotated[str | None, typer.Option("--ref-text", help="transcript of the reference clip")] = None,
+    ref_lang: Annotated[str | None, typer.Option("--ref-lang", help="language of the reference transcript")] = None,
+    aux_ref: Annotated[list[Path] | None, typer.Option("--aux-ref", help="extra timbre clip (repeatable)")] = None,
+    top_k: Annotated[int, typer.Option(help="top-k sampling")] = 15,
+    top_p: Annotated[float, typer.Option(help="top-p (nucleus) sampling")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="sampling temperature")] = 1.0,
+    repetition_penalty: Annotated[float, typer.Option(help="penalty on repeated tokens")] = 1.35,
+    speed: Annotated[float, typer.Option(help="speaking rate")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="random seed (same seed, same audio)")] = None,
+    split: Annotated[str, typer.Option(help="text split method cut0..cut5")] = "cut5",
+    batch_size: Annotated[int, typer.Option(help="fragments decoded together")] = 1,
+    fragment_interval: Annotated[float, typer.Option(help="seconds of silence between fragments")] = 0.3,
+    noise_scale: Annotated[float, typer.Option(help="s2 noise (0 = deterministic decode)")] = 0.5,
+    int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
+    device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+) -> None:
+    """Speak text in a cloned voice and write it to an audio file."""
+    from gsvkit.errors import GsvError
+
+    body = _read_text(text, text_file)
+    if output.suffix.lower() not in (".wav", ".flac", ".ogg"):
+        _fail(f"{output}: choose a .wav, .flac or .ogg output file")
+    try:
+        from gsvkit.audio.io import save_audio
+        from gsvkit.inference.pipeline import TTS
+
+        if voice is None and (s1 is None or s2 is None):
+            _fail("give a voice (--voice DIR) or both --s1 and --s2")
+        t0 = time.perf_counter()
+        tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, device=device, int8=int8)
+        t_load = time.perf_counter() - t0
+        res = tts.synthesize_result(
+            body,
+            lang,
+            ref_audio=ref,
+            ref_text=ref_text,
+            ref_lang=ref_lang,
+            aux_refs=tuple(aux_ref or ()),
+            top_k=top_k,
+            top_p=top_p,
+            temperature=temperature,
+            repetition_penalty=repetition_penalty,
+            speed=speed,
+            seed=seed,
+            split=split,
+            batch_size=batch_size,
+            fragment_interval=fragment_interval,
+            noise_scale=noise_scale,
+        )
+        save_audio(output, res.audio, res.sample_rate)
+    except GsvError as err:
+        _fail(str(err))
+    seconds = len(res.audio) / res.sample_rate
+    work = sum(res.timings.values())
+    console.print(
+        f"wrote [bold]{output}[/]: {seconds:.2f} s at {res.sample_rate} Hz, {len(res.fragments)} fragment(s), "
+        f"{sum(res.tokens_per_fragment)} tokens, seed {res.seed}; load {t_load:.1f} s, synthesis {work:.1f} s "
+        f"(RTF {work / max(seconds, 1e-9):.2f})",
+        highlight=False,
+    )
+
+
+@voice_app.command("create")
+def voice_create(
+    out: Annotated[Path, typer.Argument(help="voice directory to create")],
+    ref: Annotated[Path, typer.Option("--ref", help="default reference clip, 3-10 s")],
+    ref_text: Annotated[str, typer.Option("--ref-text", help="transcript of the reference clip")],
+    ref_lang: Annotated[str, typer.Option("--ref-lang", help="language of the transcript")],
+    consent: Annotated[
+        str, typer.Option("--consent", help="how the speaker agreed to be cloned (who, when, how it is recorded)")
+    ],
+    run: Annotated[Path | None, typer.Option("--from", help="exported training run holding s1 and s2")] = None,
+    s1: Annotated[Path | None, typer.Option("--s1", help="GPT weights (gsvkit or official)")] = None,
+    s2: Annotated[Path | None, typer.Option("--s2", help="SoVITS weights (gsvkit or official)")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="display name (default: directory name)")] = None,
+    speaker: Annotated[str | None, typer.Option("--speaker", help="who the voice belongs to")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="where the training audio came from")] = None,
+    license: Annotated[str | None, typer.Option("--license", help="terms of use")] = None,
+    languages: Annotated[list[str] | None, typer.Option("--language", help="allowed language (repeatable)")] = None,
+    aux_ref: Annotated[list[Path] | None, typer.Option("--aux-ref", help="extra timbre clip (repeatable)")] = None,
+    hubert: Annotated[
+        Path | None, typer.Option("--hubert", help="HuBERT directory: stores the prompt tokens, recorded for use")
+    ] = None,
+    bert: Annotated[Path | None, typer.Option("--bert", help="Chinese BERT directory, recorded for use")] = None,
+    description: Annotated[str, typer.Option("--description", help="free text")] = "",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace OUT if it exists")] = False,
+) -> None:
+    """Bundle trained weights and a reference clip into a voice directory."""
+    from gsvkit.errors import GsvError
+    from gsvkit.inference.voice import create_voice, find_run_weights
+
+    try:
+        if run is not None:
+            found1, found2 = find_run_weights(run)
+            s1, s2 = s1 or found1, s2 or found2
+        if s1 is None or s2 is None:
+            _fail("give --from RUN_DIR or both --s1 and --s2")
+        v = create_voice(
+            out,
+            s1=s1,
+            s2=s2,
+            ref_audio=ref,
+            ref_text=ref_text,
+            ref_lang=ref_lang,
+            consent=consent,
+            name=name,
+            languages=languages,
+            aux_refs=tuple(aux_ref or ()),
+            speaker=speaker,
+            source=source,
+            license=license,
+            description=description,
+            hubert=hubert,
+            bert=bert,
+            overwrite=overwrite,
+        )
+    except GsvError as err:
+        _fail(str(err))
+    stored = " (prompt tokens stored)" if v.prompt_cache.is_file() else ""
+    console.print(
+        f"created voice [bold]{v.name}[/] in {v.root}: {v.version}, languages {', '.join(v.info.languages)}{stored}",
+        highlight=False,
+    )
+
+
+@voice_app.command("list")
+def voice_list(
+    root: Annotated[Path, typer.Argument(help="folder of voices (or one voice)")] = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List the voices in a folder, with their languages and provenance."""
+    import json
+
+    from gsvkit.errors import GsvError
+    from gsvkit.inference.voice import scan_voices
+
+    try:
+        entries = scan_voices(root)
+    except GsvError as err:
+        _fail(str(err))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [e.voice.summary() if e.voice else {"path": str(e.path), "error": e.error} for e in entries], indent=2
+            )
+        )
+        return
+    if not entries:
+        console.print(f"no voices in {root}")
+        return
+    from rich.table import Table
+
+    table = Table("name", "version", "languages", "reference", "speaker / consent", "path")
+    for e in entries:
+        if e.voice is None:
+            table.add_row(e.path.name, "[red]broken[/]", "", e.error or "", "", str(e.path))
+            continue
+        s = e.voice.summary()
+        table.add_row(
+            s["name"],
+            s["version"],
+            ", ".join(s["languages"]),
+            f"{s['reference_text'][:40]} ({s['reference_language']})",
+            f"{s['speaker'] or '-'} / {s['consent'][:40]}",
+            s["path"],
+        )
+    console.print(table)

@@ -1,0 +1,107 @@
+"""The pair of models one synthesis uses, loaded and checked together.
+
+A `ModelBundle` is immutable: a synthesis takes one bundle at its start and keeps it to the end, and a model switch
+builds a whole new bundle before swapping it in. So a switch during a synthesis neither disturbs it nor mixes the
+weights of two models.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gsvkit.errors import CheckpointError
+
+_ids = itertools.count(1)
+
+
+def check_pair(s1_cfg: Any, s2_cfg: Any, s1_path: Any = "s1", s2_path: Any = "s2") -> None:
+    """Refuse an s1/s2 pair that cannot work together (`S1ModelConfig`, `S2ModelConfig`)."""
+    if s1_cfg.version != s2_cfg.version:
+        raise CheckpointError(
+            f"{s1_path} is a {s1_cfg.version} GPT model but {s2_path} is a {s2_cfg.version} SoVITS model; "
+            "use s1 and s2 weights of the same version"
+        )
+    if s1_cfg.vocab_size - 1 != s2_cfg.codebook_size:
+        raise CheckpointError(
+            f"{s1_path} produces {s1_cfg.vocab_size - 1} semantic codes but {s2_path} decodes "
+            f"{s2_cfg.codebook_size}; the two models were not trained together"
+        )
+    if s1_cfg.phone_vocab < s2_cfg.symbols:
+        raise CheckpointError(
+            f"{s1_path} knows {s1_cfg.phone_vocab} phone symbols but {s2_path} uses {s2_cfg.symbols}; "
+            "the two models were not trained together"
+        )
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    s1: Any  # gsvkit.models.s1.Text2SemanticDecoder, eval mode
+    s2: Any  # gsvkit.models.s2.SynthesizerTrn, eval mode
+    s1_config: Any  # S1Config
+    s2_config: Any  # S2Config
+    s1_path: Path
+    s2_path: Path
+    ident: str  # identity of the loaded s2 weights: keys the reference cache (tokens come from its quantizer)
+
+    @property
+    def version(self) -> str:
+        return self.s2_config.model.version
+
+    @property
+    def sample_rate(self) -> int:
+        return self.s2_config.data.sampling_rate
+
+    @property
+    def samples_per_token(self) -> int:
+        """Waveform samples per semantic token at speed 1 (tokens are 25 Hz: two spectrogram frames)."""
+        frames = 2 if self.s2_config.model.semantic_frame_rate == "25hz" else 1
+        return frames * self.s2_config.data.hop_length
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "s1": str(self.s1_path),
+            "s2": str(self.s2_path),
+            "version": self.version,
+            "sample_rate": self.sample_rate,
+        }
+
+
+def load_bundle(
+    s1_path: str | os.PathLike,
+    s2_path: str | os.PathLike,
+    device: str = "cpu",
+    int8: bool = False,
+    reuse: ModelBundle | None = None,
+) -> ModelBundle:
+    """Load and cross-check s1 and s2. With `reuse`, a side whose path is unchanged keeps its loaded model."""
+    from gsvkit.checkpoint import load_s1, load_s2, read_header
+
+    s1_path, s2_path = Path(s1_path), Path(s2_path)
+    h1, h2 = read_header(s1_path), read_header(s2_path)
+    if h1.kind != "s1":
+        raise CheckpointError(f"{s1_path}: holds a {h1.kind} model where an s1 (GPT) model is needed")
+    if h2.kind != "s2":
+        raise CheckpointError(f"{s2_path}: holds a {h2.kind} model where an s2 (SoVITS) model is needed")
+    check_pair(h1.config.model, h2.config.model, s1_path, s2_path)
+    same1 = reuse is not None and reuse.s1_path == s1_path.resolve()
+    same2 = reuse is not None and reuse.s2_path == s2_path.resolve()
+    if same1:
+        s1 = reuse.s1
+    else:
+        s1 = load_s1(s1_path, device=device)
+        if int8:
+            s1 = s1.quantize_int8()
+    s2 = reuse.s2 if same2 else load_s2(s2_path, device=device)
+    return ModelBundle(
+        s1=s1,
+        s2=s2,
+        s1_config=h1.config,
+        s2_config=h2.config,
+        s1_path=s1_path.resolve(),
+        s2_path=s2_path.resolve(),
+        ident=reuse.ident if same2 else f"s2-{next(_ids)}",
+    )

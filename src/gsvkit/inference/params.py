@@ -1,0 +1,94 @@
+"""Typed, range-checked synthesis parameters shared by the Python API, the CLI, the HTTP server and the web UI.
+
+Defaults are upstream's (`TTS_infer_pack/TTS.py` and `api_v2.py`). A value out of range raises `ParameterError`
+whose message names every bad field, so a typo in a script, a query string or a form gives the same answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gsvkit.errors import GsvError, TextError
+
+SplitMethod = Literal["cut0", "cut1", "cut2", "cut3", "cut4", "cut5"]
+SPLIT_METHODS: tuple[str, ...] = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")
+
+# Languages each model version was trained on (upstream `TTS_Config.v1_languages` / `v2_languages`).
+LANGUAGES: dict[str, tuple[str, ...]] = {
+    "v1": ("auto", "en", "zh", "ja", "all_zh", "all_ja"),
+    "v2": ("auto", "auto_yue", "en", "zh", "ja", "yue", "ko", "all_zh", "all_ja", "all_yue", "all_ko"),
+}
+
+# Longest text one call accepts by default; a whole book should be fed chapter by chapter.
+DEFAULT_MAX_TEXT_CHARS = 20_000
+
+
+class ParameterError(GsvError):
+    """A synthesis parameter outside its allowed range (the message names the field and the range)."""
+
+
+class SynthesisParams(BaseModel):
+    """Sampling and rendering options of one synthesis call."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    top_k: int = Field(15, ge=1, le=1024, description="sample among the k most likely tokens")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass (1 = off)")
+    temperature: float = Field(1.0, gt=0.0, le=5.0, description="softmax temperature")
+    repetition_penalty: float = Field(1.35, ge=1.0, le=10.0, description="penalty on tokens already produced")
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate (s2 stretches its latent)")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="None draws a fresh random seed")
+    split: SplitMethod = Field("cut5", description="text split method, cut0 (none) to cut5 (every punctuation)")
+    batch_size: int = Field(1, ge=1, le=64, description="fragments decoded together by s2")
+    batch_threshold: float = Field(0.75, ge=0.0, le=1.0, description="length-similarity threshold of a batch")
+    split_bucket: bool = Field(True, description="group fragments of similar length into batches")
+    fragment_interval: float = Field(0.3, ge=0.0, le=5.0, description="seconds of silence after each fragment")
+    noise_scale: float = Field(0.5, ge=0.0, le=2.0, description="s2 prior noise (0 = deterministic decode)")
+    max_new_tokens: int = Field(1500, ge=1, le=5000, description="cap on semantic tokens per fragment")
+
+
+class StreamParams(BaseModel):
+    """How streaming cuts the growing token sequence into decode windows (counts are semantic tokens)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    first_chunk_tokens: int = Field(12, ge=2, le=500, description="tokens before the first chunk (latency)")
+    chunk_tokens: int = Field(24, ge=2, le=500, description="new tokens per later chunk")
+    left_context_tokens: int = Field(24, ge=0, le=500, description="already-spoken tokens re-decoded as context")
+    lookahead_tokens: int = Field(2, ge=0, le=50, description="newest tokens decoded but held back for context")
+    crossfade_tokens: int = Field(1, ge=0, le=50, description="overlap between chunks, faded linearly")
+
+    @model_validator(mode="after")
+    def _check(self) -> StreamParams:
+        if self.crossfade_tokens > min(self.first_chunk_tokens, self.chunk_tokens):
+            raise ValueError(
+                f"crossfade_tokens={self.crossfade_tokens} must not exceed first_chunk_tokens and chunk_tokens"
+            )
+        return self
+
+
+def _messages(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        parts.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(parts)
+
+
+def make_params(model: type[BaseModel], values: dict[str, Any]) -> Any:
+    """Validate `values` into `model`, raising `ParameterError` that names each bad field."""
+    try:
+        return model(**values)
+    except ValidationError as err:
+        raise ParameterError(f"invalid parameter: {_messages(err)}") from None
+
+
+def check_language(lang: str, version: str, what: str = "language") -> str:
+    """Lower-case `lang` and check the model version supports it (`TextError` otherwise)."""
+    norm = (lang or "").strip().lower()
+    allowed = LANGUAGES.get(version, LANGUAGES["v2"])
+    if norm not in allowed:
+        raise TextError(f"{what} {lang!r} is not supported by {version} models; use one of {', '.join(allowed)}")
+    return norm

@@ -1,0 +1,542 @@
+"""`TTS`: speak text in a cloned voice, whole or streamed.
+
+```python
+from gsvkit import TTS
+
+tts = TTS("voices/alice", hubert="models/chinese-hubert-base")
+sr, audio = tts.synthesize("Hello there.", "en", seed=1)      # float32 mono in [-1, 1]
+for chunk in tts.stream("A longer text, spoken as it is generated.", "en"):
+    play(chunk)
+```
+
+The path is upstream's (`TTS_infer_pack/TTS.py`): reference clip -> prompt tokens and spectrogram(s) (cached);
+prompt text + target fragment -> phones and BERT; s1 generates the fragment's semantic tokens after the prompt;
+s2 decodes them with the reference spectrogram(s); fragments are joined with `fragment_interval` seconds of
+silence. Sample rate, hop and samples per token all come from the s2 config.
+
+Models load once. A synthesis takes one `ModelBundle` at its start, so `load_models` (a model switch) never mixes
+weights into a synthesis already running; reference features are cached per file and per s2 model.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gsvkit.errors import CheckpointError, GsvError, TextError
+from gsvkit.inference.models import ModelBundle, load_bundle
+from gsvkit.inference.params import (
+    DEFAULT_MAX_TEXT_CHARS,
+    StreamParams,
+    SynthesisParams,
+    check_language,
+    make_params,
+)
+from gsvkit.inference.reference import ReferenceCache, read_prompt_cache
+from gsvkit.inference.streaming import WindowedDecoder
+from gsvkit.inference.textprep import TextFeatures, TextReader, split_fragments, with_end_punctuation
+from gsvkit.inference.voice import Voice, load_voice
+
+PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Everything taken from the reference: s1's prompt (tokens + text features) and s2's spectrograms."""
+
+    tokens: torch.Tensor | None  # [Tp] long; None = reference-free (no transcript)
+    text: TextFeatures | None
+    specs: list[torch.Tensor]  # each [1, bins, F]
+
+
+@dataclass
+class SynthesisResult:
+    sample_rate: int
+    audio: np.ndarray  # float32 [S]
+    seed: int
+    fragments: list[str]
+    tokens_per_fragment: list[int]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: prepare, s1, s2
+
+
+class AudioStream:
+    """Iterator of float32 audio chunks; `sample_rate` and `seed` are known before the first chunk."""
+
+    def __init__(self, sample_rate: int, seed: int, chunks: Iterator[np.ndarray]) -> None:
+        self.sample_rate = sample_rate
+        self.seed = seed
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self._chunks
+
+    def __next__(self) -> np.ndarray:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+@dataclass(frozen=True)
+class _Job:
+    bundle: ModelBundle
+    reader: TextReader
+    prompt: Prompt
+    params: SynthesisParams
+    seed: int
+
+
+class TTS:
+    """Loads s1 + s2 once (from a voice directory or explicit files) and speaks any text with them.
+
+    - `voice`: a voice directory (or loaded `Voice`): weights, default reference, HuBERT/BERT paths.
+    - `s1`, `s2`: weight files (gsvkit `.safetensors` or official files); override the voice's.
+    - `hubert`: HuBERT directory; needed to read any reference clip except a voice's own when the voice stores
+      its prompt tokens. `bert`: Chinese BERT directory; needed for Chinese text.
+    - `int8`: run s1 with int8 weights (about 2-4x faster on CPU, slightly different samples).
+    - `max_text_chars`: longest text one call accepts.
+    """
+
+    def __init__(
+        self,
+        voice: Voice | PathLike | None = None,
+        *,
+        s1: PathLike | None = None,
+        s2: PathLike | None = None,
+        hubert: PathLike | None = None,
+        bert: PathLike | None = None,
+        device: str = "cpu",
+        int8: bool = False,
+        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+        cache_size: int = 32,
+        max_loaded_voices: int = 2,
+    ) -> None:
+        if voice is not None and not isinstance(voice, Voice):
+            voice = load_voice(voice)
+        self.voice: Voice | None = voice
+        s1 = s1 if s1 is not None else (voice.s1_path if voice else None)
+        s2 = s2 if s2 is not None else (voice.s2_path if voice else None)
+        if (s1 is None) != (s2 is None):
+            raise CheckpointError("give both s1 and s2 weights (or a voice directory that holds them)")
+        self.device = device
+        self.int8 = int8
+        self.max_text_chars = max_text_chars
+        self.hubert_path = Path(hubert) if hubert else (voice.hubert_path if voice else None)
+        self.bert_path = Path(bert) if bert else (voice.bert_path if voice else None)
+        self.cache = ReferenceCache(cache_size)
+        self._lock = threading.RLock()  # lazy loads and bundle swaps; never held while synthesizing
+        self._switch_lock = threading.Lock()
+        self._bundle: ModelBundle | None = load_bundle(s1, s2, device, int8) if s1 is not None else None
+        self._voice_bundles: OrderedDict[tuple[Path, Path], ModelBundle] = OrderedDict()
+        self._max_voices = max(1, max_loaded_voices)
+        self._hubert: Any = None
+        self._bert: Any = None
+        self._readers: dict[str, TextReader] = {}
+        self._stored_prompts: dict[tuple[Path, str], torch.Tensor | None] = {}
+
+    # ------------------------------------------------------------------------------------------ models
+    @property
+    def bundle(self) -> ModelBundle:
+        b = self._bundle
+        if b is None:
+            raise CheckpointError("no models loaded: give a voice or s1/s2 weights")
+        return b
+
+    @property
+    def sample_rate(self) -> int:
+        return self.bundle.sample_rate
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    def load_models(self, s1: PathLike | None = None, s2: PathLike | None = None) -> None:
+        """Switch weights (either or both). The new pair is loaded and checked before it replaces the old one, so
+        a failed switch changes nothing and running syntheses finish on the models they started with."""
+        with self._switch_lock:
+            cur = self._bundle
+            if cur is None and (s1 is None or s2 is None):
+                raise CheckpointError("no models loaded yet: give both s1 and s2")
+            new = load_bundle(
+                s1 if s1 is not None else cur.s1_path,
+                s2 if s2 is not None else cur.s2_path,
+                self.device,
+                self.int8,
+                reuse=cur,
+            )
+            with self._lock:
+                self._bundle = new
+
+    def status(self) -> dict[str, Any]:
+        b = self._bundle
+        return {
+            "loaded": b is not None,
+            **(b.describe() if b else {}),
+            "voice": self.voice.name if self.voice else None,
+            "hubert": str(self.hubert_path) if self.hubert_path else None,
+            "bert": str(self.bert_path) if self.bert_path else None,
+            "int8": self.int8,
+            "cached_references": len(self.cache),
+        }
+
+    def _bundle_for(self, voice: Voice | None) -> ModelBundle:
+        if voice is None:
+            return self.bundle
+        cur = self._bundle
+        key = (voice.s1_path.resolve(), voice.s2_path.resolve())
+        if cur is not None and (cur.s1_path, cur.s2_path) == key:
+            return cur
+        with self._lock:
+            hit = self._voice_bundles.get(key)
+            if hit is not None:
+                self._voice_bundles.move_to_end(key)
+                return hit
+            bundle = load_bundle(*key, self.device, self.int8)
+            self._voice_bundles[key] = bundle
+            while len(self._voice_bundles) > max(1, self._max_voices - 1):
+                self._voice_bundles.popitem(last=False)
+            return bundle
+
+    def _hubert_model(self) -> Any:
+        with self._lock:
+            if self._hubert is None:
+                if self.hubert_path is None:
+                    raise CheckpointError(
+                        "reading a reference clip needs a HuBERT model (chinese-hubert-base): pass hubert=DIR "
+                        "(CLI: --hubert DIR), or use a voice that stores its prompt tokens"
+                    )
+                from gsvkit.audio.features import HubertFeaturizer
+
+                self._hubert = HubertFeaturizer(self.hubert_path, device=self.device)
+            return self._hubert
+
+    def _reader(self, version: str) -> TextReader:
+        with self._lock:
+            reader = self._readers.get(version)
+            if reader is None:
+                if self._bert is None and self.bert_path is not None:
+                    from gsvkit.text.bert import BertFeaturizer
+
+                    self._bert = BertFeaturizer(self.bert_path, device=self.device)
+                reader = self._readers[version] = TextReader(version, self._bert)
+            return reader
+
+    # ------------------------------------------------------------------------------------------ reference
+    def _prompt_tokens(self, bundle: ModelBundle, path: Path, voice: Voice | None) -> torch.Tensor:
+        if voice is not None and self.hubert_path is None and path == voice.reference_audio:
+            key = (voice.root, bundle.ident)
+            if key not in self._stored_prompts:
+                stored = read_prompt_cache(voice) if bundle.s2_path == voice.s2_path.resolve() else None
+                self._stored_prompts[key] = stored
+            if self._stored_prompts[key] is not None:
+                return self._stored_prompts[key]
+        return self.cache.tokens(path, self._hubert_model(), bundle.s2, bundle.sample_rate, bundle.ident)
+
+    def _prompt(
+        self,
+        bundle: ModelBundle,
+        reader: TextReader,
+        voice: Voice | None,
+        ref_audio: PathLike | None,
+        ref_text: str | None,
+        ref_lang: str | None,
+        aux_refs: Sequence[PathLike],
+    ) -> Prompt:
+        voice = voice or self.voice
+        if ref_audio is None:
+            if voice is None:
+                raise GsvError("no reference audio: pass ref_audio (CLI: --ref) or use a voice")
+            ref_path = voice.reference_audio
+            ref_text = voice.reference_text if ref_text is None else ref_text
+            ref_lang = ref_lang or voice.reference_language
+            aux = [Path(a) for a in aux_refs] if aux_refs else voice.aux_references
+        else:
+            ref_path = Path(ref_audio)
+            aux = [Path(a) for a in aux_refs]
+            voice_ref = voice if (voice is not None and ref_path == voice.reference_audio) else None
+            voice = voice_ref
+        data, ident = bundle.s2_config.data, bundle.ident
+        specs = [self.cache.spectrogram(ref_path, data, ident, check=True)]
+        specs += [self.cache.spectrogram(p, data, ident) for p in aux]
+        ref_text = (ref_text or "").strip()
+        if not ref_text:  # reference-free: timbre from the spectrogram only, s1 starts without a prompt
+            return Prompt(tokens=None, text=None, specs=specs)
+        if not ref_lang:
+            raise TextError("the reference transcript needs its language: pass ref_lang (CLI: --ref-lang)")
+        ref_lang = check_language(ref_lang, bundle.version, what="reference language")
+        tokens = self._prompt_tokens(bundle, ref_path, voice)
+        text = reader.features(with_end_punctuation(ref_text, ref_lang), ref_lang)
+        return Prompt(tokens=tokens, text=text, specs=specs)
+
+    # ------------------------------------------------------------------------------------------ preparing
+    def _prepare(
+        self,
+        text: str,
+        lang: str,
+        ref_audio: PathLike | None,
+        ref_text: str | None,
+        ref_lang: str | None,
+        aux_refs: Sequence[PathLike],
+        voice: Voice | PathLike | None,
+        params: dict[str, Any],
+    ) -> tuple[_Job, list[str]]:
+        p: SynthesisParams = make_params(SynthesisParams, params)
+        if not isinstance(text, str) or not text.strip():
+            raise TextError("the text is empty: give something to say")
+        if len(text) > self.max_text_chars:
+            raise TextError(
+                f"the text is {len(text):,} characters; the limit is {self.max_text_chars:,} per call "
+                "(split it into parts, or raise max_text_chars)"
+            )
+        if voice is not None and not isinstance(voice, Voice):
+            voice = load_voice(voice)
+        bundle = self._bundle_for(voice)
+        lang = check_language(lang, bundle.version, what="text language")
+        pieces = split_fragments(text, lang, p.split)
+        if not pieces:
+            raise TextError(f"nothing pronounceable in the text {text[:60]!r}")
+        reader = self._reader(bundle.version)
+        prompt = self._prompt(bundle, reader, voice, ref_audio, ref_text, ref_lang, aux_refs)
+        seed = p.seed if p.seed is not None else secrets.randbits(32)
+        return _Job(bundle, reader, prompt, p, seed), pieces
+
+    @staticmethod
+    def _features(job: _Job, pieces: list[str], lang: str) -> list[TextFeatures]:
+        feats = []
+        for piece in pieces:
+            try:
+                feats.append(job.reader.features(piece, lang))
+            except TextError:
+                continue  # a piece of symbols only: upstream skips it too
+        if not feats:
+            raise TextError(f"nothing pronounceable in the text ({len(pieces)} pieces, none with phones)")
+        return feats
+
+    # ------------------------------------------------------------------------------------------ s1 / s2
+    @staticmethod
+    def _s1_inputs(job: _Job, frag: TextFeatures) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        pt = job.prompt.text
+        ids = (pt.phone_ids if pt else []) + frag.phone_ids
+        bert = torch.cat([pt.bert, frag.bert], dim=1) if pt else frag.bert  # [1024, Tx]
+        phones = torch.tensor([ids], dtype=torch.long)  # [1, Tx]
+        prompt = job.prompt.tokens[None] if job.prompt.tokens is not None else None  # [1, Tp]
+        return phones, bert[None], prompt
+
+    @staticmethod
+    def _tokens(job: _Job, frag: TextFeatures, gen: torch.Generator) -> Iterator[int]:
+        phones, bert, prompt = TTS._s1_inputs(job, frag)
+        p = job.params
+        return job.bundle.s1.generate_iter(
+            phones,
+            bert,
+            prompt,
+            top_k=p.top_k,
+            top_p=p.top_p,
+            temperature=p.temperature,
+            repetition_penalty=p.repetition_penalty,
+            max_new_tokens=p.max_new_tokens,
+            generator=gen,
+        )
+
+    @staticmethod
+    def _decode(job: _Job, codes: list[int], phone_ids: list[int], gen: torch.Generator) -> np.ndarray:
+        if not codes:
+            return np.zeros(0, np.float32)
+        device = next(job.bundle.s2.parameters()).device
+        wav = job.bundle.s2.decode(
+            torch.tensor([[codes]], dtype=torch.long, device=device),  # [1, 1, N]
+            torch.tensor([phone_ids], dtype=torch.long, device=device),  # [1, L]
+            [s.to(device) for s in job.prompt.specs],
+            noise_scale=job.params.noise_scale,
+            speed=job.params.speed,
+            generator=gen,
+        )  # [1, 1, S]
+        return wav[0, 0].float().cpu().numpy()
+
+    @staticmethod
+    def _generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
+        return torch.Generator().manual_seed(seed), torch.Generator().manual_seed((seed + 1) % 2**64)
+
+    # ------------------------------------------------------------------------------------------ whole
+    def synthesize(
+        self,
+        text: str,
+        lang: str,
+        ref_audio: PathLike | None = None,
+        ref_text: str | None = None,
+        ref_lang: str | None = None,
+        aux_refs: Sequence[PathLike] = (),
+        *,
+        voice: Voice | PathLike | None = None,
+        **params: Any,
+    ) -> tuple[int, np.ndarray]:
+        """Speak `text` (language `lang`); returns (sample_rate, float32 mono audio in [-1, 1]).
+
+        Without `ref_audio` the voice's default reference (clip, transcript, language) is used. `ref_text` empty
+        means reference-free: timbre from the clip, no transcript prompt. `params` are `SynthesisParams` fields:
+        top_k, top_p, temperature, repetition_penalty, speed, seed, split (cut0-cut5), batch_size,
+        batch_threshold, split_bucket, fragment_interval, noise_scale, max_new_tokens.
+        """
+        res = self.synthesize_result(text, lang, ref_audio, ref_text, ref_lang, aux_refs, voice=voice, **params)
+        return res.sample_rate, res.audio
+
+    def synthesize_result(
+        self,
+        text: str,
+        lang: str,
+        ref_audio: PathLike | None = None,
+        ref_text: str | None = None,
+        ref_lang: str | None = None,
+        aux_refs: Sequence[PathLike] = (),
+        *,
+        voice: Voice | PathLike | None = None,
+        **params: Any,
+    ) -> SynthesisResult:
+        """`synthesize`, returning the seed used, the fragments, token counts and timings as well."""
+        t0 = time.perf_counter()
+        job, pieces = self._prepare(text, lang, ref_audio, ref_text, ref_lang, aux_refs, voice, params)
+        lang = check_language(lang, job.bundle.version)
+        feats = self._features(job, pieces, lang)
+        p = job.params
+        t_s1 = t_s2 = 0.0
+        t_prep = time.perf_counter() - t0
+        g1, g2 = self._generators(job.seed)
+        sr = job.bundle.sample_rate
+        audio: list[np.ndarray | None] = [None] * len(feats)
+        counts = [0] * len(feats)
+        for batch in _batches(feats, p.batch_size, p.batch_threshold, p.split_bucket and p.speed == 1.0):
+            codes = {}
+            t = time.perf_counter()
+            for i in batch:
+                codes[i] = list(self._tokens(job, feats[i], g1))
+                counts[i] = len(codes[i])
+            t_s1 += time.perf_counter() - t
+            t = time.perf_counter()
+            if p.speed == 1.0 and len(batch) > 1:
+                # Upstream decodes a batch's fragments as one sequence (codes and phones joined), then cuts it.
+                joined = self._decode(
+                    job, sum((codes[i] for i in batch), []), sum((feats[i].phone_ids for i in batch), []), g2
+                )
+                step = job.bundle.samples_per_token
+                start = 0
+                for i in batch:
+                    audio[i] = joined[start : start + counts[i] * step]
+                    start += counts[i] * step
+            else:
+                for i in batch:
+                    audio[i] = self._decode(job, codes[i], feats[i].phone_ids, g2)
+            t_s2 += time.perf_counter() - t
+        gap = np.zeros(int(sr * p.fragment_interval), np.float32)
+        out = []
+        for a in audio:
+            a = np.asarray(a, np.float32)
+            peak = float(np.abs(a).max()) if a.size else 0.0
+            out += [a / peak if peak > 1.0 else a, gap]
+        return SynthesisResult(
+            sample_rate=sr,
+            audio=np.concatenate(out).astype(np.float32),
+            seed=job.seed,
+            fragments=[f.text for f in feats],
+            tokens_per_fragment=counts,
+            timings={"prepare": t_prep, "s1": t_s1, "s2": t_s2},
+        )
+
+    # ------------------------------------------------------------------------------------------ streaming
+    def stream(
+        self,
+        text: str,
+        lang: str,
+        ref_audio: PathLike | None = None,
+        ref_text: str | None = None,
+        ref_lang: str | None = None,
+        aux_refs: Sequence[PathLike] = (),
+        *,
+        voice: Voice | PathLike | None = None,
+        stream: StreamParams | dict[str, Any] | None = None,
+        **params: Any,
+    ) -> AudioStream:
+        """Like `synthesize`, but audio chunks come while s1 is still generating (see `inference.streaming`).
+
+        Everything that can fail on bad input (text, language, reference, parameters) fails here, before the
+        first chunk. `stream` holds `StreamParams` (first_chunk_tokens, chunk_tokens, left_context_tokens,
+        lookahead_tokens, crossfade_tokens). Fragments are decoded one by one (batch_size has no effect).
+        """
+        sp = stream if isinstance(stream, StreamParams) else make_params(StreamParams, dict(stream or {}))
+        job, pieces = self._prepare(text, lang, ref_audio, ref_text, ref_lang, aux_refs, voice, params)
+        lang = check_language(lang, job.bundle.version)
+        first = None
+        while pieces and first is None:  # read ahead to the first speakable piece, so errors come now
+            try:
+                first = job.reader.features(pieces.pop(0), lang)
+            except TextError:
+                continue
+        if first is None:
+            raise TextError(f"nothing pronounceable in the text {text[:60]!r}")
+        return AudioStream(job.bundle.sample_rate, job.seed, self._stream_chunks(job, first, pieces, lang, sp))
+
+    def _stream_chunks(
+        self, job: _Job, first: TextFeatures, rest: list[str], lang: str, sp: StreamParams
+    ) -> Iterator[np.ndarray]:
+        g1, _ = self._generators(job.seed)
+        gap = np.zeros(int(job.bundle.sample_rate * job.params.fragment_interval), np.float32)
+        window = 0
+
+        def frags() -> Iterator[TextFeatures]:
+            yield first
+            for piece in rest:
+                try:
+                    yield job.reader.features(piece, lang)
+                except TextError:
+                    continue
+
+        for frag in frags():
+
+            def decode(tokens: torch.Tensor, frag: TextFeatures = frag) -> np.ndarray:
+                nonlocal window
+                window += 1
+                gen = torch.Generator().manual_seed((job.seed + 1 + 7919 * window) % 2**64)
+                return self._decode(job, tokens.tolist(), frag.phone_ids, gen)
+
+            dec = WindowedDecoder(decode, sp)
+            for tok in self._tokens(job, frag, g1):
+                for chunk in dec.push(tok):
+                    yield np.clip(chunk, -1.0, 1.0)
+            for chunk in dec.finish():
+                yield np.clip(chunk, -1.0, 1.0)
+            if len(gap):
+                yield gap
+
+
+def _batches(feats: list[TextFeatures], size: int, threshold: float, bucket: bool) -> list[list[int]]:
+    """Fragment indices grouped for decoding (upstream `TTS.to_batch`): in order, or bucketed by text length."""
+    n = len(feats)
+    if size <= 1 or n <= 1:
+        return [[i] for i in range(n)]
+    if not bucket:
+        return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+    order = sorted(range(n), key=lambda i: len(feats[i].norm_text))
+    lengths = np.array([len(feats[i].norm_text) for i in order], dtype=np.float32)
+    batches, pos = [], 0
+    while pos < n:
+        end = min(pos + size, n)
+        while end > pos:
+            part = lengths[pos:end]
+            score = part[(end - pos) // 2] / (part.mean() + 1e-8)
+            if score >= threshold or end - pos == 1:
+                batches.append(order[pos:end])
+                break
+            end -= 1
+        pos = end
+    return batches

@@ -1,0 +1,114 @@
+"""`gsv serve` (HTTP API under uvicorn) and `gsv webui` (Gradio page): thin commands over `serve.http`/`webui`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, device: str, int8: bool):
+    from gsvkit.inference.pipeline import TTS
+    from gsvkit.inference.voice import scan_voices
+
+    if voice is None and s1 is None and s2 is None and voices_dir is not None:
+        first = next((e.voice for e in scan_voices(voices_dir) if e.voice is not None), None)
+        voice = first.root if first is not None else None
+    return TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, device=device, int8=int8)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 9880,
+    models_dir: Annotated[
+        Path | None, typer.Option("--models-dir", help="/set_*_weights may only load files inside this folder")
+    ] = None,
+    voices_dir: Annotated[
+        Path | None, typer.Option("--voices-dir", help="voices offered by /voices (default: --models-dir)")
+    ] = None,
+    voice: Annotated[Path | None, typer.Option("--voice", help="voice loaded at start")] = None,
+    s1: Annotated[Path | None, typer.Option("--s1", help="GPT weights loaded at start")] = None,
+    s2: Annotated[Path | None, typer.Option("--s2", help="SoVITS weights loaded at start")] = None,
+    hubert: Annotated[Path | None, typer.Option("--hubert", help="HuBERT model directory")] = None,
+    bert: Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory")] = None,
+    ref_dir: Annotated[
+        list[Path] | None, typer.Option("--ref-dir", help="folder ref_audio_path may point into (repeatable)")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="GSVKIT_API_KEY", help="require this key (X-API-Key header)")
+    ] = None,
+    max_text_chars: Annotated[int, typer.Option(help="longest text accepted")] = 2000,
+    max_upload_mb: Annotated[float, typer.Option(help="largest upload accepted, MB")] = 10.0,
+    max_jobs: Annotated[int, typer.Option(help="syntheses running at once")] = 1,
+    max_queue: Annotated[int, typer.Option(help="syntheses waiting; more get 503")] = 4,
+    int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
+    device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+) -> None:
+    """Serve synthesis over HTTP (upstream api_v2 parameters; docs at /docs)."""
+    from gsvkit.errors import GsvError
+
+    try:
+        import uvicorn
+
+        from gsvkit.serve.http import ServerSettings, create_app
+    except ImportError as err:
+        _fail(f"the server needs the 'serve' extra ({err.name} is missing): pip install 'gsvkit[serve]'")
+    voices_dir = voices_dir or models_dir
+    try:
+        tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8)
+        settings = ServerSettings(
+            models_dir=models_dir,
+            voices_dir=voices_dir,
+            ref_dirs=list(ref_dir or []),
+            api_key=api_key,
+            max_text_chars=max_text_chars,
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            max_jobs=max_jobs,
+            max_queue=max_queue,
+        )
+    except GsvError as err:
+        _fail(str(err))
+    app = create_app(tts, settings)
+    console.print(f"gsvkit server on http://{host}:{port} (docs at /docs)", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def webui(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 9872,
+    voices_dir: Annotated[Path | None, typer.Option("--voices-dir", help="voices offered in the page")] = None,
+    voice: Annotated[Path | None, typer.Option("--voice", help="voice selected at start")] = None,
+    s1: Annotated[Path | None, typer.Option("--s1", help="GPT weights")] = None,
+    s2: Annotated[Path | None, typer.Option("--s2", help="SoVITS weights")] = None,
+    hubert: Annotated[Path | None, typer.Option("--hubert", help="HuBERT model directory")] = None,
+    bert: Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory")] = None,
+    work_dir: Annotated[Path, typer.Option("--work-dir", help="where the training tab keeps datasets and runs")] = Path(
+        "webui-work"
+    ),
+    int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
+    device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+) -> None:
+    """Open the web page: synthesis tab and training tab."""
+    from gsvkit.errors import GsvError
+
+    try:
+        from gsvkit.serve.webui import build_ui
+    except ImportError as err:
+        _fail(f"the web UI needs the 'webui' extra ({err.name} is missing): pip install 'gsvkit[webui]'")
+    try:
+        tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8)
+        ui = build_ui(tts, voices_dir=voices_dir, work_dir=work_dir)
+    except GsvError as err:
+        _fail(str(err))
+    console.print(f"gsvkit web UI on http://{host}:{port}", highlight=False)
+    ui.queue(default_concurrency_limit=1).launch(server_name=host, server_port=port, show_api=False)

@@ -1,0 +1,493 @@
+"""The HTTP server: `create_app(backend, settings)` builds a FastAPI app; `gsv serve` runs it under uvicorn.
+
+Endpoints (upstream `api_v2.py` names where upstream has them):
+- `GET/POST /tts`: synthesize; `media_type` wav/raw/ogg; `streaming_mode` streams chunks while s1 generates.
+- `POST /tts/upload`: the same with the reference clip uploaded as multipart form data.
+- `GET /set_gpt_weights`, `GET /set_sovits_weights`, `POST /set_weights`: switch models, only to files inside
+  the models directory (anything else, `..` tricks and symlinks out included, is refused with 403).
+- `GET /voices`, `GET /health`; OpenAPI docs at `/docs` and `/openapi.json`.
+
+Limits: text length (413), upload size (413), concurrent jobs — `max_jobs` run, `max_queue` wait, and anything
+beyond gets 503 at once (with Retry-After). Optional API key (`X-API-Key` or `Authorization: Bearer`); `/health`
+and the docs stay open. Bad input answers 400 with a JSON `message` (upstream's shape), never a traceback.
+
+A model switch never disturbs a synthesis already running: the backend hands each job one immutable pair of
+models, and a switch swaps in a new pair only once it has fully loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from gsvkit import __version__
+from gsvkit.errors import GsvError
+from gsvkit.serve.encoding import encode, encode_chunk, stream_start
+from gsvkit.serve.schemas import (
+    MEDIA_TYPES,
+    HealthResponse,
+    Message,
+    TTSForm,
+    TTSRequest,
+    VoicesResponse,
+    VoiceSummary,
+    WeightsPair,
+)
+
+log = logging.getLogger("gsvkit.serve")
+
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pth")
+AUDIO_UPLOAD_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+
+
+# ------------------------------------------------------------------------------------------------ settings
+class ServerSettings(BaseModel):
+    """Everything `create_app` needs besides the backend. `gsv serve` fills it from its options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models_dir: Path | None = Field(None, description="model switching is confined to this folder (None: off)")
+    voices_dir: Path | None = Field(None, description="voices listed by /voices and usable by name")
+    ref_dirs: list[Path] = Field(default_factory=list, description="extra folders ref_audio_path may point into")
+    api_key: str | None = Field(None, description="required in X-API-Key / Authorization: Bearer when set")
+    max_text_chars: int = Field(2000, ge=1)
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_jobs: int = Field(1, ge=1, description="syntheses running at once")
+    max_queue: int = Field(4, ge=0, description="syntheses waiting; more get 503")
+    upload_cache_files: int = Field(64, ge=1, description="uploaded clips kept for the reference cache")
+
+
+# ------------------------------------------------------------------------------------------------ backend
+class AudioStreamLike(Protocol):
+    sample_rate: int
+
+    def __iter__(self) -> Iterator[np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class SpeechBackend(Protocol):
+    """What the server needs from `gsvkit.inference.TTS` (tests plug in a fake)."""
+
+    def synthesize(self, text: str, lang: str, **kwargs: Any) -> tuple[int, np.ndarray]: ...
+
+    def stream(self, text: str, lang: str, **kwargs: Any) -> AudioStreamLike: ...
+
+    def load_models(self, s1: str | os.PathLike | None = None, s2: str | os.PathLike | None = None) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+# ------------------------------------------------------------------------------------------------ job gate
+class JobGate:
+    """At most `workers` jobs run and `queue` wait; `try_enter` says no at once when both are full."""
+
+    def __init__(self, workers: int, queue: int) -> None:
+        self.workers = workers
+        self.capacity = workers + queue
+        self._run = threading.Semaphore(workers)
+        self._lock = threading.Lock()
+        self.admitted = 0
+        self.running = 0
+
+    def try_enter(self) -> bool:
+        with self._lock:
+            if self.admitted >= self.capacity:
+                return False
+            self.admitted += 1
+            return True
+
+    def start(self) -> None:
+        """Block (in a worker thread) until a run slot is free."""
+        self._run.acquire()
+        with self._lock:
+            self.running += 1
+
+    def finish(self, started: bool) -> None:
+        with self._lock:
+            self.admitted -= 1
+            if started:
+                self.running -= 1
+        if started:
+            self._run.release()
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {"running": self.running, "waiting": self.admitted - self.running, "capacity": self.capacity}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.detail, self.headers = status, message, detail, headers
+
+
+def confine(root: Path | None, value: str, what: str, suffixes: tuple[str, ...]) -> Path:
+    """Resolve `value` inside `root`; refuse (403) anything that lands outside it, symlinks included."""
+    if root is None:
+        raise HttpError(403, f"{what}: not allowed (the server was started without a folder for it)")
+    if not value or "\x00" in value:
+        raise HttpError(400, f"{what} is required")
+    base = root.resolve()
+    p = Path(value)
+    target = (p if p.is_absolute() else base / p).resolve()
+    if target != base and base not in target.parents:
+        raise HttpError(403, f"{what} {value!r} is outside the allowed folder")
+    if target.suffix.lower() not in suffixes:
+        raise HttpError(400, f"{what} {value!r}: expected one of {', '.join(suffixes)}")
+    if not target.is_file():
+        raise HttpError(404, f"{what} {value!r} not found")
+    return target
+
+
+def _confine_any(roots: list[Path], value: str, what: str, suffixes: tuple[str, ...]) -> Path:
+    if not roots:
+        raise HttpError(403, f"{what}: server-side paths are not allowed; upload the clip to /tts/upload instead")
+    first: HttpError | None = None
+    for root in roots:
+        try:
+            return confine(root, value, what, suffixes)
+        except HttpError as err:
+            first = first or err
+            if err.status != 403:
+                raise
+    assert first is not None
+    raise first
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over `limit` bytes with 413, before they are parsed or stored."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._reject(send)
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Any) -> None:
+        import json
+
+        body = json.dumps({"message": f"request body over the {self.limit}-byte limit"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+# ------------------------------------------------------------------------------------------------ app
+def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -> Any:
+    """Build the FastAPI app around `backend`. No module-level state: two apps never share anything."""
+    settings = settings or ServerSettings()
+    gate = JobGate(settings.max_jobs, settings.max_queue)
+    upload_dir = Path(tempfile.mkdtemp(prefix="gsvkit-uploads-"))
+    switch_lock = threading.Lock()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            shutil.rmtree(upload_dir, ignore_errors=True)
+
+    app = FastAPI(
+        title="gsvkit",
+        version=__version__,
+        description="Speak in a cloned voice (GPT-SoVITS family). Parameter names follow upstream api_v2.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.gate = gate
+    app.state.backend = backend
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)
+
+    # -------------------------------------------------------------------------------------- errors
+    @app.exception_handler(HttpError)
+    async def _http_error(_req: Request, err: HttpError) -> JSONResponse:
+        return JSONResponse(
+            status_code=err.status, content={"message": err.message, "detail": err.detail}, headers=err.headers
+        )
+
+    @app.exception_handler(GsvError)
+    async def _user_error(_req: Request, err: GsvError) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"message": "bad request", "detail": str(err)})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req: Request, err: RequestValidationError) -> JSONResponse:
+        problems = []
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "form"))
+            problems.append(f"{loc}: {e.get('msg')}")
+        return JSONResponse(
+            status_code=400, content={"message": "invalid parameters: " + "; ".join(problems), "detail": problems}
+        )
+
+    def check_key(request: Request) -> None:
+        if not settings.api_key:
+            return
+        given = request.headers.get("x-api-key") or ""
+        auth = request.headers.get("authorization") or ""
+        if not given and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+            raise HttpError(
+                401, "missing or wrong API key (send it in X-API-Key)", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    guarded = [Depends(check_key)]
+
+    # -------------------------------------------------------------------------------------- synthesis
+    def resolve_voice(name: str | None) -> Any:
+        if not name:
+            return None
+        if settings.voices_dir is None:
+            raise HttpError(400, "voice: this server has no voices folder")
+        from gsvkit.inference.voice import find_voice
+
+        return find_voice(settings.voices_dir, name)
+
+    def ref_roots() -> list[Path]:
+        roots = list(settings.ref_dirs)
+        roots += [r for r in (settings.voices_dir, settings.models_dir) if r is not None]
+        return roots
+
+    def prepare(req: TTSRequest, uploaded: Path | None = None) -> dict[str, Any]:
+        if len(req.text) > settings.max_text_chars:
+            raise HttpError(
+                413, f"text is {len(req.text)} characters; this server accepts at most {settings.max_text_chars}"
+            )
+        kwargs = req.synthesis_kwargs()
+        if uploaded is not None:
+            kwargs["ref_audio"] = uploaded
+        elif kwargs["ref_audio"]:
+            kwargs["ref_audio"] = _confine_any(
+                ref_roots(), kwargs["ref_audio"], "ref_audio_path", AUDIO_UPLOAD_SUFFIXES
+            )
+        kwargs["aux_refs"] = tuple(
+            _confine_any(ref_roots(), a, "aux_ref_audio_paths", AUDIO_UPLOAD_SUFFIXES) for a in kwargs["aux_refs"]
+        )
+        kwargs["voice"] = resolve_voice(kwargs["voice"])
+        return kwargs
+
+    def busy() -> HttpError:
+        c = gate.counts()
+        return HttpError(
+            503,
+            f"server busy: {c['running']} running and {c['waiting']} waiting (limit {c['capacity']}); retry later",
+            headers={"Retry-After": "2"},
+        )
+
+    async def handle(req: TTSRequest, uploaded: Path | None = None) -> Any:
+        kwargs = prepare(req, uploaded)
+        if not gate.try_enter():
+            raise busy()
+        media = MEDIA_TYPES[req.media_type]
+        if not req.streaming:
+            started = False
+
+            def job() -> tuple[int, np.ndarray]:
+                nonlocal started
+                gate.start()
+                started = True
+                return backend.synthesize(**kwargs)
+
+            try:
+                sr, audio = await run_in_threadpool(job)
+            except GsvError as err:
+                raise HttpError(400, "tts failed", str(err)) from None
+            finally:
+                gate.finish(started)
+            body = await run_in_threadpool(encode, audio, sr, req.media_type)
+            return Response(body, media_type=media)
+
+        started = False
+
+        def open_stream() -> AudioStreamLike:
+            nonlocal started
+            gate.start()
+            started = True
+            return backend.stream(**kwargs, stream=req.stream_kwargs())
+
+        try:
+            stream = await run_in_threadpool(open_stream)
+        except GsvError as err:
+            gate.finish(started)
+            raise HttpError(400, "tts failed", str(err)) from None
+        except BaseException:
+            gate.finish(started)
+            raise
+        chunks = iter(stream)
+
+        def next_chunk() -> np.ndarray | None:
+            return next(chunks, None)
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                head = stream_start(stream.sample_rate, req.media_type)
+                if head:
+                    yield head
+                while True:
+                    try:
+                        chunk = await run_in_threadpool(next_chunk)
+                    except GsvError as err:  # the status line is gone: end the stream, log why
+                        log.warning("stream ended early: %s", err)
+                        return
+                    if chunk is None:
+                        return
+                    if len(chunk):
+                        yield encode_chunk(chunk, stream.sample_rate, req.media_type)
+            finally:
+                with contextlib.suppress(Exception):
+                    stream.close()
+                gate.finish(True)
+
+        return StreamingResponse(body(), media_type=media, headers={"X-Sample-Rate": str(stream.sample_rate)})
+
+    ok_audio = {200: {"content": {m: {} for m in MEDIA_TYPES.values()}, "description": "audio"}}
+    errors = {400: {"model": Message}, 413: {"model": Message}, 503: {"model": Message}}
+
+    @app.get("/tts", dependencies=guarded, responses={**ok_audio, **errors}, response_class=Response)
+    async def tts_get(req: Annotated[TTSRequest, Query()]) -> Any:
+        """Synthesize from query parameters (upstream api_v2 names)."""
+        return await handle(req)
+
+    @app.post("/tts", dependencies=guarded, responses={**ok_audio, **errors}, response_class=Response)
+    async def tts_post(req: TTSRequest) -> Any:
+        """Synthesize from a JSON body (upstream api_v2 names)."""
+        return await handle(req)
+
+    @app.post("/tts/upload", dependencies=guarded, responses={**ok_audio, **errors}, response_class=Response)
+    async def tts_upload(
+        params: Annotated[TTSForm, Form()],
+        ref_audio: Annotated[UploadFile, File(description="reference clip, 3-10 s")],
+    ) -> Any:
+        """Synthesize with an uploaded reference clip (multipart form: the /tts fields plus `ref_audio`)."""
+        data = await ref_audio.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise HttpError(413, f"ref_audio is over the {settings.max_upload_bytes}-byte upload limit")
+        if not data:
+            raise HttpError(400, "ref_audio is empty")
+        suffix = Path(ref_audio.filename or "").suffix.lower()
+        suffix = suffix if suffix in AUDIO_UPLOAD_SUFFIXES else ".wav"
+        path = upload_dir / (hashlib.sha256(data).hexdigest()[:32] + suffix)
+        if not path.exists():
+            await run_in_threadpool(_store_upload, upload_dir, path, data, settings.upload_cache_files)
+        return await handle(params, uploaded=path)
+
+    # -------------------------------------------------------------------------------------- models
+    def switch(s1: str | None, s2: str | None) -> JSONResponse:
+        p1 = confine(settings.models_dir, s1, "weights_path", WEIGHT_SUFFIXES) if s1 is not None else None
+        p2 = confine(settings.models_dir, s2, "weights_path", WEIGHT_SUFFIXES) if s2 is not None else None
+        if not switch_lock.acquire(blocking=False):
+            raise HttpError(503, "another model switch is in progress; retry later", headers={"Retry-After": "5"})
+        try:
+            backend.load_models(s1=p1, s2=p2)
+        except GsvError as err:
+            raise HttpError(400, "model switch failed", str(err)) from None
+        finally:
+            switch_lock.release()
+        return JSONResponse({"message": "success"})
+
+    @app.get("/set_gpt_weights", dependencies=guarded, responses=errors)
+    async def set_gpt_weights(weights_path: str = "") -> Any:
+        """Switch s1 (GPT) weights to a file inside the models folder; running jobs finish on the old ones."""
+        return await run_in_threadpool(switch, weights_path, None)
+
+    @app.get("/set_sovits_weights", dependencies=guarded, responses=errors)
+    async def set_sovits_weights(weights_path: str = "") -> Any:
+        """Switch s2 (SoVITS) weights to a file inside the models folder."""
+        return await run_in_threadpool(switch, None, weights_path)
+
+    @app.post("/set_weights", dependencies=guarded, responses=errors)
+    async def set_weights(body: WeightsPair) -> Any:
+        """Switch both models at once (needed when moving between v1 and v2 models)."""
+        return await run_in_threadpool(switch, body.gpt_weights_path, body.sovits_weights_path)
+
+    # -------------------------------------------------------------------------------------- info
+    @app.get("/voices", dependencies=guarded, response_model=VoicesResponse)
+    async def voices() -> VoicesResponse:
+        """Voices in the server's voices folder."""
+        if settings.voices_dir is None:
+            return VoicesResponse(voices=[])
+        from gsvkit.inference.voice import scan_voices
+
+        entries = await run_in_threadpool(scan_voices, settings.voices_dir)
+        return VoicesResponse(
+            voices=[
+                VoiceSummary(**{k: v for k, v in e.voice.summary().items() if k != "path"}) for e in entries if e.voice
+            ],
+            errors={e.path.name: e.error for e in entries if e.error},
+        )
+
+    @app.get("/health", response_model=HealthResponse)
+    async def health() -> HealthResponse:
+        """Liveness and load: models in use and job counts (no API key needed)."""
+        models = backend.status()
+        state = "ok" if models.get("loaded") else "no_models"
+        return HealthResponse(status=state, version=__version__, models=models, jobs=gate.counts())
+
+    return app
+
+
+def _store_upload(folder: Path, path: Path, data: bytes, keep: int) -> None:
+    from gsvkit.utils.io import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
+    files = sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime)
+    for old in files[:-keep]:
+        with contextlib.suppress(OSError):
+            old.unlink()

@@ -1,0 +1,379 @@
+"""The TTS pipeline end to end with tiny random models (16 kHz, hop 64: one token = 128 samples)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from gsvkit.errors import AudioError, CheckpointError, DataError, GsvError, TextError
+from gsvkit.inference.params import ParameterError
+
+TEXT = "Hello world. This is a small test of the speech pipeline."
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+def speechlike(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    """A voiced-sounding signal: harmonics of a wandering pitch, amplitude-modulated like syllables."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    wav = sum(np.sin(k * phase) / k for k in range(1, 8))
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
+    return (0.3 * wav * env / 2 + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def build_models(root: Path, version: str = "v2", seed: int = 0) -> tuple[Path, Path]:
+    from gsvkit.checkpoint import save_checkpoint
+    from gsvkit.config import load_config
+    from gsvkit.models.s1 import Text2SemanticDecoder
+    from gsvkit.models.s2 import SynthesizerTrn
+
+    configs = Path(__file__).resolve().parent.parent / "configs" / "tiny"
+    c1, c2 = load_config(configs / "s1.yaml"), load_config(configs / "s2.yaml")
+    if version != "v2":
+        c1 = c1.model_copy(update={"model": c1.model.model_copy(update={"version": version})})
+        c2 = c2.model_copy(update={"model": c2.model.model_copy(update={"version": version})})
+    torch.manual_seed(seed)
+    s1 = Text2SemanticDecoder(c1.model).eval()
+    s2 = SynthesizerTrn(c2.model).eval()
+    root.mkdir(parents=True, exist_ok=True)
+    p1, p2 = root / "s1.safetensors", root / "s2.safetensors"
+    save_checkpoint(p1, s1.state_dict(), c1, {"epoch": 1})
+    save_checkpoint(p2, s2.state_dict(), c2, {"epoch": 1})
+    return p1, p2
+
+
+def build_hubert(root: Path) -> Path:
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(0)
+    cfg = HubertConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    )
+    HubertModel(cfg).eval().save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models on a shared 2-core machine: thread hand-offs cost far more than the maths.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tts")
+    s1, s2 = build_models(root / "run")
+    hubert = build_hubert(root / "hubert")
+    ref = root / "ref.wav"
+    sf.write(ref, speechlike(4.0), 16000)
+    aux = root / "aux.wav"
+    sf.write(aux, speechlike(3.5, seed=1), 16000)
+    return {"root": root, "s1": s1, "s2": s2, "hubert": hubert, "ref": ref, "aux": aux}
+
+
+@pytest.fixture(scope="module")
+def voice_dir(assets):
+    from gsvkit.inference.voice import create_voice
+
+    v = create_voice(
+        assets["root"] / "voices" / "tiny",
+        s1=assets["s1"],
+        s2=assets["s2"],
+        ref_audio=assets["ref"],
+        ref_text="This is my reference voice.",
+        ref_lang="en",
+        consent="synthetic test voice, no person",
+        hubert=assets["hubert"],
+        speaker="nobody",
+    )
+    return v.root
+
+
+@pytest.fixture(scope="module")
+def tts(assets, voice_dir):
+    from gsvkit.inference.pipeline import TTS
+
+    return TTS(voice_dir, hubert=assets["hubert"])
+
+
+SHORT = {"max_new_tokens": 40}
+
+
+# ------------------------------------------------------------------------------------------------ basics
+def test_synthesize_length_and_rate(tts):
+    res = tts.synthesize_result(TEXT, "en", seed=3, **SHORT)
+    assert res.sample_rate == 16000 == tts.sample_rate
+    assert len(res.fragments) == 2 and all(0 < n <= 40 for n in res.tokens_per_fragment)
+    gap = int(16000 * 0.3)
+    expected = sum(n * 128 for n in res.tokens_per_fragment) + gap * len(res.fragments)
+    assert res.audio.dtype == np.float32 and res.audio.shape == (expected,)
+    assert np.abs(res.audio).max() <= 1.0 and np.abs(res.audio).max() > 0
+    assert res.seed == 3
+
+
+def test_same_seed_same_audio(tts):
+    _, a = tts.synthesize(TEXT, "en", seed=11, **SHORT)
+    _, b = tts.synthesize(TEXT, "en", seed=11, **SHORT)
+    _, c = tts.synthesize(TEXT, "en", seed=12, **SHORT)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape != c.shape or not np.array_equal(a, c)
+
+
+def test_no_seed_draws_one_and_reports_it(tts):
+    r1 = tts.synthesize_result("Short text here.", "en", **SHORT)
+    r2 = tts.synthesize_result("Short text here.", "en", seed=r1.seed, **SHORT)
+    np.testing.assert_array_equal(r1.audio, r2.audio)
+
+
+def test_options_change_the_result(tts):
+    base = tts.synthesize_result(TEXT, "en", seed=5, **SHORT)
+    gap = tts.synthesize_result(TEXT, "en", seed=5, fragment_interval=0.0, **SHORT)
+    assert len(gap.audio) == len(base.audio) - 2 * int(16000 * 0.3)
+    one = tts.synthesize_result(TEXT, "en", seed=5, split="cut0", **SHORT)
+    assert len(one.fragments) == 1
+    fast = tts.synthesize_result(TEXT, "en", seed=5, speed=2.0, fragment_interval=0.0, **SHORT)
+    n = sum(fast.tokens_per_fragment)
+    assert abs(len(fast.audio) - n * 128 / 2) <= 64 * 2 * len(fast.fragments)
+
+
+def test_batched_fragments(tts):
+    text = "One sentence. Another sentence here. And a third one. Finally the last."
+    res = tts.synthesize_result(text, "en", seed=2, batch_size=4, **SHORT)
+    assert len(res.fragments) == 4
+    gap = int(16000 * 0.3)
+    assert len(res.audio) == sum(n * 128 for n in res.tokens_per_fragment) + 4 * gap
+
+
+def test_reference_override_aux_and_reference_free(tts, assets):
+    a = tts.synthesize_result(TEXT, "en", ref_audio=assets["aux"], ref_text="Another clip.", ref_lang="en", seed=1)
+    b = tts.synthesize_result(TEXT, "en", aux_refs=[assets["aux"]], seed=1, **SHORT)
+    c = tts.synthesize_result(TEXT, "en", ref_audio=assets["ref"], ref_text="", seed=1, **SHORT)
+    for r in (a, b, c):
+        assert len(r.audio) > 0 and np.isfinite(r.audio).all()
+
+
+def test_reference_features_are_cached(tts, assets, monkeypatch):
+    from gsvkit.inference import reference
+
+    calls = {"tokens": 0, "spec": 0}
+    real_tokens, real_spec = reference.prompt_tokens, reference.reference_spectrogram
+
+    def count_tokens(*a, **k):
+        calls["tokens"] += 1
+        return real_tokens(*a, **k)
+
+    def count_spec(*a, **k):
+        calls["spec"] += 1
+        return real_spec(*a, **k)
+
+    monkeypatch.setattr(reference, "prompt_tokens", count_tokens)
+    monkeypatch.setattr(reference, "reference_spectrogram", count_spec)
+    tts.cache.clear()
+    for _ in range(3):
+        tts.synthesize(
+            "Cache me if you can.", "en", ref_audio=assets["aux"], ref_text="A clip.", ref_lang="en", **SHORT
+        )
+    assert calls == {"tokens": 1, "spec": 1}
+
+
+# ------------------------------------------------------------------------------------------------ streaming
+def test_stream_matches_whole(tts):
+    kw = {"seed": 9, "noise_scale": 0.0, "max_new_tokens": 60}
+    whole = tts.synthesize_result(TEXT, "en", **kw)
+    stream = tts.stream(TEXT, "en", **kw)
+    assert stream.sample_rate == 16000 and stream.seed == 9
+    chunks = list(stream)
+    assert len(chunks) > len(whole.fragments) * 2  # really chunked, not per fragment
+    streamed = np.concatenate(chunks)
+    assert streamed.shape == whole.audio.shape
+    # Stated tolerance: windows see 24 tokens of left and 2 of right context, so samples differ only slightly.
+    err = np.abs(streamed - whole.audio)
+    scale = np.abs(whole.audio).max()
+    assert err.mean() < 0.05 * scale and err.max() < 0.5 * scale
+
+
+def test_stream_starts_before_s1_finishes(tts, monkeypatch):
+    seen: list[str] = []
+    s1 = tts.bundle.s1
+    real = s1.generate_iter
+
+    def spy(*a, **k):
+        for tok in real(*a, **k):
+            seen.append("token")
+            yield tok
+
+    monkeypatch.setattr(s1, "generate_iter", spy)
+    stream = tts.stream("A single sentence that is long enough to stream.", "en", seed=4, max_new_tokens=80)
+    first = next(iter(stream))
+    n_at_first = len(seen)
+    rest = list(stream)
+    assert len(first) > 0 and rest
+    assert n_at_first < len(seen)  # audio came out while tokens were still being generated
+
+
+def test_stream_errors_come_before_audio(tts):
+    with pytest.raises(TextError):
+        tts.stream("", "en")
+    with pytest.raises(ParameterError, match="chunk_tokens"):
+        tts.stream(TEXT, "en", stream={"chunk_tokens": 0})
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def test_bad_references(tts, tmp_path):
+    short = tmp_path / "short.wav"
+    sf.write(short, speechlike(1.0), 16000)
+    long = tmp_path / "long.wav"
+    sf.write(long, speechlike(12.0), 16000)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000 * 4, np.float32), 16000)
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"not audio at all")
+    for path, match in [
+        (tmp_path / "missing.wav", "not found"),
+        (junk, "decode"),
+        (short, "1.00 s"),
+        (long, "12.00 s"),
+        (silent, "silent"),
+    ]:
+        with pytest.raises(AudioError, match=match):
+            tts.synthesize(TEXT, "en", ref_audio=path, ref_text="Some words.", ref_lang="en")
+
+
+def test_bad_text_and_parameters(tts):
+    with pytest.raises(TextError, match="empty"):
+        tts.synthesize("   ", "en")
+    with pytest.raises(TextError, match="pronounceable"):
+        tts.synthesize("... !!! ???", "en")
+    with pytest.raises(TextError, match="not supported"):
+        tts.synthesize(TEXT, "xx")
+    with pytest.raises(TextError, match="100,000 characters"):
+        tts.synthesize("a" * 100_000, "en")
+    with pytest.raises(ParameterError, match="top_k"):
+        tts.synthesize(TEXT, "en", top_k=0)
+    with pytest.raises(ParameterError, match="temperature"):
+        tts.synthesize(TEXT, "en", temperature=-1)
+    with pytest.raises(ParameterError, match="split"):
+        tts.synthesize(TEXT, "en", split="cut9")
+    with pytest.raises(ParameterError, match="bogus"):
+        tts.synthesize(TEXT, "en", bogus=1)
+
+
+def test_mismatched_versions(assets, tmp_path):
+    from gsvkit.inference.pipeline import TTS
+
+    v1_s1, _ = build_models(tmp_path / "v1", version="v1")
+    with pytest.raises(CheckpointError, match="same version"):
+        TTS(s1=v1_s1, s2=assets["s2"])
+    with pytest.raises(CheckpointError, match="s1"):
+        TTS(s1=assets["s2"], s2=assets["s2"])
+
+
+def test_voice_without_hubert_uses_stored_prompt(voice_dir, assets, tmp_path):
+    import shutil
+
+    from gsvkit.inference.pipeline import TTS
+    from gsvkit.inference.voice import VOICE_FILE, load_voice
+
+    bare = tmp_path / "bare"
+    shutil.copytree(voice_dir, bare)
+    info = load_voice(bare).info.model_copy(update={"hubert": None})
+    (bare / VOICE_FILE).write_text(info.model_dump_json(), encoding="utf-8")
+    tts = TTS(bare)  # no HuBERT anywhere: the voice stores its prompt tokens
+    with_hubert = TTS(voice_dir, hubert=assets["hubert"])
+    a = tts.synthesize(TEXT, "en", seed=1, **SHORT)[1]
+    b = with_hubert.synthesize(TEXT, "en", seed=1, **SHORT)[1]
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(CheckpointError, match="HuBERT"):
+        tts.synthesize(TEXT, "en", ref_audio=assets["aux"], ref_text="Other clip.", ref_lang="en")
+
+
+def test_no_models_no_reference(assets):
+    from gsvkit.inference.pipeline import TTS
+
+    with pytest.raises(CheckpointError, match="both"):
+        TTS(s1=assets["s1"])
+    tts = TTS(s1=assets["s1"], s2=assets["s2"])
+    with pytest.raises(GsvError, match="reference"):
+        tts.synthesize(TEXT, "en")
+    assert TTS().status()["loaded"] is False
+
+
+# ------------------------------------------------------------------------------------------------ switching
+def test_model_switch_during_synthesis(tts, assets, tmp_path):
+    other_s1, other_s2 = build_models(tmp_path / "other", seed=1)
+    kw = {"seed": 21, **SHORT}
+    baseline = tts.synthesize(TEXT, "en", **kw)[1]
+    old = tts.bundle
+    started, switched = threading.Event(), threading.Event()
+    real = old.s1.generate_iter
+
+    def slow(*a, **k):
+        started.set()
+        assert switched.wait(60)
+        yield from real(*a, **k)
+
+    old.s1.generate_iter = slow
+    out = {}
+    try:
+        t = threading.Thread(target=lambda: out.setdefault("audio", tts.synthesize(TEXT, "en", **kw)[1]))
+        t.start()
+        assert started.wait(60)
+        tts.load_models(s1=other_s1, s2=other_s2)  # while the synthesis above is mid-way
+        switched.set()
+        t.join(120)
+    finally:
+        del old.s1.generate_iter
+        switched.set()
+    np.testing.assert_array_equal(out["audio"], baseline)  # finished on the models it started with
+    assert tts.bundle is not old and tts.bundle.s1_path == other_s1.resolve()
+    after = tts.synthesize(TEXT, "en", **kw)[1]
+    assert after.shape != baseline.shape or not np.array_equal(after, baseline)
+    with pytest.raises(CheckpointError):
+        tts.load_models(s1=tmp_path / "nope.safetensors")
+    assert tts.bundle.s1_path == other_s1.resolve()  # a failed switch changes nothing
+    tts.load_models(s1=assets["s1"], s2=assets["s2"])
+
+
+# ------------------------------------------------------------------------------------------------ voices
+def test_voice_files_and_listing(voice_dir, assets, tmp_path):
+    from gsvkit.inference.voice import create_voice, load_voice, scan_voices
+
+    v = load_voice(voice_dir)
+    assert v.info.provenance.consent.startswith("synthetic") and v.info.provenance.s2_sha256
+    assert v.reference_audio.is_file() and v.prompt_cache.is_file() and "ko" in v.info.languages
+    assert [e.voice.name for e in scan_voices(voice_dir.parent)] == ["tiny"]
+    with pytest.raises(DataError, match="not empty"):
+        create_voice(voice_dir, s1=assets["s1"], s2=assets["s2"], ref_audio=assets["ref"], ref_text="x",
+                     ref_lang="en", consent="c")  # fmt: skip
+    with pytest.raises(DataError, match="consent"):
+        create_voice(tmp_path / "v", s1=assets["s1"], s2=assets["s2"], ref_audio=assets["ref"], ref_text="x",
+                     ref_lang="en", consent=" ")  # fmt: skip
+    short = tmp_path / "short.wav"
+    sf.write(short, speechlike(2.0), 16000)
+    with pytest.raises(AudioError, match="3-10 s"):
+        create_voice(tmp_path / "v", s1=assets["s1"], s2=assets["s2"], ref_audio=short, ref_text="x",
+                     ref_lang="en", consent="c")  # fmt: skip
+    assert not (tmp_path / "v").exists()
+    bad = tmp_path / "evil"
+    bad.mkdir()
+    (bad / "voice.json").write_text(
+        v.info.model_copy(update={"s1": "../../etc/passwd"}).model_dump_json(), encoding="utf-8"
+    )
+    with pytest.raises(DataError, match="inside the voice directory"):
+        load_voice(bad)

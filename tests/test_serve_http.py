@@ -1,0 +1,366 @@
+"""HTTP server with a fake speech backend: parameters, formats, streaming, limits, API key, model switching.
+
+The server runs under real uvicorn on a free loopback port and is exercised with httpx.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from gsvkit.errors import TextError
+from gsvkit.serve.http import ServerSettings, create_app
+
+SR = 8000
+
+
+class FakeStream:
+    def __init__(self, chunks, sample_rate, on_close):
+        self.sample_rate = sample_rate
+        self._chunks = chunks
+        self._on_close = on_close
+
+    def __iter__(self):
+        yield from self._chunks
+
+    def close(self):
+        self._on_close()
+
+
+class FakeBackend:
+    """Deterministic audio: 0.01 s of a 440 Hz tone per character of text."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+        self.loaded: list[tuple] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.entered = threading.Semaphore(0)
+        self.closed = 0
+
+    def audio(self, text):
+        n = len(text) * SR // 100
+        return (0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / SR)).astype(np.float32)
+
+    def synthesize(self, text, lang, **kw):
+        self.calls.append({"text": text, "lang": lang, **kw})
+        self.entered.release()
+        self.release.wait(30)
+        if lang not in ("en", "zh", "auto"):
+            raise TextError(f"language {lang!r} is not supported")
+        return SR, self.audio(text)
+
+    def stream(self, text, lang, stream=None, **kw):
+        self.calls.append({"text": text, "lang": lang, "stream": stream, **kw})
+        if lang not in ("en", "zh", "auto"):
+            raise TextError(f"language {lang!r} is not supported")
+        a = self.audio(text)
+
+        def closed():
+            self.closed += 1
+
+        return FakeStream([a[i : i + 400] for i in range(0, len(a), 400)], SR, closed)
+
+    def load_models(self, s1=None, s2=None):
+        self.loaded.append((s1, s2))
+
+    def status(self):
+        return {"loaded": True, "s1": "fake", "s2": "fake"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """uvicorn in a background thread, on 127.0.0.1 and a free port."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            if time.time() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture()
+def models_dir(tmp_path):
+    d = tmp_path / "models"
+    d.mkdir()
+    (d / "good.safetensors").write_bytes(b"x")
+    (d / "sub").mkdir()
+    (d / "sub" / "g2.ckpt").write_bytes(b"x")
+    outside = tmp_path / "secret.ckpt"
+    outside.write_bytes(b"x")
+    (d / "link.ckpt").symlink_to(outside)
+    ref = d / "ref.wav"
+    sf.write(ref, np.zeros(SR * 4, np.float32), SR)
+    return d
+
+
+@pytest.fixture()
+def served(models_dir):
+    backend = FakeBackend()
+    settings = ServerSettings(models_dir=models_dir, max_text_chars=200, max_upload_bytes=64 * 1024)
+    with Server(create_app(backend, settings)) as url:
+        yield url, backend
+
+
+def test_get_and_post_wav_raw_ogg(served):
+    url, backend = served
+    r = httpx.get(f"{url}/tts", params={"text": "hello world", "text_lang": "en", "top_k": 5, "seed": 7})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "audio/wav"
+    wav, sr = sf.read(io.BytesIO(r.content), dtype="float32")
+    assert sr == SR and len(wav) == len("hello world") * SR // 100
+    assert backend.calls[-1]["top_k"] == 5 and backend.calls[-1]["seed"] == 7
+
+    r = httpx.post(f"{url}/tts", json={"text": "hello", "text_lang": "en", "media_type": "raw", "seed": -1})
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/raw"
+    pcm = np.frombuffer(r.content, dtype="<i2")
+    assert len(pcm) == 5 * SR // 100 and np.abs(pcm).max() > 10000
+    assert backend.calls[-1]["seed"] is None  # -1 = random, as upstream
+
+    r = httpx.post(f"{url}/tts", json={"text": "hello", "text_lang": "en", "media_type": "ogg"})
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/ogg"
+    ogg, sr = sf.read(io.BytesIO(r.content), dtype="float32")
+    assert sr == SR and abs(len(ogg) - 5 * SR // 100) < 10
+
+
+def test_upstream_parameter_names_are_mapped(served):
+    url, backend = served
+    body = {
+        "text": "hi there",
+        "text_lang": "EN".lower(),
+        "prompt_text": "a prompt",
+        "prompt_lang": "en",
+        "text_split_method": "cut1",
+        "speed_factor": 1.25,
+        "fragment_interval": 0.1,
+        "repetition_penalty": 1.5,
+        "batch_size": 2,
+        "parallel_infer": False,
+        "sample_steps": 8,
+    }
+    assert httpx.post(f"{url}/tts", json=body).status_code == 200
+    call = backend.calls[-1]
+    assert call["split"] == "cut1" and call["speed"] == 1.25 and call["fragment_interval"] == 0.1
+    assert call["ref_text"] == "a prompt" and call["ref_lang"] == "en" and call["batch_size"] == 2
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"top_k": 0}, "top_k"),
+        ({"temperature": -1}, "temperature"),
+        ({"speed_factor": 100}, "speed_factor"),
+        ({"media_type": "aac"}, "media_type"),
+        ({"text_split_method": "cut9"}, "text_split_method"),
+        ({"text": ""}, "text"),
+        ({"streaming_mode": 7}, "streaming_mode"),
+        ({"bogus": 1}, "bogus"),
+    ],
+)
+def test_bad_parameters_are_named(served, bad, field):
+    url, _ = served
+    r = httpx.post(f"{url}/tts", json={"text": "hello", "text_lang": "en", **bad})
+    assert r.status_code == 400
+    assert field in r.json()["message"]
+
+
+def test_backend_errors_are_400_json(served):
+    url, _ = served
+    r = httpx.get(f"{url}/tts", params={"text": "hello", "text_lang": "xx"})
+    assert r.status_code == 400
+    assert "not supported" in r.json()["detail"]
+
+
+def test_text_limit(served):
+    url, _ = served
+    r = httpx.post(f"{url}/tts", json={"text": "a" * 100_000, "text_lang": "en"})
+    assert r.status_code == 413 and "200" in r.json()["message"]
+
+
+def test_streaming_wav_response(served):
+    url, backend = served
+    with httpx.stream(
+        "POST", f"{url}/tts", json={"text": "x" * 50, "text_lang": "en", "streaming_mode": True, "min_chunk_length": 8}
+    ) as r:
+        assert r.status_code == 200 and r.headers["x-sample-rate"] == str(SR)
+        parts = list(r.iter_raw())
+    data = b"".join(parts)
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    assert struct.unpack("<I", data[40:44])[0] == 0xFFFFFFFF  # unknown length: a stream
+    pcm = np.frombuffer(data[44:], dtype="<i2")
+    assert len(pcm) == 50 * SR // 100
+    assert backend.calls[-1]["stream"]["chunk_tokens"] == 8
+    assert backend.closed == 1
+
+
+def test_streaming_raw_and_ogg(served):
+    url, _ = served
+    r = httpx.get(f"{url}/tts", params={"text": "y" * 30, "text_lang": "en", "streaming_mode": 2, "media_type": "raw"})
+    assert r.status_code == 200 and len(r.content) == 2 * 30 * SR // 100
+    r = httpx.get(f"{url}/tts", params={"text": "y" * 30, "text_lang": "en", "streaming_mode": 3, "media_type": "ogg"})
+    assert r.status_code == 200 and r.content[:4] == b"OggS"
+
+
+def test_stream_errors_before_audio_are_400(served):
+    url, _ = served
+    r = httpx.post(f"{url}/tts", json={"text": "hello", "text_lang": "xx", "streaming_mode": 1})
+    assert r.status_code == 400
+
+
+def test_model_switch_is_confined(served, models_dir, tmp_path):
+    url, backend = served
+    r = httpx.get(f"{url}/set_gpt_weights", params={"weights_path": "good.safetensors"})
+    assert r.status_code == 200 and r.json()["message"] == "success"
+    assert backend.loaded[-1] == (models_dir / "good.safetensors", None)
+    r = httpx.get(f"{url}/set_sovits_weights", params={"weights_path": str(models_dir / "sub" / "g2.ckpt")})
+    assert r.status_code == 200 and backend.loaded[-1] == (None, models_dir / "sub" / "g2.ckpt")
+    n = len(backend.loaded)
+    for evil in ["../secret.ckpt", str(tmp_path / "secret.ckpt"), "link.ckpt", "sub/../../secret.ckpt", "/etc/passwd"]:
+        r = httpx.get(f"{url}/set_gpt_weights", params={"weights_path": evil})
+        assert r.status_code in (400, 403), evil
+    assert httpx.get(f"{url}/set_gpt_weights", params={"weights_path": "nope.ckpt"}).status_code == 404
+    assert httpx.get(f"{url}/set_gpt_weights", params={"weights_path": "ref.wav"}).status_code == 400
+    assert len(backend.loaded) == n
+    r = httpx.post(
+        f"{url}/set_weights", json={"gpt_weights_path": "good.safetensors", "sovits_weights_path": "sub/g2.ckpt"}
+    )
+    assert r.status_code == 200 and backend.loaded[-1][0] is not None and backend.loaded[-1][1] is not None
+
+
+def test_reference_paths_are_confined(served, models_dir, tmp_path):
+    url, backend = served
+    r = httpx.get(f"{url}/tts", params={"text": "hello", "text_lang": "en", "ref_audio_path": "ref.wav"})
+    assert r.status_code == 200 and backend.calls[-1]["ref_audio"] == models_dir / "ref.wav"
+    outside = tmp_path / "other.wav"
+    sf.write(outside, np.zeros(SR * 4, np.float32), SR)
+    r = httpx.get(f"{url}/tts", params={"text": "hello", "text_lang": "en", "ref_audio_path": str(outside)})
+    assert r.status_code == 403
+
+
+def test_upload_and_upload_limit(served):
+    url, backend = served
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(SR, np.float32), SR, format="WAV")
+    files = {"ref_audio": ("ref.wav", buf.getvalue(), "audio/wav")}
+    r = httpx.post(f"{url}/tts/upload", data={"text": "hello", "text_lang": "en", "prompt_text": "hi"}, files=files)
+    assert r.status_code == 200, r.text
+    stored = backend.calls[-1]["ref_audio"]
+    assert Path(stored).read_bytes() == buf.getvalue() and backend.calls[-1]["ref_text"] == "hi"
+    big = {"ref_audio": ("ref.wav", b"\0" * (200 * 1024), "audio/wav")}
+    r = httpx.post(f"{url}/tts/upload", data={"text": "hello", "text_lang": "en"}, files=big)
+    assert r.status_code == 413
+
+
+def test_health_openapi_and_voices(served):
+    url, _ = served
+    h = httpx.get(f"{url}/health").json()
+    assert h["status"] == "ok" and h["jobs"]["capacity"] == 5
+    spec = httpx.get(f"{url}/openapi.json").json()
+    assert {"/tts", "/tts/upload", "/set_gpt_weights", "/set_sovits_weights", "/voices", "/health"} <= set(
+        spec["paths"]
+    )
+    assert httpx.get(f"{url}/docs").status_code == 200
+    assert httpx.get(f"{url}/voices").json()["voices"] == []
+
+
+def test_api_key(models_dir):
+    backend = FakeBackend()
+    with Server(create_app(backend, ServerSettings(models_dir=models_dir, api_key="s3cret"))) as url:
+        q = {"text": "hello", "text_lang": "en"}
+        assert httpx.get(f"{url}/tts", params=q).status_code == 401
+        assert httpx.get(f"{url}/tts", params=q, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert httpx.get(f"{url}/tts", params=q, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert httpx.get(f"{url}/tts", params=q, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(f"{url}/set_gpt_weights", params={"weights_path": "good.safetensors"}).status_code == 401
+        assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_bounded_queue_answers_503(models_dir):
+    backend = FakeBackend()
+    backend.release.clear()  # every synthesis blocks until released
+    settings = ServerSettings(models_dir=models_dir, max_jobs=1, max_queue=2)
+    with Server(create_app(backend, settings)) as url:
+        results: list[int] = []
+
+        def call():
+            results.append(httpx.get(f"{url}/tts", params={"text": "hi", "text_lang": "en"}, timeout=30).status_code)
+
+        threads = [threading.Thread(target=call) for _ in range(3)]
+        for t in threads:
+            t.start()
+        assert backend.entered.acquire(timeout=10)  # one is running, two are waiting
+        deadline = time.time() + 10
+        while httpx.get(f"{url}/health").json()["jobs"]["waiting"] < 2 and time.time() < deadline:
+            time.sleep(0.02)
+        r = httpx.get(f"{url}/tts", params={"text": "hi", "text_lang": "en"})
+        assert r.status_code == 503 and "Retry-After" in r.headers
+        backend.release.set()
+        for t in threads:
+            t.join(30)
+        assert results == [200, 200, 200]
+        assert httpx.get(f"{url}/health").json()["jobs"] == {"running": 0, "waiting": 0, "capacity": 3}
+
+
+def test_voices_listing(tmp_path):
+    voices = tmp_path / "voices"
+    good = voices / "alice"
+    good.mkdir(parents=True)
+    for f in ("s1.safetensors", "s2.safetensors"):
+        (good / f).write_bytes(b"x")
+    sf.write(good / "reference.wav", np.zeros(SR * 4, np.float32), SR)
+    info = {
+        "name": "alice",
+        "version": "v2",
+        "reference": {"audio": "reference.wav", "text": "hello", "language": "en"},
+        "languages": ["en"],
+        "provenance": {"consent": "signed form 2026-01-01", "created": "2026-01-01T00:00:00+00:00", "tool": "t"},
+    }
+    (good / "voice.json").write_text(json.dumps(info))
+    bad = voices / "broken"
+    bad.mkdir()
+    (bad / "voice.json").write_text("{")
+    with Server(create_app(FakeBackend(), ServerSettings(voices_dir=voices))) as url:
+        body = httpx.get(f"{url}/voices").json()
+        assert [v["name"] for v in body["voices"]] == ["alice"]
+        assert body["voices"][0]["consent"].startswith("signed")
+        assert "broken" in body["errors"]
+        r = httpx.get(f"{url}/tts", params={"text": "hello", "text_lang": "en", "voice": "nobody"})
+        assert r.status_code == 400 and "nobody" in r.json()["detail"]
+
+
+def test_no_shared_state_between_apps(models_dir):
+    a = create_app(FakeBackend(), ServerSettings(max_text_chars=10))
+    b = create_app(FakeBackend(), ServerSettings(max_text_chars=20))
+    assert a.state.settings.max_text_chars == 10 and b.state.settings.max_text_chars == 20
+    assert a.state.gate is not b.state.gate
+    assert os.environ.get("GSVKIT_API_KEY") is None
