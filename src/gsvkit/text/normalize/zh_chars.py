@@ -1,4 +1,8 @@
-"""Traditional → simplified Chinese, character by character (OpenCC's TSCharacters table, data/zh_t2s.tsv)."""
+"""Traditional → simplified Chinese, character by character.
+
+The table (data/zh_t2s.tsv) is PaddleSpeech's char_convert table (Apache-2.0) as GPT-SoVITS vendors it, kept
+where a character maps to a different one; it is not OpenCC's (e.g. 鍾 → 锺, 著 stays 著).
+"""
 
 from __future__ import annotations
 

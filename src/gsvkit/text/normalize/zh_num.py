@@ -222,9 +222,9 @@ MEASURES = (
 
 
 def replace_temperature(m: re.Match) -> str:
+    # upstream means to keep 摄氏度 but its comparison never matches: every unit is read 度 (verified on its output)
     sign = "零下" if m.group(1) else ""
-    unit = "摄氏度" if m.group(4) == "摄氏度" else "度"
-    return f"{sign}{num2str(m.group(2))}{unit}"
+    return f"{sign}{num2str(m.group(2))}度"
 
 
 def replace_measure(sentence: str) -> str:
