@@ -407,3 +407,35 @@ def test_explicit_validation_ids(tmp_path, models):
         prepare(
             config(tmp_path, models, val=["nope"], hubert=None, s2=None), text_fn=fake_text, transcriber=CountingASR()
         )
+
+
+def test_worker_processes_give_the_same_dataset(tmp_path, models):
+    make_inputs(tmp_path)
+    one = prepare(config(tmp_path, models, hubert=None, s2=None), text_fn=fake_text, transcriber=CountingASR())
+    two = prepare(
+        config(tmp_path, models, hubert=None, s2=None, workers=2, out=str(tmp_path / "ds2")),
+        text_fn=fake_text,
+        transcriber=CountingASR(),
+    )
+    assert [u.model_dump(exclude={"split"}) for u in one.items] == [u.model_dump(exclude={"split"}) for u in two.items]
+    for u in one.items:
+        assert (tmp_path / "ds" / u.clip).read_bytes() == (tmp_path / "ds2" / u.clip).read_bytes()
+
+
+def test_lufs_and_denoise_options(tmp_path, models):
+    from gsvkit.audio.io import integrated_loudness, read_audio
+
+    make_inputs(tmp_path)
+    base = {"hubert": None, "s2": None, "loudness": "lufs", "target_lufs": -20.0}
+    result = prepare(config(tmp_path, models, **base), text_fn=fake_text, transcriber=CountingASR())
+    levels = [integrated_loudness(*read_audio(tmp_path / "ds" / u.clip)) for u in result.items]
+    assert all(abs(level + 20.0) < 0.3 for level in levels), levels
+    denoised = prepare(
+        config(tmp_path, models, **base, denoise=True, out=str(tmp_path / "ds_dn")),
+        text_fn=fake_text,
+        transcriber=CountingASR(),
+    )
+    assert [u.id for u in denoised.items] == [u.id for u in result.items]
+    a, _ = read_audio(tmp_path / "ds" / "clips" / "a.wav")
+    b, _ = read_audio(tmp_path / "ds_dn" / "clips" / "a.wav")
+    assert a.shape == b.shape and not np.allclose(a, b)

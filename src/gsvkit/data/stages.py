@@ -21,7 +21,8 @@ _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
 _HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
 _SILENT_PHONES = {",", ".", "!", "?", "…", "-", "_", "SP", "SP2", "SP3", "UNK", "[", "]"}
-BERT_LANGUAGES = ("zh",)  # upstream computes BERT features for zh only; zeros for the rest
+BERT_LANGUAGES = ("zh",)
+SINGLE_LANGUAGES = ("zh", "ja", "en", "ko", "yue")  # upstream computes BERT features for zh only; zeros for the rest
 
 TextFn = Callable[[str, str], dict]
 
@@ -43,13 +44,20 @@ def language_mismatch(text: str, language: str) -> str | None:
 
 
 def frontend_text_fn(version: str) -> TextFn:
-    """The package's text frontend as `fn(text, language) -> {norm_text, phones, phone_ids, word2ph}`."""
+    """The package's text frontend as `fn(text, language) -> {norm_text, phones, phone_ids, word2ph}`.
+
+    A plain language (zh, ja, en, ko, yue) is cleaned as one piece, like upstream's 1-get-text.py; mixed modes
+    (auto, all_zh, ...) go through the frontend's language segmentation.
+    """
     from gsvkit.text import TextFrontend
 
     frontend = TextFrontend(version=version)
 
     def run(text: str, language: str) -> dict:
-        r = frontend.process(text, language)
+        if language in SINGLE_LANGUAGES:
+            r = frontend.clean(text, language)
+        else:
+            r = frontend.process(text, language)
         return {
             "norm_text": r.norm_text,
             "phones": list(r.phones),
