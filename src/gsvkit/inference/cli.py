@@ -66,6 +66,7 @@ def synth(
     batch_size: Annotated[int, typer.Option(help="fragments decoded together")] = 1,
     fragment_interval: Annotated[float, typer.Option(help="seconds of silence between fragments")] = 0.3,
     noise_scale: Annotated[float, typer.Option(help="s2 noise (0 = deterministic decode)")] = 0.5,
+    max_new_tokens: Annotated[int, typer.Option(help="cap on semantic tokens per fragment (25 per second)")] = 1500,
     int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
     device: Annotated[str, typer.Option(help="torch device")] = "cpu",
 ) -> None:
@@ -101,6 +102,7 @@ def synth(
             batch_size=batch_size,
             fragment_interval=fragment_interval,
             noise_scale=noise_scale,
+            max_new_tokens=max_new_tokens,
         )
         save_audio(output, res.audio, res.sample_rate)
     except GsvError as err:

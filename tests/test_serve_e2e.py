@@ -1,0 +1,138 @@
+"""The real server: TTS with tiny models under uvicorn on a loopback port, driven with httpx."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from gsvkit.serve.http import ServerSettings, create_app
+from test_inference_pipeline import build_hubert, build_models, speechlike
+from test_serve_http import Server
+
+TEXT = "Hello from the server. It speaks in chunks."
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from gsvkit.inference.pipeline import TTS
+    from gsvkit.inference.voice import create_voice
+
+    root = tmp_path_factory.mktemp("e2e")
+    models = root / "models"
+    s1, s2 = build_models(models / "base")
+    other_s1, other_s2 = build_models(models / "other", seed=1)
+    hubert = build_hubert(root / "hubert")
+    ref = models / "ref.wav"
+    sf.write(ref, speechlike(4.0), 16000)
+    create_voice(models / "voices" / "amy", s1=s1, s2=s2, ref_audio=ref, ref_text="This is Amy.", ref_lang="en",
+                 consent="synthetic", hubert=hubert)  # fmt: skip
+    tts = TTS(models / "voices" / "amy", hubert=hubert)
+    settings = ServerSettings(models_dir=models, voices_dir=models / "voices", max_queue=2)
+    with Server(create_app(tts, settings)) as url:
+        yield {"url": url, "tts": tts, "models": models, "other": (other_s1, other_s2), "ref": ref}
+
+
+def body(**kw):
+    return {"text": TEXT, "text_lang": "en", "seed": 3, "noise_scale": 0.0, **kw}
+
+
+def test_tts_wav_and_voice(served):
+    url = served["url"]
+    r = httpx.post(f"{url}/tts", json=body(), timeout=120)
+    assert r.status_code == 200, r.text
+    wav, sr = sf.read(io.BytesIO(r.content), dtype="float32")
+    assert sr == 16000 and len(wav) > 2 * int(0.3 * sr)
+    direct = served["tts"].synthesize(TEXT, "en", seed=3, noise_scale=0.0)[1]
+    assert len(wav) == len(direct)
+    np.testing.assert_allclose(wav, direct, atol=2 / 32767)  # 16-bit rounding only
+    r2 = httpx.get(f"{url}/tts", params={**body(), "voice": "amy", "media_type": "raw"}, timeout=120)
+    assert r2.status_code == 200 and len(r2.content) == 2 * len(wav)
+    v = httpx.get(f"{url}/voices").json()["voices"]
+    assert [x["name"] for x in v] == ["amy"]
+
+
+def test_real_streaming(served):
+    url = served["url"]
+    arrivals = []
+    data = b""
+    t0 = time.perf_counter()
+    with httpx.stream("POST", f"{url}/tts", json=body(streaming_mode=True, min_chunk_length=8), timeout=120) as r:
+        assert r.status_code == 200
+        for part in r.iter_raw():
+            arrivals.append(time.perf_counter() - t0)
+            data += part
+    assert data[:4] == b"RIFF" and len(arrivals) > 3
+    pcm = np.frombuffer(data[44:], dtype="<i2").astype(np.float32) / 32767
+    whole = served["tts"].synthesize(TEXT, "en", seed=3, noise_scale=0.0)[1]
+    assert pcm.shape == whole.shape
+    err = np.abs(pcm - whole)
+    assert err.mean() < 0.05 * np.abs(whole).max()
+
+
+def test_upload_and_bad_reference(served):
+    url = served["url"]
+    files = {"ref_audio": ("r.wav", served["ref"].read_bytes(), "audio/wav")}
+    r = httpx.post(f"{url}/tts/upload", data={"text": "Uploaded.", "text_lang": "en", "prompt_text": "This is Amy.",
+                                              "prompt_lang": "en"}, files=files, timeout=120)  # fmt: skip
+    assert r.status_code == 200, r.text
+    buf = io.BytesIO()
+    sf.write(buf, speechlike(1.0), 16000, format="WAV")
+    files = {"ref_audio": ("short.wav", buf.getvalue(), "audio/wav")}
+    r = httpx.post(f"{url}/tts/upload", data={"text": "Hi there.", "text_lang": "en", "prompt_text": "x",
+                                              "prompt_lang": "en"}, files=files, timeout=120)  # fmt: skip
+    assert r.status_code == 400 and "3-10 s" in r.json()["detail"]
+    r = httpx.get(f"{url}/tts", params={"text": "Hi there.", "text_lang": "ko", "prompt_lang": "xx"}, timeout=60)
+    assert r.status_code == 400
+
+
+def test_switch_while_synthesizing(served):
+    url, tts = served["url"], served["tts"]
+    baseline = httpx.post(f"{url}/tts", json=body(media_type="raw"), timeout=120).content
+    old = tts.bundle
+    started, switched = threading.Event(), threading.Event()
+    real = old.s1.generate_iter
+
+    def slow(*a, **k):
+        started.set()
+        switched.wait(60)
+        yield from real(*a, **k)
+
+    old.s1.generate_iter = slow
+    out = {}
+    try:
+        t = threading.Thread(target=lambda: out.setdefault("r", httpx.post(f"{url}/tts", json=body(media_type="raw"),
+                                                                            timeout=120)))  # fmt: skip
+        t.start()
+        assert started.wait(60)
+        s1 = served["other"][0].relative_to(served["models"])
+        r = httpx.get(f"{url}/set_gpt_weights", params={"weights_path": str(s1)}, timeout=120)
+        assert r.status_code == 200, r.text
+        switched.set()
+        t.join(120)
+    finally:
+        del old.s1.generate_iter
+        switched.set()
+    assert out["r"].status_code == 200 and out["r"].content == baseline  # no mixed weights
+    assert httpx.get(f"{url}/health").json()["models"]["s1"].endswith("other/s1.safetensors")
+    after = httpx.post(f"{url}/tts", json=body(media_type="raw"), timeout=120).content
+    assert after != baseline
+    r = httpx.get(f"{url}/set_sovits_weights", params={"weights_path": "../../etc/passwd"})
+    assert r.status_code in (400, 403)
+    # back to the voice's own models for the other tests
+    pair = {"gpt_weights_path": "base/s1.safetensors", "sovits_weights_path": "base/s2.safetensors"}
+    assert httpx.post(f"{url}/set_weights", json=pair, timeout=120).status_code == 200
