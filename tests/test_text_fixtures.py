@@ -37,10 +37,7 @@ def _no_network(monkeypatch):
 
 
 # id → why it differs from the recorded upstream output (parity mode, fix_mistakes=False)
-KNOWN_DIFFERENCES = {
-    "zh-public-020": "想想 after 我再: upstream reads x iang2 x iang3 (no reduplication neutral tone); we give "
-    "x iang3 x iang5 like 看看/走走 in zh-public-026; the cause in upstream's environment is not reproducible",
-}
+KNOWN_DIFFERENCES: dict[str, str] = {}
 
 # English records where gsvkit deliberately fixes upstream's normalisation (fix_mistakes=True): id → our norm_text
 ENGLISH_FIXES = {
