@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from gsvkit.training.config import CommonTrainConfig, MixupConfig, SpecAugmentConfig
+
 ModelVersion = Literal["v1", "v2"]
 
 # Phone-symbol table sizes of the official models: v1's table is an exact prefix of v2's.
@@ -111,12 +113,9 @@ class S2DataConfig(StrictModel):
     max_wav_value: float = 32768.0
 
 
-class S2TrainConfig(StrictModel):
-    """s2 optimisation defaults (upstream values). The trainer may extend this section."""
+class S2TrainConfig(CommonTrainConfig):
+    """s2 optimisation. Defaults are upstream's; the shared sections are documented in `gsvkit.training.config`."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
-
-    seed: int = 1234
     epochs: int = Field(8, gt=0)
     learning_rate: float = Field(1e-4, gt=0)
     betas: tuple[float, float] = (0.8, 0.99)
@@ -127,6 +126,15 @@ class S2TrainConfig(StrictModel):
     c_mel: float = 45.0
     c_kl: float = 1.0
     text_low_lr_rate: float = Field(0.4, gt=0)
+    c_commit: float = Field(1.0, ge=0, description="weight of the quantizer commitment loss (kl_ssl upstream)")
+    kl_anneal_steps: int = Field(0, ge=0, description="ramp the KL weight from kl_anneal_start*c_kl over N steps")
+    kl_anneal_start: float = Field(0.0, ge=0.0, le=1.0)
+    grad_clip: float | None = Field(None, gt=0, description="max grad norm of G and D; None = off (upstream)")
+    min_items_per_epoch: int = Field(100, ge=0, description="small datasets repeat up to this many clips per epoch")
+    max_clip_sec: float = Field(54.0, gt=0, description="training clips longer than this are skipped (upstream)")
+    min_clip_sec: float = Field(0.6, ge=0, description="training clips shorter than this are skipped (upstream)")
+    spec_augment: SpecAugmentConfig = SpecAugmentConfig()
+    mixup: MixupConfig = MixupConfig()
 
 
 class S2Config(StrictModel):
@@ -190,13 +198,19 @@ class S1OptimizerConfig(StrictModel):
     decay_steps: int = Field(40000, ge=0)
 
 
-class S1TrainConfig(StrictModel):
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+class S1TrainConfig(CommonTrainConfig):
+    """s1 optimisation: AdamW with warmup + cosine (the shape of `optimizer`), scaled by `lr_scale`."""
 
-    seed: int = 1234
     epochs: int = Field(20, gt=0)
     batch_size: int = Field(8, gt=0)
-    gradient_clip: float = Field(1.0, ge=0)
+    gradient_clip: float = Field(1.0, ge=0, description="max grad norm; 0 = off")
+    lr_scale: float = Field(
+        0.02, gt=0,
+        description="AdamW multiplier on the optimizer section's rates: upstream's ScaledAdam scales each step by "
+        "the parameter RMS, so its nominal 0.01 is about 2e-4 for AdamW",
+    )
+    weight_decay: float = Field(0.01, ge=0)
+    stochastic_depth: float = Field(0.0, ge=0.0, lt=1.0, description="probability of skipping each transformer layer")
 
 
 class S1Config(StrictModel):

@@ -1,0 +1,318 @@
+"""Checkpoints you can trust, and early stopping that knows why it stopped.
+
+- `AtomicCheckpointIO`: every Lightning checkpoint is written to a temporary file, fsynced and renamed, and read
+  back with `torch.load(weights_only=True)` (no pickle code runs).
+- `CheckpointPolicy`: after every epoch saves a full-state checkpoint (model, optimizers, schedulers, scaler,
+  loops, RNG, callback states) and keeps the top-k best by the monitored metric, the newest `keep_last` and the
+  epochs on the save schedule; others are rotated away. Ctrl-C writes a resumable checkpoint.
+- `find_resume_checkpoint`: the newest checkpoint that reads back; a corrupted or truncated one is moved aside
+  into `corrupt/` (never deleted) and the previous one is used.
+- `SmoothedEarlyStopping`: Lightning's early stopping on an exponentially smoothed metric, remembering the best
+  epoch and a plain-words reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from gsvkit.errors import CheckpointError
+from gsvkit.training.config import CheckpointConfig, EarlyStoppingConfig
+from gsvkit.utils.io import atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+INDEX = "index.json"
+CORRUPT_DIR = "corrupt"
+_NAME = re.compile(r"^epoch=(\d+)-step=(\d+)(?:-([a-z]+))?\.ckpt$")
+
+
+# ------------------------------------------------------------------------------------------------- file I/O
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Atomic saves (temp file + fsync + rename) and safe loads (`weights_only=True`)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        with atomic_path(Path(path)) as tmp:
+            torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        return read_checkpoint(Path(path), map_location)
+
+
+def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
+    """Load a full-state checkpoint without running pickled code; CheckpointError if unreadable."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, bad pickle opcode, I/O error: all mean "cannot use this file"
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a training checkpoint (no state_dict)")
+    return ckpt
+
+
+def checkpoint_name(epoch: int, step: int, tag: str = "") -> str:
+    return f"epoch={epoch:04d}-step={step:07d}{'-' + tag if tag else ''}.ckpt"
+
+
+def _sort_key(path: Path) -> tuple[int, int, float]:
+    m = _NAME.match(path.name)
+    step, epoch = (int(m.group(2)), int(m.group(1))) if m else (-1, -1)
+    return step, epoch, path.stat().st_mtime
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoints in `directory`, oldest first (by step, then epoch, then modification time)."""
+    if not directory.is_dir():
+        return []
+    return sorted((p for p in directory.glob("*.ckpt") if p.is_file()), key=_sort_key)
+
+
+def find_resume_checkpoint(directory: Path, report: Callable[[str], None] = log.warning) -> Path | None:
+    """The newest checkpoint in `directory` that reads back completely.
+
+    A corrupted or truncated file is reported and moved into `directory/corrupt/` (never deleted) and the
+    previous one is tried. Returns None when there is no checkpoint at all.
+    """
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            read_checkpoint(path)
+            return path
+        except CheckpointError as err:
+            dest = move_aside(path)
+            report(f"{err}; moved it to {dest} and falling back to the previous checkpoint")
+    return None
+
+
+def move_aside(path: Path) -> Path:
+    """Move a bad file into `corrupt/` next to it, never overwriting an earlier one."""
+    target_dir = path.parent / CORRUPT_DIR
+    target_dir.mkdir(exist_ok=True)
+    dest = target_dir / path.name
+    n = 1
+    while dest.exists():
+        dest = target_dir / f"{path.stem}.{n}{path.suffix}"
+        n += 1
+    shutil.move(str(path), str(dest))
+    return dest
+
+
+# ------------------------------------------------------------------------------------------------ retention
+def on_schedule(epoch: int, schedule: list[tuple[int | None, int]]) -> bool:
+    """Whether `epoch` (1-based, completed epochs) is kept for good by the save schedule.
+
+    The default `[(10, 2), (50, 5), (None, 10)]` keeps every 2nd epoch up to 10, every 5th up to 50, every 10th
+    after that.
+    """
+    for until, every in schedule:
+        if until is None or epoch <= until:
+            return epoch % every == 0
+    return False
+
+
+def select_kept(records: list[dict], cfg: CheckpointConfig, mode: str) -> set[str]:
+    """Names of the checkpoints to keep: top-k best (finite scores) ∪ newest keep_last ∪ scheduled."""
+    keep = {r["name"] for r in records[-cfg.keep_last :]}
+    keep |= {r["name"] for r in records if r.get("scheduled")}
+    scored = [r for r in records if r.get("score") is not None and math.isfinite(r["score"])]
+    scored.sort(key=lambda r: (r["score"] if mode == "min" else -r["score"], r["step"]))
+    keep |= {r["name"] for r in scored[: cfg.top_k]}
+    return keep
+
+
+def best_record(records: list[dict], mode: str) -> dict | None:
+    scored = [r for r in records if r.get("score") is not None and math.isfinite(r["score"])]
+    if not scored:
+        return None
+    return min(scored, key=lambda r: (r["score"] if mode == "min" else -r["score"], r["step"]))
+
+
+class CheckpointPolicy(Checkpoint):
+    """Saves a full-state checkpoint after every epoch and applies the retention policy.
+
+    Being a `Checkpoint`, Lightning calls it after the module's own epoch-end hook (schedulers stepped) and after
+    early stopping updated its state, so a saved file resumes exactly where the run was. Its own records (file,
+    epoch, step, score, metrics) travel inside every checkpoint and are mirrored to `index.json`.
+    """
+
+    def __init__(
+        self,
+        dirpath: Path,
+        cfg: CheckpointConfig,
+        monitor: str,
+        mode: str = "min",
+        on_saved: Callable[[Path, dict], None] | None = None,
+    ) -> None:
+        self.dirpath = Path(dirpath)
+        self.cfg = cfg
+        self.monitor = monitor
+        self.mode = mode
+        self.records: list[dict] = []
+        self.interrupted_path: Path | None = None
+        self._on_saved = on_saved
+
+    @property
+    def state_key(self) -> str:
+        return "CheckpointPolicy"
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {"records": [dict(r) for r in self.records], "monitor": self.monitor, "mode": self.mode}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Files rotated away after this checkpoint was written are gone; keep only records that still exist.
+        self.records = [r for r in state_dict.get("records", []) if (self.dirpath / r["name"]).exists()]
+
+    @property
+    def best(self) -> dict | None:
+        return best_record(self.records, self.mode)
+
+    # ---------------------------------------------------------------- hooks
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        epoch = trainer.current_epoch + 1  # completed epochs
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        validated = getattr(pl_module, "last_val_epoch", None) == trainer.current_epoch
+        score = metrics.get(self.monitor) if validated else None
+        record = {
+            "name": checkpoint_name(epoch, trainer.global_step),
+            "epoch": epoch,
+            "step": trainer.global_step,
+            "score": score,
+            "metrics": metrics if validated else {},
+            "scheduled": on_schedule(epoch, self.cfg.schedule),
+            "time": time.time(),
+        }
+        self._save(trainer, record)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, KeyboardInterrupt):
+            return
+        # Mid-epoch state: Lightning's loop progress and our sampler position make it resumable.
+        record = {
+            "name": checkpoint_name(trainer.current_epoch, trainer.global_step, "interrupted"),
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "score": None,
+            "metrics": {},
+            "scheduled": False,
+            "interrupted": True,
+            "time": time.time(),
+        }
+        self._save(trainer, record)
+        self.interrupted_path = self.dirpath / record["name"]
+
+    # ---------------------------------------------------------------- saving
+    def _save(self, trainer: Trainer, record: dict) -> None:
+        path = self.dirpath / record["name"]
+        self.records = [r for r in self.records if r["name"] != record["name"]] + [record]
+        try:
+            trainer.save_checkpoint(path, weights_only=False)
+        except OSError as err:
+            self.records.pop()
+            raise CheckpointError(
+                f"could not write checkpoint {path} ({err}); the earlier checkpoints in {self.dirpath} are intact. "
+                "Free some disk space and resume with --resume"
+            ) from err
+        if trainer.is_global_zero:
+            self._rotate()
+            self._write_index()
+            if self._on_saved is not None:
+                self._on_saved(path, record)
+
+    def _rotate(self) -> None:
+        keep = select_kept([r for r in self.records if not r.get("interrupted")], self.cfg, self.mode)
+        # An interrupted checkpoint is only useful until the next regular save supersedes it.
+        newest = self.records[-1]
+        kept_records = []
+        for r in self.records:
+            if r["name"] in keep or r is newest:
+                kept_records.append(r)
+                continue
+            path = self.dirpath / r["name"]
+            if path.exists():
+                path.unlink()
+        self.records = kept_records
+
+    def _write_index(self) -> None:
+        best = self.best
+        index = {
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "best": best["name"] if best else None,
+            "last": self.records[-1]["name"] if self.records else None,
+            "checkpoints": self.records,
+        }
+        atomic_write_text(self.dirpath / INDEX, json.dumps(index, indent=1))
+
+
+# ------------------------------------------------------------------------------------------- early stopping
+class SmoothedEarlyStopping(EarlyStopping):
+    """Early stopping on an exponentially smoothed metric: `s = a*s + (1-a)*x` (a = `smoothing`, 0 = raw).
+
+    Remembers the epoch of the best (smoothed) value and a plain-words stop reason, and both travel in
+    checkpoints so a resumed run stops exactly where an uninterrupted one would.
+    """
+
+    def __init__(self, cfg: EarlyStoppingConfig, monitor: str) -> None:
+        super().__init__(
+            monitor=monitor,
+            mode=cfg.mode,
+            patience=cfg.patience,
+            min_delta=cfg.min_delta,
+            check_finite=cfg.stop_on_nan,
+            divergence_threshold=cfg.divergence_threshold,
+            verbose=False,
+            strict=False,
+        )
+        self.smoothing = cfg.smoothing
+        self.smoothed: float | None = None
+        self.best_epoch: int | None = None
+        self.history: list[tuple[int, float, float]] = []  # (epoch, raw, smoothed)
+
+    @property
+    def state_key(self) -> str:
+        return "SmoothedEarlyStopping"
+
+    def _evaluate_stopping_criteria(self, current: torch.Tensor) -> tuple[bool, str | None]:
+        raw = float(current)
+        if math.isfinite(raw):
+            prev = raw if self.smoothed is None else self.smoothed
+            self.smoothed = self.smoothing * prev + (1 - self.smoothing) * raw
+            value = torch.tensor(self.smoothed, dtype=torch.float64)
+        else:
+            value = current.double()
+        epoch = self._trainer_epoch
+        self.history.append((epoch, raw, float(value)))
+        previous_best = float(self.best_score)
+        should_stop, reason = super()._evaluate_stopping_criteria(value)
+        if float(self.best_score) != previous_best:
+            self.best_epoch = epoch
+        return should_stop, reason
+
+    def _run_early_stopping_check(self, trainer: Trainer) -> None:
+        self._trainer_epoch = trainer.current_epoch + 1
+        super()._run_early_stopping_check(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update(smoothed=self.smoothed, best_epoch=self.best_epoch, history=[list(h) for h in self.history])
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.smoothed = state_dict.get("smoothed")
+        self.best_epoch = state_dict.get("best_epoch")
+        self.history = [tuple(h) for h in state_dict.get("history", [])]

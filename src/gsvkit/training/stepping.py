@@ -1,0 +1,211 @@
+"""What both Lightning modules share: manual optimization with accumulation, clipping, OOM backoff, freezing,
+per-step reseeding (exact resumes) and RNG state in checkpoints.
+
+Lightning refuses `gradient_clip_val` and `accumulate_grad_batches` under manual optimization, so they live here:
+a loader batch is split into `splits` micro-batches (1 unless an out-of-memory error forced more), each micro-batch
+loss is scaled by its share of the accumulation window, and the optimizers step at the end of the window.
+Gradients are clipped in `on_before_optimizer_step`, which Lightning calls after un-scaling fp16 gradients.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from gsvkit.training.config import CommonTrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def is_oom(err: BaseException) -> bool:
+    """Whether `err` is an out-of-memory error (CUDA or otherwise) that a smaller micro-batch could avoid."""
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(err, oom_type) or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+
+
+class MicroBatches:
+    """How a loader batch is cut into micro-batches; `backoff()` halves the micro-batch after an OOM."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.splits = 1
+
+    def slices(self, batch_size: int) -> list[slice]:
+        n = min(self.splits, batch_size)
+        bounds = [round(i * batch_size / n) for i in range(n + 1)]
+        return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+    def backoff(self, batch_size: int) -> bool:
+        """Double the number of splits; False when disabled or already at one item per micro-batch."""
+        if not self.enabled or self.splits >= batch_size:
+            return False
+        self.splits *= 2
+        return True
+
+
+def rng_state() -> dict:
+    """Every random generator's state as plain types (checkpoints load with weights_only=True)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def frozen_names(module: nn.Module, prefixes: Sequence[str]) -> set[str]:
+    return {n for n, _ in module.named_parameters() if any(n == p or n.startswith(p + ".") for p in prefixes)}
+
+
+class ManualStepModule(LightningModule):
+    """Base of the s1 and s2 modules (see the module docstring)."""
+
+    stage = ""
+
+    def __init__(self, train_cfg: CommonTrainConfig, grad_clip: float | None) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.train_cfg = train_cfg
+        self.grad_clip = grad_clip
+        self.micro = MicroBatches(train_cfg.oom_backoff)
+        self.micro_step = 0  # micro-batches seen: the per-step seed, saved in checkpoints
+        self.opt_steps = 0  # optimizer steps of the main model (global_step counts every optimizer)
+        self.window_fill = 0  # loader batches accumulated in the current window
+        self.nonfinite = 0  # consecutive non-finite losses
+        self.stop_reason: str | None = None
+        self.last_val_epoch: int | None = None
+        self.grad_norms: dict[int, float] = {}
+        self.frozen: set[str] = set()  # parameter names whose gradients are dropped (freeze schedules)
+        self.oom_events = 0
+
+    # ----------------------------------------------------------------- randomness
+    def reseed(self) -> None:
+        """Seed every generator from (seed, rank, micro-step): a resumed run draws the same numbers."""
+        seed = (self.train_cfg.seed * 1_000_003 + self.global_rank * 7919 + self.micro_step) % (2**63 - 1)
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % (2**32))
+
+    # ----------------------------------------------------------------- accumulation / OOM
+    def window_ends(self) -> bool:
+        """Whether this loader batch closes an accumulation window (or the epoch)."""
+        return (self.window_fill + 1) >= self.train_cfg.accumulate_grad_batches or bool(self.trainer.is_last_batch)
+
+    def run_micro_batches(self, batch, step_fn) -> dict[str, float]:
+        """Call `step_fn(micro, scale, last)` per micro-batch, retrying with smaller ones after an OOM.
+
+        `scale` is the micro-batch's share of the accumulation window's loss; `last` is True for the micro-batch
+        after which the optimizers step.
+        """
+        ends = self.window_ends()
+        while True:
+            self.reseed()
+            try:
+                metrics: dict[str, float] = {}
+                slices = self.micro.slices(len(batch))
+                for k, sl in enumerate(slices):
+                    micro = batch if len(slices) == 1 else batch.select(sl)
+                    scale = (sl.stop - sl.start) / len(batch) / self.train_cfg.accumulate_grad_batches
+                    out = step_fn(micro, scale, ends and k == len(slices) - 1)
+                    for name, v in out.items():
+                        metrics[name] = metrics.get(name, 0.0) + float(v) * (sl.stop - sl.start) / len(batch)
+                break
+            except Exception as err:
+                if not is_oom(err) or not self.micro.backoff(len(batch)):
+                    raise
+                self.oom_events += 1
+                # The window restarts: gradients of earlier micro-batches in it are dropped with the failed ones.
+                self.zero_grad(set_to_none=True)
+                self.window_fill = 0
+                ends = self.window_ends()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                msg = (
+                    f"out of memory at step {self.global_step}: micro-batch halved to "
+                    f"{len(batch) // self.micro.splits} (x{self.micro.splits} accumulation keeps batch {len(batch)})"
+                )
+                log.warning(msg)
+                self.print(msg)
+        self.micro_step += 1
+        self.window_fill = 0 if ends else self.window_fill + 1
+        metrics["micro_splits"] = float(self.micro.splits)
+        return metrics
+
+    def _optimizer_list(self) -> list:
+        opts = self.optimizers()
+        return list(opts) if isinstance(opts, (list, tuple)) else [opts]
+
+    # ----------------------------------------------------------------- clipping / freezing
+    def on_before_optimizer_step(self, optimizer) -> None:
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        if self.frozen:
+            names = {id(p): n for n, p in self.named_parameters()}
+            for p in params:
+                if names.get(id(p)) in self.frozen:
+                    p.grad = None
+        grads = [p for p in params if p.grad is not None]
+        max_norm = self.grad_clip if self.grad_clip else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(grads, max_norm) if grads else torch.zeros(())
+        idx = next(i for i, o in enumerate(self._optimizer_list()) if o.optimizer is optimizer or o is optimizer)
+        self.grad_norms[idx] = float(norm)
+
+    def check_finite(self, loss: torch.Tensor) -> bool:
+        """False (skip the step) for a NaN/inf loss; three in a row stop the run when stop_on_nan is set."""
+        if bool(torch.isfinite(loss.detach()).all()):
+            self.nonfinite = 0
+            return True
+        self.nonfinite += 1
+        if self.nonfinite >= 3 and self.train_cfg.early_stopping.stop_on_nan:
+            self.stop_reason = f"training loss was not finite for 3 steps in a row (step {self.global_step})"
+            self.trainer.should_stop = True
+        return False
+
+    # ----------------------------------------------------------------- checkpoint state
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["gsvkit"] = {
+            "stage": self.stage,
+            "micro_step": self.micro_step,
+            "opt_steps": self.opt_steps,
+            "window_fill": self.window_fill,
+            "splits": self.micro.splits,
+            "frozen": sorted(self.frozen),
+            "rng": rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("gsvkit", {})
+        self.micro_step = int(state.get("micro_step", 0))
+        self.opt_steps = int(state.get("opt_steps", 0))
+        self.window_fill = int(state.get("window_fill", 0))
+        self.micro.splits = int(state.get("splits", 1))
+        self.frozen = set(state.get("frozen", []))
+        if "rng" in state:
+            set_rng_state(state["rng"])
+
+    def mark_batch_done(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        sampler = getattr(dm, "train_sampler", None)
+        if sampler is not None:
+            sampler.mark_done()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.mark_batch_done()
