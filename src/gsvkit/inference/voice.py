@@ -234,14 +234,18 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 def find_run_weights(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     """The s1 and s2 weight files of an exported training run.
 
-    Looks for `s1.safetensors` / `s2.safetensors` in the directory, then in its `export/` folder, then for any
-    checkpoint there whose metadata says which model it is.
+    Looks for `s1.safetensors` / `s2.safetensors` in the directory, in its stage folders (`s1/s1.safetensors`,
+    `s2/s2.safetensors`, as `gsv train` leaves them) and in `export/`, then for any checkpoint there whose metadata
+    says which model it is.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: run directory not found")
-    for folder in (run_dir, run_dir / "export"):
-        s1, s2 = folder / "s1.safetensors", folder / "s2.safetensors"
+    for s1, s2 in (
+        (run_dir / "s1.safetensors", run_dir / "s2.safetensors"),
+        (run_dir / "s1" / "s1.safetensors", run_dir / "s2" / "s2.safetensors"),
+        (run_dir / "export" / "s1.safetensors", run_dir / "export" / "s2.safetensors"),
+    ):
         if s1.is_file() and s2.is_file():
             return s1, s2
     from gsvkit.checkpoint import load_checkpoint

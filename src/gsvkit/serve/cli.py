@@ -111,4 +111,4 @@ def webui(
     except GsvError as err:
         _fail(str(err))
     console.print(f"gsvkit web UI on http://{host}:{port}", highlight=False)
-    ui.queue(default_concurrency_limit=1).launch(server_name=host, server_port=port, show_api=False)
+    ui.queue(default_concurrency_limit=1).launch(server_name=host, server_port=port)
