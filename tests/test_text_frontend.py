@@ -21,6 +21,9 @@ def test_frontend_process_and_segments():
 
 
 def test_v1_table_and_languages():
+    # upstream's v1 Mandarin module has no erhua step: 儿 keeps its own dictionary tone
+    assert clean_text("小院儿", "zh", "v1")[0][-1] == "er5"
+    assert clean_text("小院儿", "zh", "v2")[0][-1] == "er4"
     phones, _, _ = clean_text("你好", "zh", "v1")
     assert TextFrontend("v1").clean("你好", "zh").phone_ids
     with pytest.raises(TextError, match="zh, ja, en"):
@@ -67,6 +70,9 @@ def test_wrong_codes_are_clear_errors():
         get_phones("hello", "french")
     with pytest.raises(TextError, match="zh, ja, en, ko, yue"):
         clean_text("hello", "fr")
+    for mode in ("auto", "zh", "all_ja"):
+        with pytest.raises(TextError, match="blank"):
+            get_phones("  \n ", mode)  # upstream: IndexError inside split_lang
     with pytest.raises(TextError, match="cut0"):
         split_text("你好。", "cut9")
     assert clean_text("hello", "fr", strict=False)[0] == [","]  # upstream's silent fallback

@@ -39,11 +39,12 @@ def normalize_text(text: str, language: str, fix_mistakes: bool = True) -> str:
     return text
 
 
-def _g2p(norm_text: str, language: str, polyphone_fix: bool) -> tuple[list[str], list[int] | None]:
+def _g2p(norm_text: str, language: str, polyphone_fix: bool, version: str = "v2") -> tuple[list[str], list[int] | None]:
     if language == "zh":
         from gsvkit.text.g2p.zh import g2p_zh
 
-        return g2p_zh(norm_text, polyphone_fix=polyphone_fix)
+        # upstream's v1 Mandarin module is the v2 one without erhua
+        return g2p_zh(norm_text, polyphone_fix=polyphone_fix, erhua=_check_version(version) == "v2")
     if language == "yue":
         from gsvkit.text.g2p.yue import g2p_yue
 
@@ -100,7 +101,7 @@ def clean_text(
         if mark in text and language == lang:
             return _clean_special(text.replace(mark, ","), language, target, version, polyphone_fix)
     norm_text = normalize_text(text, language, fix_mistakes)
-    phones, word2ph = _g2p(norm_text, language, polyphone_fix)
+    phones, word2ph = _g2p(norm_text, language, polyphone_fix, version)
     if word2ph is not None and (len(phones) != sum(word2ph) or len(norm_text) != len(word2ph)):
         raise TextError(f"could not align phones with the characters of {norm_text!r}; please report this text")
     return [p if p in table else UNK for p in phones], word2ph, norm_text
@@ -109,7 +110,7 @@ def clean_text(
 def _clean_special(text, language, target, version, polyphone_fix):
     # every "," (not only the one from the mark) becomes the pause symbol; upstream skips the UNK mapping here
     norm_text = normalize_text(text, language)
-    phones, word2ph = _g2p(norm_text, language, polyphone_fix)
+    phones, word2ph = _g2p(norm_text, language, polyphone_fix, version)
     return [target if p == "," else p for p in phones], word2ph, norm_text
 
 

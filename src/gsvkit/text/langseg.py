@@ -121,6 +121,9 @@ def _resolve_digits(items: list[dict], default_lang: str) -> list[dict]:
 
 def segment(text: str, default_lang: str = "") -> list[dict]:
     """[{'lang': 'zh'|'ja'|'ko'|'en'|..., 'text': ...}] — upstream ``LangSegmenter.getTexts(text, default_lang)``."""
+    if not text.strip():
+        # upstream crashes inside split_lang here (IndexError); say what is wrong instead
+        raise TextError("text is empty or only blanks; give at least one pronounceable character")
     _install_offline_detector()
     from split_lang import LangSplitter
 
@@ -128,7 +131,11 @@ def segment(text: str, default_lang: str = "") -> list[dict]:
     splitter.merge_across_digit = False
     items: list[dict] = []
     have_digit = False
-    for sub in splitter.split_by_lang(text=text):
+    try:
+        subs = splitter.split_by_lang(text=text)
+    except (IndexError, ValueError) as e:
+        raise TextError(f"could not split {text[:40]!r} by language ({e}); use a single-language mode") from e
+    for sub in subs:
         item = {"lang": sub.lang, "text": sub.text}
         if item["lang"] in ("digit", "punctuation"):
             # a run of only digits or marks takes the language around it (or the mode's language)

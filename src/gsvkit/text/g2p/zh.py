@@ -156,8 +156,11 @@ def _syllable_phones(c: str, v: str) -> list[str]:
     return [new_c, new_v + tone]
 
 
-def g2p_zh(norm_text: str, polyphone_fix: bool = False) -> tuple[list[str], list[int]]:
-    """Phones and word2ph (phones per character) of normalised Mandarin text."""
+def g2p_zh(norm_text: str, polyphone_fix: bool = False, erhua: bool = True) -> tuple[list[str], list[int]]:
+    """Phones and word2ph (phones per character) of normalised Mandarin text.
+
+    ``erhua=False`` is upstream's v1 module (``chinese.py``), which is the same without the erhua step.
+    """
     sentences = [s for s in _SENT_SPLIT.split(norm_text) if s.strip() != ""]
     if not sentences:
         return [], []
@@ -177,7 +180,8 @@ def g2p_zh(norm_text: str, polyphone_fix: bool = False) -> tuple[list[str], list
             if polyphone_fix:
                 sub_i, sub_f = _fix_by_dictionary(word, sub_i, sub_f)
             sub_f = sandhi.modified_tone(word, pos, sub_f)
-            sub_i, sub_f = _merge_erhua(sub_i, sub_f, word, pos)
+            if erhua:
+                sub_i, sub_f = _merge_erhua(sub_i, sub_f, word, pos)
             initials += sub_i
             finals += sub_f
         for c, v in zip(initials, finals, strict=False):
