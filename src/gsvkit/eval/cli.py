@@ -29,6 +29,12 @@ SpeakerOpt = Annotated[str | None, typer.Option("--speaker", help="only this spe
 SplitOpt = Annotated[str, typer.Option("--split", help="dataset split to score")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="sampling seed (same seed, same audio)")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda")]
+MetricOpt = Annotated[
+    list[str] | None,
+    typer.Option("--metric", "-m", help="similarity, wer, mel_distance, duration_ratio (repeatable; default all)"),
+]
+HubertOpt = Annotated[Path | None, typer.Option("--hubert", help="HuBERT model directory (to read references)")]
+BertOpt = Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory (zh text)")]
 
 
 def _fail(err: Exception) -> None:
@@ -88,6 +94,10 @@ def _finish(report, out: Path | None, as_json: bool) -> None:
     typer.echo(report.model_dump_json(indent=2) if as_json else to_markdown(report))
 
 
+def _metrics(metric: list[str] | None) -> dict:
+    return {"metrics": metric} if metric else {}
+
+
 def _items(data: Path, split: str, speaker: str | None, limit: int | None):
     from gsvkit.eval.evaluate import load_items
 
@@ -97,7 +107,8 @@ def _items(data: Path, split: str, speaker: str | None, limit: int | None):
 @eval_app.command("audio")
 def audio_cmd(
     audio_dir: Path, data: DataArg, target: TargetOpt = None, out: OutOpt = None, limit: LimitOpt = None,
-    speaker: SpeakerOpt = None, split: SplitOpt = "val", as_json: JsonOpt = False, device: DeviceOpt = "cpu",
+    speaker: SpeakerOpt = None, split: SplitOpt = "val", metric: MetricOpt = None, as_json: JsonOpt = False,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Score already-synthesised audio (AUDIO_DIR/<id>.wav for each held-out sentence)."""
     from gsvkit.eval.evaluate import audio_dir_synthesizer, evaluate
@@ -105,7 +116,8 @@ def audio_cmd(
     try:
         items = _items(data, split, speaker, limit)
         report = evaluate(audio_dir_synthesizer(audio_dir), items, name=audio_dir.name, target=target or None,
-                          device=device, settings={"audio_dir": str(audio_dir), "data": str(data)})
+                          device=device, settings={"audio_dir": str(audio_dir), "data": str(data)},
+                          **_metrics(metric))
     except GsvError as err:
         _fail(err)
     _finish(report, out, as_json)
@@ -114,16 +126,16 @@ def audio_cmd(
 @eval_app.command("voice")
 def voice_cmd(
     voice: Path, data: DataArg, target: TargetOpt = None, out: OutOpt = None, limit: LimitOpt = None,
-    speaker: SpeakerOpt = None, split: SplitOpt = "val", seed: SeedOpt = 0, as_json: JsonOpt = False,
-    device: DeviceOpt = "cpu",
+    speaker: SpeakerOpt = None, split: SplitOpt = "val", seed: SeedOpt = 0, hubert: HubertOpt = None,
+    bert: BertOpt = None, metric: MetricOpt = None, as_json: JsonOpt = False, device: DeviceOpt = "cpu",
 ) -> None:
     """Synthesise the held-out sentences with a voice directory and score them."""
     from gsvkit.eval.evaluate import evaluate_voice
 
     try:
         items = _items(data, split, speaker, limit)
-        report = evaluate_voice(voice, items, target=target or None, seed=seed, device=device,
-                                audio_dir=out / "audio" if out else None)
+        report = evaluate_voice(voice, items, target=target or None, seed=seed, device=device, hubert=hubert,
+                                bert=bert, audio_dir=out / "audio" if out else None, **_metrics(metric))
     except GsvError as err:
         _fail(err)
     _finish(report, out, as_json)
@@ -137,10 +149,10 @@ def checkpoint_cmd(
     ref_text: Annotated[str, typer.Option("--ref-text", help="transcript of the reference clip")],
     data: DataArg,
     ref_lang: Annotated[str, typer.Option("--ref-lang")] = "en",
-    hubert: Annotated[Path | None, typer.Option("--hubert", help="HuBERT model directory")] = None,
-    bert: Annotated[Path | None, typer.Option("--bert", help="BERT model directory (zh)")] = None,
+    hubert: HubertOpt = None, bert: BertOpt = None,
     target: TargetOpt = None, out: OutOpt = None, limit: LimitOpt = None, speaker: SpeakerOpt = None,
-    split: SplitOpt = "val", seed: SeedOpt = 0, as_json: JsonOpt = False, device: DeviceOpt = "cpu",
+    split: SplitOpt = "val", seed: SeedOpt = 0, metric: MetricOpt = None, as_json: JsonOpt = False,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Synthesise the held-out sentences with a pair of checkpoints and a reference clip, and score them."""
     from gsvkit.eval.evaluate import evaluate_checkpoints
@@ -149,7 +161,7 @@ def checkpoint_cmd(
         items = _items(data, split, speaker, limit)
         report = evaluate_checkpoints(s1, s2, items, ref_audio=ref, ref_text=ref_text, ref_lang=ref_lang,
                                       target=target or None, seed=seed, device=device, hubert=hubert, bert=bert,
-                                      audio_dir=out / "audio" if out else None)
+                                      audio_dir=out / "audio" if out else None, **_metrics(metric))
     except GsvError as err:
         _fail(err)
     _finish(report, out, as_json)
@@ -161,8 +173,10 @@ def run_cmd(
     ref: Annotated[Path | None, typer.Option("--ref", help="reference clip; default: one from --data")] = None,
     ref_text: Annotated[str | None, typer.Option("--ref-text")] = None,
     ref_lang: Annotated[str, typer.Option("--ref-lang")] = "en",
+    hubert: HubertOpt = None, bert: BertOpt = None,
     target: TargetOpt = None, out: OutOpt = None, limit: LimitOpt = None, speaker: SpeakerOpt = None,
-    split: SplitOpt = "val", seed: SeedOpt = 0, as_json: JsonOpt = False, device: DeviceOpt = "cpu",
+    split: SplitOpt = "val", seed: SeedOpt = 0, metric: MetricOpt = None, as_json: JsonOpt = False,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Score the exported weights of a training run on the held-out sentences of its dataset."""
     from gsvkit.eval.evaluate import evaluate_run
@@ -171,8 +185,8 @@ def run_cmd(
         items = _items(data, split, speaker, limit)
         dataset = data if data.is_dir() or data.suffix == ".jsonl" else None
         report = evaluate_run(run_dir, items, dataset=dataset, ref_audio=ref, ref_text=ref_text, ref_lang=ref_lang,
-                              speaker=speaker, target=target or None, seed=seed, device=device,
-                              audio_dir=out / "audio" if out else None)
+                              speaker=speaker, target=target or None, seed=seed, device=device, hubert=hubert,
+                              bert=bert, audio_dir=out / "audio" if out else None, **_metrics(metric))
     except GsvError as err:
         _fail(err)
     _finish(report, out, as_json)

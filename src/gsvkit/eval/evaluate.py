@@ -214,7 +214,8 @@ def audio_dir_synthesizer(audio_dir: str | Path) -> Synthesize:
 
 
 def tts_synthesizer(tts, seed: int | None = 0, **params) -> Synthesize:
-    """Wrap a `gsvkit.inference.TTS` (anything with its `synthesize(text, lang, ...)`) as a `Synthesize`."""
+    """Wrap a `gsvkit.inference.TTS` as a `Synthesize`; `params` go to every `tts.synthesize` call
+    (ref_audio, ref_text, ref_lang, top_k, max_new_tokens, ...)."""
 
     def synthesize(item: EvalItem) -> tuple[int, np.ndarray]:
         sr, wav = tts.synthesize(item.text, item.language, seed=seed, **params)
@@ -228,52 +229,49 @@ def load_tts(
     *,
     s1: str | Path | None = None,
     s2: str | Path | None = None,
-    ref_audio: str | Path | None = None,
-    ref_text: str | None = None,
-    ref_lang: str | None = None,
     hubert: str | Path | None = None,
     bert: str | Path | None = None,
     device: str = "cpu",
 ):
-    """A `gsvkit.inference.TTS` for a voice directory, or for a pair of checkpoints with a reference clip."""
-    try:
-        from gsvkit.inference import TTS
-    except ImportError as err:
-        raise GsvError(f"synthesis is not available in this installation ({err})") from None
-    kwargs = {k: v for k, v in {"hubert": hubert, "bert": bert, "device": device}.items() if v is not None}
-    if voice is not None:
-        return TTS.from_voice(voice, **kwargs)
-    if s1 is None or s2 is None or ref_audio is None or ref_text is None:
-        raise GsvError("give a voice directory, or --s1, --s2, --ref and --ref-text")
-    return TTS(s1=s1, s2=s2, ref_audio=ref_audio, ref_text=ref_text, ref_lang=ref_lang or "en", **kwargs)
+    """A `gsvkit.inference.TTS` for a voice directory and/or a pair of weight files."""
+    from gsvkit.inference import TTS
+
+    return TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, device=device)
 
 
-def evaluate_voice(voice: str | Path, items: Sequence[EvalItem], *, target: Sequence[AudioInput] | None = None,
-                   seed: int | None = 0, device: str = "cpu", **kwargs) -> EvalReport:
-    """Score a voice directory on `items`. Without ground truth, the target is the voice's reference clip."""
+def evaluate_voice(
+    voice: str | Path, items: Sequence[EvalItem], *, target: Sequence[AudioInput] | None = None,
+    seed: int | None = 0, device: str = "cpu", hubert: str | Path | None = None, bert: str | Path | None = None,
+    params: dict | None = None, **kwargs,
+) -> EvalReport:
+    """Score a voice directory on `items`. Without ground truth, the target is the voice's reference clip.
+
+    `params`: synthesis parameters for every sentence (`TTS.synthesize` keywords); `kwargs` go to `evaluate`.
+    """
     from gsvkit.inference import load_voice
 
     v = load_voice(voice)
     if target is None and not any(it.ground_truth for it in items):
         target = [v.reference_audio]
-    tts = load_tts(voice, device=device)
-    return evaluate(tts_synthesizer(tts, seed), items, name=v.name, target=target, device=device,
-                    settings={"voice": str(v.root), "seed": seed}, **kwargs)
+    tts = load_tts(v, hubert=hubert, bert=bert, device=device)
+    return evaluate(tts_synthesizer(tts, seed, **(params or {})), items, name=v.name, target=target, device=device,
+                    settings={"voice": str(v.root), "seed": seed, **(params or {})}, **kwargs)
 
 
 def evaluate_checkpoints(
     s1: str | Path, s2: str | Path, items: Sequence[EvalItem], *, ref_audio: str | Path, ref_text: str,
     ref_lang: str = "en", target: Sequence[AudioInput] | None = None, seed: int | None = 0, device: str = "cpu",
-    hubert: str | Path | None = None, bert: str | Path | None = None, name: str | None = None, **kwargs,
+    hubert: str | Path | None = None, bert: str | Path | None = None, name: str | None = None,
+    params: dict | None = None, **kwargs,
 ) -> EvalReport:
-    """Score a pair of checkpoints speaking with `ref_audio` as the reference on `items`."""
+    """Score a pair of weight files speaking with `ref_audio` (transcript `ref_text`) as the reference."""
     if target is None and not any(it.ground_truth for it in items):
         target = [ref_audio]
-    tts = load_tts(s1=s1, s2=s2, ref_audio=ref_audio, ref_text=ref_text, ref_lang=ref_lang, hubert=hubert,
-                   bert=bert, device=device)
-    settings = {"s1": str(s1), "s2": str(s2), "ref_audio": str(ref_audio), "seed": seed}
-    return evaluate(tts_synthesizer(tts, seed), items, name=name or Path(s2).stem, target=target, device=device,
-                    settings=settings, **kwargs)
+    tts = load_tts(s1=s1, s2=s2, hubert=hubert, bert=bert, device=device)
+    params = {"ref_audio": ref_audio, "ref_text": ref_text, "ref_lang": ref_lang, **(params or {})}
+    settings = {"s1": str(s1), "s2": str(s2), "seed": seed, **{k: str(v) for k, v in params.items()}}
+    return evaluate(tts_synthesizer(tts, seed, **params), items, name=name or Path(s2).stem, target=target,
+                    device=device, settings=settings, **kwargs)
 
 
 def pick_reference(dataset: str | Path, speaker: str | None = None) -> tuple[Path, str, str]:
