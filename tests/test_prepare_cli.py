@@ -51,4 +51,4 @@ def test_errors_are_one_clear_line(tmp_path):
     result = runner.invoke(app, ["prepare", str(tmp_path / "nothing"), "-o", str(tmp_path / "ds")])
     assert result.exit_code == 2 and "input not found" in plain(result.output)
     result = runner.invoke(app, ["prepare", str(tmp_path / "in"), "-o", str(tmp_path / "in")])
-    assert result.exit_code == 2 and "output folder" in plain(result.output)
+    assert result.exit_code == 2 and "inside the output folder" in plain(result.output)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -146,16 +147,22 @@ class _Run:
 
     @contextlib.contextmanager
     def bar(self, stage: str, total: int) -> Iterator[Callable[[], None]]:
-        if not self.progress or total == 0:
-            yield lambda: None
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        """A progress bar for `total` items of work; the time spent is added to the report."""
+        start = time.perf_counter()
+        try:
+            if not self.progress or total == 0:
+                yield lambda: None
+                return
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        with Progress(
-            TextColumn(f"{stage:<9}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False
-        ) as bar:
-            task = bar.add_task(stage, total=total)
-            yield lambda: bar.advance(task)
+            with Progress(
+                TextColumn(f"{stage:<9}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False
+            ) as bar:
+                task = bar.add_task(stage, total=total)
+                yield lambda: bar.advance(task)
+        finally:
+            if total:
+                self.report.seconds[stage] = self.report.seconds.get(stage, 0.0) + time.perf_counter() - start
 
     def model_hash(self, path: str | None) -> str:
         return self.hashes.tree_sha(Path(path)) if path else ""

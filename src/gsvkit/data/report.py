@@ -29,6 +29,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     computed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     reused: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage's work in this run
 
     def drop(self, where: str, stage: str, reason: str) -> None:
         self.dropped.append(Dropped(str(where), stage, reason))
@@ -54,7 +55,11 @@ class Report:
     def to_json(self, items: list[Utterance]) -> dict:
         return {
             "summary": self.summary(items),
-            "stages": {"computed": dict(self.computed), "reused": dict(self.reused)},
+            "stages": {
+                "computed": dict(self.computed),
+                "reused": dict(self.reused),
+                "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            },
             "dropped": [asdict(d) for d in self.dropped],
             "warnings": list(self.warnings),
         }
@@ -80,8 +85,17 @@ class Report:
             )
         stages = sorted(set(self.computed) | set(self.reused))
         if stages:
-            lines += ["", "## Stages", "", "| stage | computed | reused |", "| --- | ---: | ---: |"]
-            lines += [f"| {st} | {self.computed.get(st, 0)} | {self.reused.get(st, 0)} |" for st in stages]
+            lines += [
+                "",
+                "## Stages (this run)",
+                "",
+                "| stage | computed | reused | seconds |",
+                "| --- | ---: | ---: | ---: |",
+            ]
+            lines += [
+                f"| {st} | {self.computed.get(st, 0)} | {self.reused.get(st, 0)} | {self.seconds.get(st, 0.0):.1f} |"
+                for st in stages
+            ]
         if self.warnings:
             lines += ["", "## Warnings", ""] + [f"- {w}" for w in self.warnings]
         lines += ["", "## Dropped", ""]

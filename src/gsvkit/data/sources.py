@@ -63,9 +63,10 @@ def discover(
     problems: list[Problem] = []
     for raw in inputs:
         path = Path(raw)
+        if path.exists() and _is_within(path.resolve(), out_dir):
+            # the dataset directory's clips and features are rewritten and pruned: never read inputs from there
+            raise DataError(f"{path}: the input is inside the output folder {out_dir}; choose another --out")
         if path.is_dir():
-            if path.resolve() == out_dir:
-                raise DataError(f"{path}: the input folder is the output folder; choose another --out")
             found = sorted(
                 p
                 for p in path.rglob("*")
