@@ -7,7 +7,7 @@ import torch
 
 from gsvkit.errors import TextError
 from gsvkit.text import TextFrontend, clean_text, clean_text_for_dataset, get_phones, split_text
-from gsvkit.text.bert import BertFeaturizer, zeros_bert
+from gsvkit.text.bert import BertFeaturizer, features_for_segments, zeros_bert
 
 
 def test_frontend_process_and_segments():
@@ -113,3 +113,7 @@ def test_bert_features_repeat_hidden_states_minus_3(tmp_path):
     with pytest.raises(TextError):
         feat("你好", [2])
     assert zeros_bert(5).shape == (1024, 5) and not zeros_bert(5).any()
+    segs = TextFrontend().process_segments("你好吗。OK", "zh")
+    both = features_for_segments(segs, feat)
+    assert both.shape == (16, sum(len(s.phones) for s in segs))
+    assert not both[:, -len(segs[-1].phones) :].any() and both[:, 0].any()  # English part: zeros

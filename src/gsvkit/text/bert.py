@@ -38,6 +38,7 @@ class BertFeaturizer:
             raise CheckpointError(f"cannot load a BERT model from {path}: {e}") from e
         self.device = torch.device(device)
         self.model.eval().to(self.device)
+        self.hidden_size = int(self.model.config.hidden_size)  # 1024 for chinese-roberta-wwm-ext-large
 
     @torch.no_grad()
     def __call__(self, norm_text: str, word2ph: list[int]) -> torch.Tensor:
@@ -50,3 +51,22 @@ class BertFeaturizer:
             raise TextError(f"the tokenizer split {norm_text!r} into {hidden.shape[0]} tokens, not one per character")
         counts = torch.tensor(word2ph, dtype=torch.long)
         return hidden.repeat_interleave(counts, dim=0).T.contiguous()  # [H, n_phones]
+
+
+def features_for_segments(segments, featurizer: BertFeaturizer | None, dim: int = BERT_DIM) -> torch.Tensor:
+    """[dim, total phones] for the per-segment results of ``TextFrontend.process_segments``.
+
+    As upstream's ``get_phones_and_bert``: Mandarin segments get BERT features (when a featurizer is given),
+    every other segment zeros; the pieces are concatenated along phones.
+    """
+    if featurizer is not None:
+        dim = featurizer.hidden_size
+    parts = []
+    for seg in segments:
+        if featurizer is not None and seg.language.replace("all_", "") == "zh" and seg.word2ph:
+            parts.append(featurizer(seg.norm_text, seg.word2ph))
+        else:
+            parts.append(zeros_bert(len(seg.phones), dim))
+    if not parts:
+        return zeros_bert(0, dim)
+    return torch.cat(parts, dim=1)
