@@ -117,3 +117,27 @@ def test_bert_features_repeat_hidden_states_minus_3(tmp_path):
     both = features_for_segments(segs, feat)
     assert both.shape == (16, sum(len(s.phones) for s in segs))
     assert not both[:, -len(segs[-1].phones) :].any() and both[:, 0].any()  # English part: zeros
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gsvkit.text; heavy = ('jieba', 'pypinyin', 'nltk', 'pyopenjtalk', 'g2pk2', 'split_lang', "
+        "'inflect', 'torch'); print([m for m in heavy if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_cli_text_prints_phones():
+    from typer.testing import CliRunner
+
+    from gsvkit.cli import app
+
+    res = CliRunner().invoke(app, ["text", "你好，Hello。", "--lang", "zh", "--json"])
+    assert res.exit_code == 0, res.output
+    assert '"language": "en"' in res.output and '"norm_text": "你好,"' in res.output
+    bad = CliRunner().invoke(app, ["text", "hi", "--lang", "klingon"])
+    assert bad.exit_code == 2
