@@ -1,0 +1,375 @@
+"""Make sense of official GPT-SoVITS weight files once they are safely unpickled.
+
+What upstream writes (all `torch.save` zip files):
+
+| source format       | top level (written by)                                                           |
+|---------------------|----------------------------------------------------------------------------------|
+| `s2-export`         | `{"weight": G minus enc_q, fp16, "config": HParams, "info": "8epoch_224iteration"}` |
+|                     | (`process_ckpt.savee`)                                                           |
+| `s2-export-header`  | the same, first two bytes `00`/`01` instead of `PK` (`my_save2`)                 |
+| `s2-pretrained-G`   | `{"weight": G state dict incl. enc_q}` (pretrained `s2G*.pth`)                   |
+| `s2-pretrained-D`   | `{"weight": {"discriminators.*": ...}}` (pretrained `s2D*.pth`)                  |
+| `s2-train-G` / `-D` | `{"model", "iteration", "optimizer", "learning_rate"}` (`utils.save_checkpoint`) |
+| `s1-export`         | `{"weight": {"model.<k>": fp16}, "config": dict, "info": "GPT-e15"}`             |
+| `s1-lightning-ckpt` | `{"state_dict": {"model.<k>": ...}, "optimizer_states", "loops", ...}`           |
+| `<kind>-state-dict` | a bare state dict (`torch.save(model.state_dict())`)                             |
+
+Model version comes from the content first (s2 `enc_p.text_embedding.weight` has 322 rows in v1, 732 in v2; s1
+`ar_text_embedding.word_embeddings.weight` has 512 rows in v1, 732 in v2), then the header tag, then the config.
+v2Pro, v2ProPlus, v3, v4 and LoRA files are recognised (header tag, config version, or their extra modules:
+`sv_emb`/`ge_to512`/`prelu` for v2Pro, `cfm` for v3/v4, `lora_*` for LoRA) and refused with a message naming them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gsvkit.checkpoint.unpickler import TensorRef, TorchFile, plain
+from gsvkit.config import N_SYMBOLS, S1_PHONE_VOCAB, ConfigError, S1Config, S2Config, config_from_dict
+from gsvkit.errors import CheckpointError
+
+SUPPORTED_VERSIONS = ("v1", "v2")
+NEWER_VERSIONS = ("v2Pro", "v2ProPlus", "v3", "v4", "v3-LoRA", "v4-LoRA")
+
+S1_PREFIXES = (
+    "ar_text_embedding.",
+    "ar_audio_embedding.",
+    "ar_text_position.",
+    "ar_audio_position.",
+    "bert_proj.",
+    "h.",
+    "ar_predict_layer.",
+)
+S2_PREFIXES = ("enc_p.", "dec.", "flow.", "ref_enc.", "ssl_proj.", "quantizer.", "enc_q.")
+# Modules only newer SoVITS generations have; enough to tell their weights apart from v1/v2 ones.
+V2PRO_PREFIXES = ("sv_emb.", "ge_to512.", "prelu.")
+V3_PREFIXES = ("cfm.", "bridge.", "wns1.", "linear_mel.")
+D_PREFIX = "discriminators."
+
+S1_TEXT_EMBEDDING = "ar_text_embedding.word_embeddings.weight"
+S2_TEXT_EMBEDDING = "enc_p.text_embedding.weight"
+
+_S2_MODEL_FIELDS = (
+    "inter_channels",
+    "hidden_channels",
+    "filter_channels",
+    "n_heads",
+    "n_layers",
+    "kernel_size",
+    "p_dropout",
+    "resblock",
+    "resblock_kernel_sizes",
+    "resblock_dilation_sizes",
+    "upsample_rates",
+    "upsample_initial_channel",
+    "upsample_kernel_sizes",
+    "gin_channels",
+    "use_spectral_norm",
+    "semantic_frame_rate",
+    "freeze_quantizer",
+)
+_S2_DATA_FIELDS = (
+    "sampling_rate",
+    "filter_length",
+    "hop_length",
+    "win_length",
+    "n_mel_channels",
+    "mel_fmin",
+    "mel_fmax",
+    "max_wav_value",
+)
+_S2_TRAIN_FIELDS = (
+    "seed",
+    "epochs",
+    "learning_rate",
+    "betas",
+    "eps",
+    "batch_size",
+    "lr_decay",
+    "segment_size",
+    "c_mel",
+    "c_kl",
+    "text_low_lr_rate",
+)
+_S1_MODEL_FIELDS = {
+    "vocab_size": "vocab_size",
+    "embedding_dim": "embedding_dim",
+    "hidden_dim": "hidden_dim",
+    "head": "head",
+    "linear_units": "linear_units",
+    "n_layer": "n_layer",
+    "dropout": "dropout",
+    "EOS": "eos",
+}
+_S1_SECTIONS = {
+    "data": ("max_sec", "pad_val"),
+    "optimizer": ("lr", "lr_init", "lr_end", "warmup_steps", "decay_steps"),
+    "train": ("seed", "epochs", "batch_size", "gradient_clip"),
+}
+
+
+@dataclass
+class Imported:
+    """An official file, understood: its tensors (or `TensorRef`s when read lazily) and what they are."""
+
+    kind: str  # "s1" | "s2" | "s2d"
+    version: str  # "v1" | "v2"
+    config: S1Config | S2Config
+    state_dict: dict[str, Any]
+    info: dict[str, Any]
+    source_format: str
+
+
+def refuse_version(path: Path, version: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is a GPT-SoVITS {version} model; gsvkit supports v1 and v2 for now "
+        "(use a v1/v2 model, or upstream GPT-SoVITS for this one)"
+    )
+
+
+def interpret(tf: TorchFile, path: Path) -> Imported:
+    """Classify an unpickled official file and map it to our kind, version, config and state dict."""
+    obj = tf.obj
+    if tf.header_version is not None and tf.header_version not in SUPPORTED_VERSIONS:
+        raise refuse_version(path, tf.header_version)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: not a GPT-SoVITS checkpoint (its top level is a {type(obj).__name__})")
+
+    container, weights = _find_weights(obj, path)
+    upstream_cfg = _upstream_config(obj, container)
+    kind = _kind_of(weights, path)
+    if kind == "s1":
+        weights = {k.removeprefix("model."): v for k, v in weights.items()}
+    if kind == "s2":
+        _refuse_newer_s2(path, obj, weights, upstream_cfg)
+    elif _declared_version(upstream_cfg) in NEWER_VERSIONS:
+        raise refuse_version(path, _declared_version(upstream_cfg))
+
+    source_format = _source_format(kind, container, obj, weights, tf.header_version)
+    if kind == "s1":
+        version, phone_rows = _s1_version(weights, upstream_cfg)
+        config: S1Config | S2Config = _s1_config(upstream_cfg, version, phone_rows, path)
+    else:
+        version, n_symbols = _s2_version(weights, upstream_cfg, tf.header_version, kind)
+        config = _s2_config(upstream_cfg, version, n_symbols, path)
+    info = _info(obj, container, path, source_format, upstream_cfg, tf.header_version)
+    return Imported(kind, version, config, dict(weights), info, source_format)
+
+
+# ------------------------------------------------------------------------------------------------- structure
+def _is_tensor(v: Any) -> bool:
+    return isinstance(v, (torch.Tensor, TensorRef))
+
+
+def _find_weights(obj: Mapping, path: Path) -> tuple[str, Mapping[str, Any]]:
+    if isinstance(obj.get("state_dict"), Mapping):
+        container, weights = "lightning", obj["state_dict"]
+    elif isinstance(obj.get("weight"), Mapping):
+        container, weights = "weight", obj["weight"]
+    elif isinstance(obj.get("model"), Mapping) and "iteration" in obj:
+        container, weights = "train", obj["model"]
+    elif obj and all(isinstance(k, str) and _is_tensor(v) for k, v in obj.items()):
+        container, weights = "bare", obj
+    else:
+        keys = ", ".join(repr(k) for k in list(obj)[:8])
+        raise CheckpointError(
+            f"{path}: not a GPT-SoVITS checkpoint: no 'weight', 'state_dict' or 'model' entry (top-level keys: {keys})"
+        )
+    if not weights:
+        raise CheckpointError(f"{path}: the checkpoint holds no tensors")
+    for k, v in weights.items():
+        if not isinstance(k, str) or not _is_tensor(v):
+            raise CheckpointError(f"{path}: weight entry {k!r} is a {type(v).__name__}, not a tensor")
+    return container, weights
+
+
+def _upstream_config(obj: Mapping, container: str) -> dict[str, Any]:
+    cfg = obj.get("config")
+    if container == "lightning":
+        hp = obj.get("hyper_parameters")
+        if isinstance(hp, Mapping):
+            cfg = hp.get("config", hp)
+    return plain(cfg) if isinstance(cfg, Mapping) else {}
+
+
+def _kind_of(weights: Mapping[str, Any], path: Path) -> str:
+    names = list(weights)
+    if all(n.startswith(D_PREFIX) for n in names):
+        return "s2d"
+    if all(n.removeprefix("model.").startswith(S1_PREFIXES) for n in names):
+        return "s1"
+    s2_like = S2_PREFIXES + V2PRO_PREFIXES + V3_PREFIXES
+    if all(n.startswith(s2_like) for n in names):
+        return "s2"
+    odd = [n for n in names if not n.removeprefix("model.").startswith(s2_like + S1_PREFIXES + (D_PREFIX,))]
+    sample = ", ".join(odd[:5]) or ", ".join(names[:5])
+    raise CheckpointError(f"{path}: weights are neither GPT (s1) nor SoVITS (s2) weights (unrecognised: {sample})")
+
+
+def _declared_version(cfg: Mapping[str, Any]) -> str | None:
+    model = cfg.get("model")
+    for v in (cfg.get("version"), model.get("version") if isinstance(model, Mapping) else None):
+        if isinstance(v, str) and v:
+            return v
+    return None
+
+
+def _refuse_newer_s2(path: Path, obj: Mapping, weights: Mapping[str, Any], cfg: Mapping[str, Any]) -> None:
+    names = list(weights)
+    declared = _declared_version(cfg)
+    v3_or_v4 = declared if declared in ("v3", "v4") else ("v4" if obj.get("info") == "pretrained_s2G_v4" else "v3")
+    if "lora_rank" in obj or any("lora_" in n for n in names):
+        raise refuse_version(path, f"{v3_or_v4}-LoRA")
+    if any(n.startswith(V3_PREFIXES) for n in names):
+        raise refuse_version(path, v3_or_v4)
+    if any(n.startswith(V2PRO_PREFIXES) for n in names):
+        conv_pre = weights.get("dec.conv_pre.weight")
+        model = _section(cfg, "model")
+        # v2ProPlus differs from v2Pro by a wider decoder input (upsample_initial_channel 768 instead of 512).
+        plus = (
+            declared == "v2ProPlus"
+            or (conv_pre is not None and int(conv_pre.shape[0]) == 768)
+            or model.get("upsample_initial_channel") == 768
+        )
+        raise refuse_version(path, "v2ProPlus" if plus else "v2Pro")
+    if declared in NEWER_VERSIONS:
+        raise refuse_version(path, declared)
+
+
+def _source_format(kind: str, container: str, obj: Mapping, weights: Mapping, header: str | None) -> str:
+    if container == "bare":
+        return f"{kind}-state-dict"
+    if kind == "s1":
+        return "s1-lightning-ckpt" if container == "lightning" else "s1-export"
+    if kind == "s2d":
+        return "s2-train-D" if container == "train" else "s2-pretrained-D"
+    if container == "train":
+        return "s2-train-G"
+    if header is not None:
+        return "s2-export-header"
+    has_enc_q = any(n.startswith("enc_q.") for n in weights)
+    return "s2-export" if "config" in obj and not has_enc_q else "s2-pretrained-G"
+
+
+# --------------------------------------------------------------------------------------------------- version
+def _s2_version(
+    weights: Mapping[str, Any], cfg: Mapping[str, Any], header: str | None, kind: str
+) -> tuple[str, int | None]:
+    emb = weights.get(S2_TEXT_EMBEDDING)
+    if emb is not None:
+        rows = int(emb.shape[0])
+        version = "v1" if rows == N_SYMBOLS["v1"] else "v2"  # upstream's rule: 322 rows is v1, anything else v2
+        return version, (rows if rows != N_SYMBOLS[version] else None)
+    if header in SUPPORTED_VERSIONS:
+        return header, None
+    declared = _declared_version(cfg)
+    return (declared if declared in SUPPORTED_VERSIONS else "v2"), None
+
+
+def _s1_version(weights: Mapping[str, Any], cfg: Mapping[str, Any]) -> tuple[str, int | None]:
+    emb = weights.get(S1_TEXT_EMBEDDING)
+    rows = int(emb.shape[0]) if emb is not None else None
+    if rows is None:
+        model = cfg.get("model") if isinstance(cfg.get("model"), Mapping) else {}
+        pv = model.get("phoneme_vocab_size")
+        rows = int(pv) if isinstance(pv, int) else None
+    if rows is None:
+        return "v2", None
+    version = "v2" if rows >= S1_PHONE_VOCAB["v2"] else "v1"
+    return version, rows
+
+
+# ---------------------------------------------------------------------------------------------------- config
+def _section(cfg: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    s = cfg.get(name)
+    return s if isinstance(s, Mapping) else {}
+
+
+def _pick(section: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    # None means "unset" upstream, except mel_fmax where None is a real value (Nyquist).
+    return {f: section[f] for f in fields if f in section and (section[f] is not None or f == "mel_fmax")}
+
+
+def _s2_config(cfg: Mapping[str, Any], version: str, n_symbols: int | None, path: Path) -> S2Config:
+    model = _pick(_section(cfg, "model"), _S2_MODEL_FIELDS)
+    data = _pick(_section(cfg, "data"), _S2_DATA_FIELDS)
+    train = _pick(_section(cfg, "train"), _S2_TRAIN_FIELDS)
+    model["version"] = version
+    if n_symbols is not None:
+        model["n_symbols"] = n_symbols
+    if isinstance(data.get("filter_length"), int):
+        model["spec_channels"] = data["filter_length"] // 2 + 1
+    return _validated({"kind": "s2", "model": model, "data": data, "train": train}, path)  # type: ignore[return-value]
+
+
+def _s1_config(cfg: Mapping[str, Any], version: str, phone_rows: int | None, path: Path) -> S1Config:
+    src = _section(cfg, "model")
+    model = {ours: src[theirs] for theirs, ours in _S1_MODEL_FIELDS.items() if src.get(theirs) is not None}
+    model["version"] = version
+    if phone_rows is not None and phone_rows != S1_PHONE_VOCAB[version]:
+        model["phoneme_vocab_size"] = phone_rows
+    out: dict[str, Any] = {"kind": "s1", "model": model}
+    for name, fields in _S1_SECTIONS.items():
+        out[name] = _pick(_section(cfg, name), fields)
+    return _validated(out, path)  # type: ignore[return-value]
+
+
+def _validated(data: dict[str, Any], path: Path) -> S1Config | S2Config:
+    try:
+        return config_from_dict(data, source=f"{path} (config mapped from the upstream file)")
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+
+
+# ------------------------------------------------------------------------------------------------------ info
+def jsonable(obj: Any) -> Any:
+    """A JSON-safe copy: tensors become short descriptions, unknown objects their repr."""
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.item() if obj.numel() == 1 else f"<tensor {list(obj.shape)} {obj.dtype}>"
+    if isinstance(obj, TensorRef):
+        return f"<tensor {list(obj.shape)} {obj.dtype}>"
+    if isinstance(obj, Path):
+        return str(obj)
+    return repr(obj)
+
+
+def _info(
+    obj: Mapping, container: str, path: Path, source_format: str, cfg: dict[str, Any], header: str | None
+) -> dict[str, Any]:
+    info: dict[str, Any] = {"source_file": str(path), "source_format": source_format}
+    text = obj.get("info")
+    if isinstance(text, str):
+        info["upstream_info"] = text
+        if m := re.fullmatch(r"(\d+)epoch_(\d+)iteration", text):
+            info["epoch"], info["step"] = int(m.group(1)), int(m.group(2))
+        elif m := re.fullmatch(r"GPT-e(\d+)", text):
+            info["epoch"] = int(m.group(1))
+    if container == "lightning":
+        for theirs, ours in (("epoch", "epoch"), ("global_step", "step"), ("pytorch-lightning_version", "lightning")):
+            if isinstance(obj.get(theirs), (int, str)):
+                info[ours] = obj[theirs]
+    if container == "train":
+        if isinstance(obj.get("iteration"), int):
+            info["epoch"] = obj["iteration"]  # utils.save_checkpoint stores the epoch under "iteration"
+        if isinstance(obj.get("learning_rate"), (int, float)):
+            info["learning_rate"] = obj["learning_rate"]
+    if header is not None:
+        info["header_version"] = header
+    if cfg:
+        info["upstream_config"] = jsonable(cfg)
+    return info
