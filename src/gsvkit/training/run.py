@@ -326,12 +326,12 @@ def train_s2(
         from gsvkit.models.s2 import SynthesizerTrn
 
         _check_compatible("s2", cfg, ckpt, Path(pretrained))  # type: ignore[arg-type]
-        net_g = SynthesizerTrn.from_upstream_state_dict(ckpt.state_dict, cfg.model.version, config=cfg.model)
+        net_g = SynthesizerTrn.from_upstream_state_dict(ckpt.state_dict, cfg.model.version, config=cfg.model).train()
         d_path = Path(pretrained_d) if pretrained_d else _sibling_d(Path(pretrained))  # type: ignore[arg-type]
         if d_path is not None:
             from gsvkit.checkpoint import load_s2d
 
-            net_d = load_s2d(d_path)
+            net_d = load_s2d(d_path).train()
     module = S2Module(cfg, net_g=net_g, net_d=net_d)
     stage_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, stage_dir / "config.yaml")
@@ -384,6 +384,7 @@ def train_s1(
 
         _check_compatible("s1", cfg, ckpt, Path(pretrained))  # type: ignore[arg-type]
         model = Text2SemanticDecoder.from_upstream_state_dict(ckpt.state_dict, cfg.model.version, config=cfg.model)
+        model.train()
     module = S1Module(cfg, model=model)
     stage_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, stage_dir / "config.yaml")

@@ -1,0 +1,84 @@
+"""Process-level guarantees: a run killed with SIGKILL at a random moment and resumed ends with exactly the weights
+of an uninterrupted run; DDP with two CPU processes (gloo) trains and its checkpoint resumes on one process."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from gsvkit.training.callbacks import read_checkpoint
+from train_helpers import TINY_S1, toy_dataset
+
+pytestmark = pytest.mark.slow
+
+ARGS = ["--set", "train.batch_size=2", "--set", "train.early_stopping.enabled=false", "--set", "train.deterministic=true"]
+
+
+def _cmd(stage: str, dataset, out, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "gsvkit.cli", "train", stage, str(dataset), "--out", str(out), "-q",
+            "--accelerator", "cpu", *extra]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"  # the same arithmetic in every process
+    env.setdefault("PYTHONPATH", "")
+    return env
+
+
+def _last_state(out, stage="s1") -> dict:
+    ckpts = sorted((out / stage / "checkpoints").glob("epoch=*.ckpt"))
+    return read_checkpoint(ckpts[-1])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return toy_dataset(tmp_path_factory.mktemp("resume"), n_utts=10)
+
+
+def test_sigkill_at_a_random_moment_then_resume_equals_uninterrupted(dataset, tmp_path):
+    epochs = ["--set", "train.epochs=5"]
+    ref = tmp_path / "ref"
+    subprocess.run(_cmd("s1", dataset, ref, "-c", str(TINY_S1), *ARGS, *epochs), check=True, env=_env(),
+                   capture_output=True)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cmd("s1", dataset, run, "-c", str(TINY_S1), *ARGS, *epochs), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt_dir = run / "s1" / "checkpoints"
+    deadline = time.time() + 240
+    while not list(ckpt_dir.glob("epoch=0001-*.ckpt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(random.Random(os.getpid()).uniform(0.0, 1.5))  # somewhere inside a later epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run / "s1" / "summary.json").exists()  # it really died before the end
+    subprocess.run(_cmd("s1", dataset, run, "--resume"), check=True, env=_env(), capture_output=True)
+    a, b = _last_state(ref), _last_state(run)
+    assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values(),
+                      strict=True):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"])
+
+
+def test_ddp_two_cpu_processes_then_resume_on_one(dataset, tmp_path):
+    out = tmp_path / "ddp"
+    res = subprocess.run(_cmd("s1", dataset, out, "-c", str(TINY_S1), "--devices", "2", *ARGS,
+                              "--set", "train.epochs=2"), env=_env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    state = _last_state(out)
+    assert state["epoch"] == 1 and (out / "s1" / "s1.safetensors").is_file()
+    res = subprocess.run(_cmd("s1", dataset, out, "--resume", "--set", "train.epochs=3"), env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _last_state(out)["epoch"] == 2
+    assert "epoch 3" in res.stdout

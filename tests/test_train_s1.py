@@ -1,0 +1,119 @@
+"""s1 training end to end on a tiny config: trains, validates, stops early on a plateau, exports the best epoch,
+resumes, handles Ctrl-C and runs in bf16-mixed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gsvkit.checkpoint import load_checkpoint
+from gsvkit.errors import CheckpointError, DataError
+from gsvkit.training.callbacks import read_checkpoint
+from gsvkit.training.run import TrainingInterrupted, train_s1
+from gsvkit.training.s1_module import S1Module
+from train_helpers import TINY_S1, toy_dataset
+
+FAST = ["train.epochs=3", "train.batch_size=2", "train.log_every_n_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return toy_dataset(tmp_path_factory.mktemp("s1data"), n_utts=8)
+
+
+def test_s1_trains_validates_and_exports(dataset, tmp_path):
+    r = train_s1(dataset, tmp_path / "run", config=TINY_S1, overrides=FAST, progress=False)
+    assert r.stop_reason.startswith("reached the last epoch") and r.last_epoch == 3
+    assert [e for e, _ in r.val_curve] == [1, 2, 3] and all(v > 0 for _, v in r.val_curve)
+    ck = load_checkpoint(r.export)
+    assert ck.kind == "s1" and ck.info["epoch"] == r.best_epoch and ck.info["dataset_hash"] == r.dataset_hash
+    assert "val/loss" in ck.info["val_metrics"] and "val/top3_acc" in ck.info["val_metrics"]
+    assert all(v.dtype == torch.float16 for v in ck.state_dict.values() if v.is_floating_point())
+    summary = json.loads((tmp_path / "run" / "s1" / "summary.json").read_text())
+    assert summary["best_epoch"] == r.best_epoch
+    rows = (tmp_path / "run" / "s1" / "logs" / "csv" / "v00" / "metrics.csv").read_text()
+    assert "train/loss" in rows and "lr" in rows and "train/grad_norm" in rows and "val/top3_acc" in rows
+    # The same output directory is not overwritten by accident.
+    with pytest.raises(DataError, match="--resume"):
+        train_s1(dataset, tmp_path / "run", config=TINY_S1, overrides=FAST, progress=False)
+
+
+def test_early_stopping_on_a_plateau_exports_the_best_epoch(dataset, tmp_path, monkeypatch):
+    # A constructed validation curve: best at epoch 3, then a plateau.
+    curve = [5.0, 4.0, 3.0, 3.00001, 3.2, 3.1, 3.3, 3.0, 2.0, 1.0]
+
+    def fake_val_end(self):
+        self.log("val/loss", curve[self.current_epoch], on_epoch=True)
+        self.log("val/top3_acc", 0.5, on_epoch=True)
+        self.last_val_epoch = self.current_epoch
+
+    monkeypatch.setattr(S1Module, "on_validation_epoch_end", fake_val_end)
+    r = train_s1(dataset, tmp_path / "run", config=TINY_S1, progress=False,
+                 overrides=["train.epochs=10", "train.batch_size=4", "train.early_stopping.patience=3"])
+    assert r.best_epoch == 3 and r.best_value == pytest.approx(3.0) and r.last_epoch == 6
+    assert "early stopping" in r.stop_reason
+    best = read_checkpoint(r.best_checkpoint)["state_dict"]
+    exported = load_file(r.export)
+    assert set(exported) == {k.removeprefix("model.") for k in best if k.startswith("model.")}
+    for k, v in exported.items():
+        assert torch.equal(v, best["model." + k].half()), k
+    last = read_checkpoint(sorted((tmp_path / "run" / "s1" / "checkpoints").glob("*.ckpt"))[-1])["state_dict"]
+    assert any(not torch.equal(last[k], best[k]) for k in best if k.startswith("model."))  # training went on
+
+
+def test_resume_continues_to_the_same_weights(dataset, tmp_path):
+    full = train_s1(dataset, tmp_path / "a", config=TINY_S1, progress=False,
+                    overrides=FAST + ["train.early_stopping.enabled=false"])
+    part = train_s1(dataset, tmp_path / "b", config=TINY_S1, progress=False,
+                    overrides=FAST[1:] + ["train.epochs=1", "train.early_stopping.enabled=false"])
+    assert part.last_epoch == 1
+    resumed = train_s1(dataset, tmp_path / "b", resume=True, progress=False, overrides=["train.epochs=3"])
+    assert resumed.last_epoch == 3
+    a = read_checkpoint(sorted((tmp_path / "a" / "s1" / "checkpoints").glob("*.ckpt"))[-1])
+    b = read_checkpoint(sorted((tmp_path / "b" / "s1" / "checkpoints").glob("*.ckpt"))[-1])
+    assert a["global_step"] == b["global_step"]
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    # Two logger versions: the resumed run adds, never overwrites.
+    assert len(list((tmp_path / "b" / "s1" / "logs" / "csv").glob("v*"))) == 2
+
+
+def test_ctrl_c_writes_a_resumable_checkpoint(dataset, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = S1Module.training_step
+
+    def interrupting(self, batch, batch_idx):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(S1Module, "training_step", interrupting)
+    with pytest.raises(TrainingInterrupted, match="--resume") as e:
+        train_s1(dataset, tmp_path / "run", config=TINY_S1, overrides=FAST, progress=False)
+    ckpts = list((tmp_path / "run" / "s1" / "checkpoints").glob("*interrupted.ckpt"))
+    assert len(ckpts) == 1 and str(ckpts[0]) in str(e.value)
+    monkeypatch.setattr(S1Module, "training_step", real)
+    r = train_s1(dataset, tmp_path / "run", resume=True, progress=False)
+    assert r.last_epoch == 3 and r.export
+    assert not list((tmp_path / "run" / "s1" / "checkpoints").glob("*interrupted.ckpt"))  # superseded, rotated
+
+
+def test_bf16_mixed_on_cpu(dataset, tmp_path):
+    r = train_s1(dataset, tmp_path / "run", config=TINY_S1, progress=False,
+                 overrides=["train.epochs=1", "train.precision=bf16-mixed", "train.ema.enabled=true",
+                            "train.stochastic_depth=0.2", "train.freeze.last_k_layers=1",
+                            "train.freeze.unfreeze_at_epoch=1"])
+    assert r.export and r.val_curve and all(v == v for _, v in r.val_curve)
+
+
+def test_pretrained_from_an_export_and_incompatible_version(dataset, tmp_path):
+    r = train_s1(dataset, tmp_path / "a", config=TINY_S1, progress=False, overrides=["train.epochs=1"])
+    r2 = train_s1(dataset, tmp_path / "b", pretrained=r.export, progress=False, overrides=["train.epochs=1"])
+    assert r2.export
+    with pytest.raises(CheckpointError, match="v1"):
+        train_s1(dataset, tmp_path / "c", config=TINY_S1, pretrained=r.export, progress=False,
+                 overrides=["model.version=v1", "model.phoneme_vocab_size=732"])
