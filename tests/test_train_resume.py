@@ -18,7 +18,8 @@ from train_helpers import TINY_S1, toy_dataset
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["--set", "train.batch_size=2", "--set", "train.early_stopping.enabled=false", "--set", "train.deterministic=true"]
+ARGS = ["--set", "train.batch_size=2", "--set", "train.early_stopping.enabled=false",
+        "--set", "train.deterministic=true"]
 
 
 def _cmd(stage: str, dataset, out, *extra: str) -> list[str]:

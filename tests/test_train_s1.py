@@ -69,7 +69,7 @@ def test_resume_continues_to_the_same_weights(dataset, tmp_path):
                     overrides=FAST + ["train.early_stopping.enabled=false"])
     part = train_s1(dataset, tmp_path / "b", config=TINY_S1, progress=False,
                     overrides=FAST[1:] + ["train.epochs=1", "train.early_stopping.enabled=false"])
-    assert part.last_epoch == 1
+    assert part.last_epoch == 1 and full.last_epoch == 3
     resumed = train_s1(dataset, tmp_path / "b", resume=True, progress=False, overrides=["train.epochs=3"])
     assert resumed.last_epoch == 3
     a = read_checkpoint(sorted((tmp_path / "a" / "s1" / "checkpoints").glob("*.ckpt"))[-1])

@@ -244,6 +244,18 @@ def _register_inference() -> None:
 _register_inference()
 
 
+def _register_training() -> None:
+    # `gsv train s2|s1|all`, `gsv runs show`, `gsv demo`; Lightning and torch load when a command runs.
+    from gsvkit.training.cli import demo_cmd, runs_app, train_app
+
+    app.add_typer(train_app, name="train")
+    app.add_typer(runs_app, name="runs")
+    app.command("demo")(demo_cmd)
+
+
+_register_training()
+
+
 @app.command()
 def text(
     content: Annotated[str, typer.Argument(help="Text to turn into phones.")],
