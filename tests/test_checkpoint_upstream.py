@@ -106,18 +106,23 @@ def test_truncated_official_copy_is_refused(name, frac, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["s2_export_v2.pth", "s1_export.ckpt"])
+def _flip_in_entry(src: Path, dst: Path, suffix: str, at: int) -> None:
+    """Copy `src` to `dst` with one bit flipped `at` bytes into the stored data of the entry ending in `suffix`."""
+    data = bytearray(src.read_bytes())
+    with zipfile.ZipFile(src) as zf:
+        info = [i for i in zf.infolist() if i.filename.endswith(suffix)][0]
+    # A local header is 30 bytes, then the name and an extra field (torch pads it to align the data).
+    h = info.header_offset
+    n = int.from_bytes(data[h + 26 : h + 28], "little")
+    e = int.from_bytes(data[h + 28 : h + 30], "little")
+    data[h + 30 + n + e + at] ^= 0x01
+    dst.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["s2_export_v2.pth", "s1_export.ckpt"])
 def test_flipped_byte_in_tensor_storage_is_refused(name, tmp_path):
-    data = bytearray((FIX / name).read_bytes())
-    with zipfile.ZipFile(FIX / name) as zf:
-        info = [i for i in zf.infolist() if i.filename.endswith("/data/3")][0]
-    # Local header is 30 bytes + name + extra; flip a byte inside the stored data.
-    n, e = (
-        int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little"),
-        int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little"),
-    )
-    data[info.header_offset + 30 + n + e + 5] ^= 0x01
     bad = tmp_path / name
-    bad.write_bytes(bytes(data))
+    _flip_in_entry(FIX / name, bad, "/data/3", 5)
     with pytest.raises(CheckpointError, match=r"corrupted zip entry '.*data/3'.*CRC"):
         load_checkpoint(bad)
 
@@ -192,6 +197,24 @@ def test_evil_pickle_inside_a_torch_zip_is_refused(tmp_path):
         with pytest.raises(CheckpointError, match=r"evil\.pth: refused to load.*'os\.system'"):
             fn(evil)
     assert not marker.exists()
+
+
+def test_crafted_state_on_placeholders_is_refused(tmp_path):
+    # BUILD on a storage-type placeholder would let a file overwrite our own bookkeeping objects.
+    bad = tmp_path / "build.pth"
+    crafted = b"\x80\x02ctorch\nHalfStorage\n}X\x05\x00\x00\x00dtypeK\x01sb."
+    _rewrite_zip(FIX / "s2_export_v2.pth", bad, replace={"/data.pkl": crafted})
+    with pytest.raises(CheckpointError, match="corrupted object table.*unexpected state"):
+        load_checkpoint(bad)
+
+
+def test_read_header_reads_no_tensor_data(tmp_path):
+    bad = tmp_path / "s2.pth"
+    _flip_in_entry(FIX / "s2_export_v2.pth", bad, "/data/1", 10)
+    header = read_header(bad)
+    assert header.tensors["enc_p.encoder_ssl.attn_layers.0.emb_rel_k"] == ("float16", (1, 9, 96))
+    with pytest.raises(CheckpointError, match="CRC"):
+        load_checkpoint(bad)
 
 
 def test_unknown_class_is_refused_not_imported(tmp_path):

@@ -114,8 +114,15 @@ def plain(obj: Any) -> Any:
     return obj
 
 
+class _NoState:
+    """Our placeholders refuse pickle's BUILD, so a crafted file cannot overwrite their fields."""
+
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError(f"unexpected state for {type(self).__name__}")
+
+
 @dataclass(frozen=True)
-class _StorageRef:
+class _StorageRef(_NoState):
     key: str
     dtype: torch.dtype
     numel: int
@@ -164,7 +171,7 @@ def _safe_reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
 
 
 @dataclass(frozen=True)
-class _Rebuild:
+class _Rebuild(_NoState):
     storage: _StorageRef
     offset: int
     shape: tuple[int, ...]
@@ -249,7 +256,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 @dataclass(frozen=True)
-class _StorageType:
+class _StorageType(_NoState):
     dtype: torch.dtype
 
 
