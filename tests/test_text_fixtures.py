@@ -41,7 +41,7 @@ KNOWN_DIFFERENCES: dict[str, str] = {}
 
 # English records where gsvkit deliberately fixes upstream's normalisation (fix_mistakes=True): id → our norm_text
 ENGLISH_FIXES = {
-    "en-public-003": "I have three cats, twelve dogs and one thousand two hundred fifty fish.",
+    "en-public-003": "I have three cats, twelve dogs and one thousand, two hundred fifty fish.",
     "en-public-006": "It costs nineteen dollars and ninety-nine cents, five pounds and fifty pence or seven euros.",
     "en-public-012": "The temperature dropped to negative five degrees celsius overnight.",
     "en-public-015": "Mr. Brown met Doctor Green on Main St.",

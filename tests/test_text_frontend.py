@@ -39,7 +39,7 @@ def test_v1_table_and_languages():
         (
             "In the 1990s: 1,250 people; €20.",
             "en",
-            "In the nineteen nineties, one thousand two hundred fifty people, twenty euros.",
+            "In the nineteen nineties, one thousand, two hundred fifty people, twenty euros.",
         ),
     ],
 )

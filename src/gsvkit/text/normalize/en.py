@@ -7,7 +7,7 @@ they make a model say the wrong words:
 - ``1990s`` → "nineteen nineties" (upstream: "nineteen ninety seconds", the unit ``s``);
 - ``3:30 pm`` → "three thirty p.m." (upstream: "three thirty a.m. pm": every hour below 12 gets a.m.);
 - ``-5°C`` → "negative five degrees celsius" with the space kept (upstream: "tonegative …");
-- ``1,250`` → "one thousand two hundred fifty" (upstream: "twelve fifty", read like a year);
+- ``1,250`` and ``$1,250`` → "one thousand, two hundred fifty" (upstream: "twelve fifty", read like a year);
 - ``;`` ``:`` ``；`` ``：`` → "," (upstream's escaped regex deletes them);
 - ``€7`` → "seven euros" (upstream drops the sign).
 
@@ -113,33 +113,35 @@ def _expand_measurement(m: re.Match) -> str:
     return m.group(1).replace(unit, " " + _MEASURES[unit][int(plural)])
 
 
-def _money(match: str, major: tuple[str, str], minor: tuple[str, str], zero: str) -> str:
+def _money(match: str, major: tuple[str, str], minor: tuple[str, str], zero: str, fix: bool) -> str:
     parts = match.split(".")
     if len(parts) > 2:
         return match + " " + major[1]
-    big = int(parts[0]) if parts[0] else 0
+    big = int(parts[0].replace(",", "") if fix else parts[0]) if parts[0] else 0
     small = int(parts[1].ljust(2, "0")) if len(parts) > 1 and parts[1] else 0
     big_unit = major[0] if big == 1 else major[1]
     small_unit = minor[0] if small == 1 else minor[1]
+    # an amount is a quantity; upstream leaves the digits to the year-style reading (1250 → twelve fifty)
+    big_text = _words(big, andword="") if fix and 1000 < big < 3000 else str(big)
     if big and small:
-        return f"{big} {big_unit} and {small} {small_unit}"
+        return f"{big_text} {big_unit} and {small} {small_unit}"
     if big:
-        return f"{big} {big_unit}"
+        return f"{big_text} {big_unit}"
     if small:
         return f"{small} {small_unit}"
     return zero
 
 
-def _pounds(m: re.Match) -> str:
-    return _money(m.group(1), ("pound", "pounds"), ("penny", "pence"), "zero pounds")
+def _pounds(m: re.Match, fix: bool = False) -> str:
+    return _money(m.group(1), ("pound", "pounds"), ("penny", "pence"), "zero pounds", fix)
 
 
-def _dollars(m: re.Match) -> str:
-    return _money(m.group(1), ("dollar", "dollars"), ("cent", "cents"), "zero dollars")
+def _dollars(m: re.Match, fix: bool = False) -> str:
+    return _money(m.group(1), ("dollar", "dollars"), ("cent", "cents"), "zero dollars", fix)
 
 
 def _euros(m: re.Match) -> str:
-    return _money(m.group(1).replace(",", ""), ("euro", "euros"), ("cent", "cents"), "zero euros")
+    return _money(m.group(1), ("euro", "euros"), ("cent", "cents"), "zero euros", True)
 
 
 def _expand_decimal(m: re.Match) -> str:
@@ -175,8 +177,9 @@ def _comma_number_fixed(m: re.Match) -> str:
     digits = m.group(1).replace(",", "")
     if m.start() > 0 and m.string[m.start() - 1] in "$£€":
         return digits  # money keeps its digits for the currency rules
-    if re.fullmatch(r"\d{1,3}(,\d{3})+", m.group(1)):
-        return _words(int(digits), andword="").replace(",", "")  # a quantity, never read like a year
+    if re.fullmatch(r"\d{1,3}(,\d{3})+", m.group(1)) and 1000 < int(digits) < 3000:
+        # a grouped number is a quantity: upstream would read 1,250 like the year "twelve fifty"
+        return _words(int(digits), andword="")
     return digits
 
 
@@ -197,10 +200,10 @@ def normalize_numbers(text: str, fix_mistakes: bool = True) -> str:
         text = _COMMA_NUMBER.sub(lambda m: m.group(1).replace(",", ""), text)
     text = _TIME.sub(_expand_time, text)
     text = _MEASUREMENT.sub(_expand_measurement, text)
-    text = _POUNDS_START.sub(_pounds, text)
-    text = _POUNDS_END.sub(_pounds, text)
-    text = _DOLLARS_START.sub(_dollars, text)
-    text = _DOLLARS_END.sub(_dollars, text)
+    text = _POUNDS_START.sub(lambda m: _pounds(m, fix_mistakes), text)
+    text = _POUNDS_END.sub(lambda m: _pounds(m, fix_mistakes), text)
+    text = _DOLLARS_START.sub(lambda m: _dollars(m, fix_mistakes), text)
+    text = _DOLLARS_END.sub(lambda m: _dollars(m, fix_mistakes), text)
     text = _DECIMAL.sub(_expand_decimal, text)
     text = _FRACTION.sub(_expand_fraction, text)
     text = _ORDINAL.sub(lambda m: _words(m.group(0)), text)
