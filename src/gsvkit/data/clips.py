@@ -63,6 +63,15 @@ def cut_recording(job: ClipJob) -> dict:
     Problems with the recording (unreadable, silent, too short or long) are returned as dropped entries, never
     raised, so one bad file cannot stop the run.
     """
+    try:
+        return _cut(job)
+    except AudioError as err:
+        return {"clips": [], "dropped": [{"where": job.path, "reason": str(err)}]}
+    except Exception as err:  # a decoder or resampler failure on one file must not stop the run
+        return {"clips": [], "dropped": [{"where": job.path, "reason": f"{type(err).__name__}: {err}"}]}
+
+
+def _cut(job: ClipJob) -> dict:
     where = job.path
     try:
         wav = load_audio(job.path, job.sr)  # [S] float32 mono at the clip rate

@@ -16,6 +16,7 @@ instead). Nothing outside the dataset directory is written.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import time
@@ -166,6 +167,11 @@ class _Run:
 
     def model_hash(self, path: str | None) -> str:
         return self.hashes.tree_sha(Path(path)) if path else ""
+
+
+def _reason(err: Exception) -> str:
+    """An error as a report line: our own errors speak for themselves, others also name their type."""
+    return str(err) if isinstance(err, GsvError) else f"{type(err).__name__}: {err}"
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -369,8 +375,8 @@ def _stage_text(run: _Run, clips: list[Clip]) -> list[Clip]:
             try:
                 phones = text_to_phones(c.text or "", c.language, run.models.get_text_fn())
                 c.phones = state.put(c.id, key, {"ok": True, **phones})
-            except GsvError as err:
-                c.phones = state.put(c.id, key, {"ok": False, "reason": str(err)})
+            except Exception as err:  # one transcript the frontend cannot handle must not stop the run
+                c.phones = state.put(c.id, key, {"ok": False, "reason": _reason(err)})
             run.report.computed["text"] += 1
             advance()
     for c in clips:
@@ -396,8 +402,8 @@ def _stage_text(run: _Run, clips: list[Clip]) -> list[Clip]:
                 save_tensors(path, {"bert": feats})
                 bert_state.put(c.id, key, {})
                 run.report.computed["bert"] += 1
-            except GsvError as err:
-                run.drop(c.where(), "bert", str(err))
+            except Exception as err:
+                run.drop(c.where(), "bert", _reason(err))
                 failed.add(c.id)
             advance()
     state.prune({c.id for c in clips})
@@ -435,8 +441,8 @@ def _stage_features(run: _Run, clips: list[Clip]) -> list[Clip]:
                 save_tensors(feats / f"{c.id}.hubert.safetensors", {"ssl": ssl})
                 hub_state.put(c.id, c.hubert_key, {"frames": int(ssl.shape[-1])})
                 run.report.computed["hubert"] += 1
-            except GsvError as err:
-                run.drop(c.where(), "hubert", str(err))
+            except Exception as err:
+                run.drop(c.where(), "hubert", _reason(err))
                 failed.add(c.id)
             advance()
     clips = [c for c in clips if c.id not in failed]
@@ -512,6 +518,8 @@ def prepare(
 
             check_model_dir(path, ("hubert",) if path == cfg.hubert else ("bert", "roberta"),
                             "HuBERT" if path == cfg.hubert else "BERT")  # fmt: skip
+    if cfg.denoise and importlib.util.find_spec("noisereduce") is None:
+        raise DataError("--denoise needs the noisereduce package: pip install noisereduce")
     if len(cfg.inputs) == 1 and is_upstream_folder(Path(cfg.inputs[0])):
         return import_upstream(Path(cfg.inputs[0]), cfg, run.report)
 
