@@ -62,6 +62,21 @@ def test_tiny_builds_and_decodes() -> None:
     assert slow.shape[-1] == (int(20 / 0.8) + 1) * TINY.model.hop_length
 
 
+def test_out_of_range_ids_are_clear_errors() -> None:
+    model = tiny_model(version="v1", ref_enc_bins=None).eval()
+    ref = spectrogram(torch.randn(1, 3000) * 0.1, TINY.data)
+    with pytest.raises(ValueError, match=r"phones: ids must lie in \[0, 322\)"):
+        model.decode(torch.zeros(1, 1, 4, dtype=torch.long), torch.tensor([[5, 400]]), ref)
+    with pytest.raises(ValueError, match=r"codes: ids must lie in \[0, 64\)"):
+        model.decode(torch.full((1, 1, 4), 64), torch.tensor([[5]]), ref)
+
+
+def test_fresh_model_keeps_frozen_quantizer_in_eval_mode() -> None:
+    model = tiny_model()
+    assert model.training and model.enc_p.training
+    assert not model.quantizer.training and not model.ssl_proj.training
+
+
 def test_v1_tiny_uses_322_symbols_and_all_bins() -> None:
     model = tiny_model(version="v1", ref_enc_bins=None)
     assert model.enc_p.text_embedding.weight.shape[0] == 322

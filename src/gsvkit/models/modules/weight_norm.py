@@ -33,12 +33,13 @@ class _WeightNormHook:
         return v * (g / _norm_except_dim0(v))
 
     def __call__(self, module: nn.Module, inputs) -> None:
-        if torch.is_grad_enabled():
+        g = getattr(module, self.name + "_g")
+        v = getattr(module, self.name + "_v")
+        if torch.is_grad_enabled() or g.is_inference() or v.is_inference():
+            # Autograd needs the graph; inference tensors (made in inference mode) have no version counter.
             self._cache_key = self._cache = None
             setattr(module, self.name, self.compute(module))
             return
-        g = getattr(module, self.name + "_g")
-        v = getattr(module, self.name + "_v")
         key = (g._version, v._version, g.data_ptr(), v.data_ptr(), g.dtype, v.device)
         if key != self._cache_key:
             self._cache = self.compute(module)

@@ -59,6 +59,13 @@ def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
     return torch.randn(x.shape, generator=generator, device=generator.device).to(device=x.device, dtype=x.dtype)
 
 
+def _check_ids(name: str, ids: torch.Tensor, size: int) -> None:
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
+        raise ValueError(
+            f"{name}: ids must lie in [0, {size}) for this model, got [{int(ids.min())}, {int(ids.max())}]"
+        )
+
+
 # ---------------------------------------------------------------------------------------------- submodules
 class TextEncoder(nn.Module):
     """The prior encoder: quantised content frames + phones + ge -> (hidden, m_p, logs_p, mask) at 50 Hz."""
@@ -287,6 +294,7 @@ class SynthesizerTrn(nn.Module):
             # Upstream runs them in eval mode under no_grad: they never learn, so they need no gradients.
             self.ssl_proj.requires_grad_(False)
             self.quantizer.requires_grad_(False)
+        self.train()  # applies the frozen parts' eval mode from the start
 
     def _new_posterior_encoder(self) -> PosteriorEncoder:
         c = self.cfg
@@ -402,6 +410,8 @@ class SynthesizerTrn(nn.Module):
         """
         if speed <= 0:
             raise ValueError(f"speed must be > 0 (got {speed})")
+        _check_ids("codes", codes, self.cfg.codebook_size)
+        _check_ids("phones", phones, self.cfg.symbols)
         ge = self.reference_embedding(refer)
         b = codes.size(0)
         quantized = self._upsample_codes(self.quantizer.decode(codes.transpose(0, 1)))  # [B, D, 2N]
