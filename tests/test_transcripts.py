@@ -65,6 +65,7 @@ def test_non_utf8_lines_are_reported_not_fatal(tmp_path):
     items, problems = read_transcripts(tmp_path / "x.list")
     assert [t.text for t in items] == ["fine", "ok"]
     assert len(problems) == 1 and problems[0].where.endswith("x.list:2") and "UTF-8" in problems[0].reason
+    assert problems[0].audio == tmp_path / "b.wav"  # the recording it names can still be set aside
 
 
 def test_sidecars(tmp_path):

@@ -93,9 +93,15 @@ def discover(
             by_name.setdefault(p.name, []).append(r)
 
     transcripts: dict[Path, Transcript] = {}
+    unusable: set[Path] = set()  # recordings named by a transcript line that could not be read
     for list_file in lists:
         items, bad = read_transcripts(list_file)
         problems += bad
+        for p in bad:
+            if p.audio is not None:
+                found = p.audio.resolve() if p.audio.exists() else None
+                same_name = by_name.get(p.audio.name, [])
+                unusable.update([found] if found else same_name[:1] if len(same_name) == 1 else [])
         for t in items:
             target = t.audio.resolve() if t.audio.exists() else None
             if target is None:
@@ -119,6 +125,8 @@ def discover(
 
     sources: list[Source] = []
     for resolved in sorted(by_path):
+        if resolved in unusable and resolved not in transcripts:
+            continue  # already reported with its transcript line
         t = transcripts.get(resolved)
         text, lang, spk, origin = None, language, speaker, ""
         if t is not None:

@@ -53,6 +53,7 @@ class Problem:
 
     where: str
     reason: str
+    audio: Path | None = None  # the recording a broken transcript line names, if it could be read
 
 
 def normalize_language(code: str | None) -> str | None:
@@ -68,27 +69,29 @@ def list_language(code: str) -> str:
     return _LIST_CODES.get(code, code)
 
 
-def _decoded_lines(path: Path) -> tuple[list[tuple[int, str]], list[Problem]]:
-    """UTF-8 lines (BOM dropped) with their numbers; each undecodable line becomes a Problem."""
+def _decoded_lines(path: Path) -> tuple[list[tuple[int, str]], dict[int, str]]:
+    """UTF-8 lines (BOM dropped) with their numbers, and {line number: why} for lines that are not UTF-8.
+
+    Undecodable lines stay in the list (with replacement characters) so the caller can still tell which
+    recording they name, and set that recording aside instead of treating it as untranscribed.
+    """
     try:
         raw = path.read_bytes()
     except OSError as err:
         raise DataError(f"{path}: cannot read transcript file ({err.strerror})") from None
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
-    lines, problems = [], []
+    lines, bad = [], {}
     for lineno, chunk in enumerate(raw.split(b"\n"), 1):
         chunk = chunk.rstrip(b"\r")
         try:
             lines.append((lineno, chunk.decode("utf-8")))
         except UnicodeDecodeError as err:
-            problems.append(
-                Problem(
-                    f"{path}:{lineno}",
-                    f"not UTF-8 text (byte 0x{chunk[err.start]:02x} at column {err.start + 1}); save the file as UTF-8",
-                )
+            bad[lineno] = (
+                f"not UTF-8 text (byte 0x{chunk[err.start]:02x} at column {err.start + 1}); save the file as UTF-8"
             )
-    return lines, problems
+            lines.append((lineno, chunk.decode("utf-8", errors="replace")))
+    return lines, bad
 
 
 def _resolve(base: Path, audio: str) -> Path:
@@ -128,7 +131,7 @@ def read_transcripts(path: str | Path) -> tuple[list[Transcript], list[Problem]]
     suffix = path.suffix.lower()
     if suffix not in TRANSCRIPT_SUFFIXES:
         raise DataError(f"{path}: unknown transcript format {suffix!r}; use one of {', '.join(TRANSCRIPT_SUFFIXES)}")
-    lines, problems = _decoded_lines(path)
+    lines, bad = _decoded_lines(path)
     base = path.parent
     results: list[Transcript | Problem] = []
     if suffix == ".list":
@@ -168,9 +171,20 @@ def read_transcripts(path: str | Path) -> tuple[list[Transcript], list[Problem]]
             if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
                 continue
             results.append(_from_row(row, base, f"{path}:{lineno}"))
-    items = [r for r in results if isinstance(r, Transcript)]
-    problems += [r for r in results if isinstance(r, Problem)]
-    return items, problems
+    items: list[Transcript] = []
+    problems: list[Problem] = []
+    for r in results:
+        lineno = int(r.where.rsplit(":", 1)[1]) if isinstance(r, Problem) else int(r.origin.rsplit(":", 1)[1])
+        if lineno in bad:
+            problems.append(
+                Problem(f"{path}:{lineno}", bad.pop(lineno), r.audio if isinstance(r, Transcript) else None)
+            )
+        elif isinstance(r, Transcript):
+            items.append(r)
+        else:
+            problems.append(r)
+    problems += [Problem(f"{path}:{n}", why) for n, why in bad.items()]  # lines that parsed to nothing
+    return items, sorted(problems, key=lambda p: int(p.where.rsplit(":", 1)[1]))
 
 
 def sidecar_transcript(audio: Path) -> tuple[str | None, Problem | None]:
@@ -179,9 +193,9 @@ def sidecar_transcript(audio: Path) -> tuple[str | None, Problem | None]:
         side = audio.with_suffix(suffix)
         if not side.is_file():
             continue
-        lines, problems = _decoded_lines(side)
-        if problems:
-            return None, problems[0]
+        lines, bad = _decoded_lines(side)
+        if bad:
+            return None, Problem(str(side), next(iter(bad.values())), audio)
         text = " ".join(line.strip() for _, line in lines if line.strip())
         if not text:
             return None, Problem(str(side), "empty transcript")
