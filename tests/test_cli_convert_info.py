@@ -94,6 +94,8 @@ def test_errors_are_one_line_exit_2(tmp_path):
     assert res.exit_code == 2 and "truncated" in res.output
     res = _invoke("info", tmp_path)
     assert res.exit_code == 2 and "directory" in res.output
+    res = _invoke("convert", FIX / "s1_export.ckpt", tmp_path / "gpt.pth")
+    assert res.exit_code == 2 and "must end in .safetensors" in res.output
 
 
 def test_info_verify_catches_corruption(tmp_path):
@@ -107,6 +109,7 @@ def test_info_verify_catches_corruption(tmp_path):
     assert res.exit_code == 2 and "checksum mismatch" in res.output
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch: tens of seconds on a busy machine
 def test_gsv_executable(tmp_path):
     gsv = shutil.which("gsv", path=str(Path(sys.executable).parent))
     cmd = [gsv] if gsv else [sys.executable, "-m", "gsvkit.cli"]
@@ -117,5 +120,3 @@ def test_gsv_executable(tmp_path):
     res = subprocess.run([*cmd, "info", str(out), "--json"], check=True, capture_output=True, text=True)
     data = json.loads(res.stdout)
     assert (data["kind"], data["version"], data["num_params"]) == ("s2", "v2", 1361)
-    bad = subprocess.run([*cmd, "info", str(FIX / "s2_export_v2Pro.pth")], capture_output=True, text=True)
-    assert bad.returncode == 2 and "v2Pro" in bad.stderr

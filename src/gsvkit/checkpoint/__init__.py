@@ -292,6 +292,10 @@ def convert_checkpoint(
 ) -> CheckpointHeader:
     """Import any supported file and save it in gsvkit's format (`gsv convert`); returns the new file's header."""
     src, dst = Path(src), Path(dst)
+    if dst.suffix != ".safetensors":
+        raise CheckpointError(
+            f"{dst}: the output name must end in .safetensors (e.g. {dst.with_suffix('.safetensors')})"
+        )
     if dst.exists() and dst.resolve() == src.resolve():
         raise CheckpointError(f"{dst}: output would replace the input file; choose another output name")
     if dst.exists() and not overwrite:
