@@ -322,6 +322,13 @@ def _s1_config(cfg: Mapping[str, Any], version: str, phone_rows: int | None, pat
 
 
 def _validated(data: dict[str, Any], path: Path) -> S1Config | S2Config:
+    # Keep only the fields our config sections define, so upstream-only or renamed fields never block an import
+    # (the full upstream dict stays in info["upstream_config"]).
+    defaults = S1Config() if data["kind"] == "s1" else S2Config()
+    for name, section in data.items():
+        if isinstance(section, dict):
+            fields = type(getattr(defaults, name)).model_fields
+            data[name] = {k: v for k, v in section.items() if k in fields}
     try:
         return config_from_dict(data, source=f"{path} (config mapped from the upstream file)")
     except ConfigError as err:
