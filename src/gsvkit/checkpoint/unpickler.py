@@ -197,7 +197,8 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("copyreg", "_reconstructor"): _safe_reconstructor,
     ("_codecs", "encode"): _latin1_bytes,
 }
-# Plain constructors of builtin values: calling them can only build data.
+# Plain constructors of builtin values: calling them can only build data. (Not bytes/bytearray: `bytes(10**12)`
+# would be a one-opcode memory bomb; protocol 2 spells bytes through `_codecs.encode` anyway.)
 for _name, _type in (
     ("object", object),
     ("dict", dict),
@@ -207,8 +208,6 @@ for _name, _type in (
     ("float", float),
     ("str", str),
     ("bool", bool),
-    ("bytes", bytes),
-    ("bytearray", bytearray),
 ):
     _ALLOWED[("builtins", _name)] = _type
 for _module in _HPARAMS_MODULES:
@@ -314,7 +313,10 @@ def read_torch_file(path: str | Path, *, lazy: bool = False) -> TorchFile:
         except Exception as err:  # a damaged pickle raises many kinds of errors
             raise CheckpointError(f"{path}: corrupted object table ({folder}/data.pkl: {err})") from None
         loader = _StorageLoader(zf, folder, byteorder, source)
-        obj = _materialise(obj, loader, lazy)
+        try:
+            obj = _materialise(obj, loader, lazy)
+        except RecursionError:
+            raise CheckpointError(f"{path}: corrupted object table (nested too deeply)") from None
     return TorchFile(obj=obj, header_version=header_version, folder=folder, entries=entries)
 
 
