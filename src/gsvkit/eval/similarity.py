@@ -37,10 +37,12 @@ class SpeakerEncoder:
         """Embedding of one utterance (a path, or a waveform at `sr` Hz). -> [256], unit norm."""
         from resemblyzer import preprocess_wav
 
+        name = audio if not isinstance(audio, np.ndarray) else "waveform"
         wav = read_audio(audio, SAMPLE_RATE, sr)
+        if float(np.abs(wav).max()) < 1e-4:  # resemblyzer's volume normalisation divides by the level
+            raise AudioError(f"{name}: the audio is silent; a speaker embedding needs speech")
         wav = preprocess_wav(wav)  # already 16 kHz: normalises volume and trims long silences only
         if wav.size < MIN_SPEECH_S * SAMPLE_RATE:
-            name = audio if not isinstance(audio, np.ndarray) else "waveform"
             raise AudioError(f"{name}: less than {MIN_SPEECH_S} s of speech; a speaker embedding needs speech")
         return np.asarray(self._encoder.embed_utterance(wav), dtype=np.float32)
 
