@@ -140,6 +140,7 @@ class _Run:
         self.report = Report()
         self.hashes = FileHashes(self.out)
         self.progress = progress
+        self.hop: int | None = None  # s2 hop when its frame rate differs from HuBERT's 50 Hz
 
     def drop(self, where: str, stage: str, reason: str) -> None:
         if self.cfg.strict:
@@ -181,13 +182,14 @@ def _write_if_changed(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
-def _s2_sample_rate(cfg: PrepareConfig) -> int | None:
-    if not cfg.s2 or cfg.sample_rate:
-        return None
+def _s2_rates(cfg: PrepareConfig) -> tuple[int | None, int | None]:
+    """(sampling rate, hop length) of the s2 model given with --s2, from its header; (None, None) without one."""
+    if not cfg.s2:
+        return None, None
     from gsvkit.checkpoint import read_header
 
-    config = read_header(cfg.s2).config
-    return int(config.data.sampling_rate) if getattr(config, "data", None) is not None else None
+    data = getattr(read_header(cfg.s2).config, "data", None)
+    return (int(data.sampling_rate), int(data.hop_length)) if data is not None else (None, None)
 
 
 # ----------------------------------------------------------------------------------------------------- stages
@@ -428,7 +430,7 @@ def _stage_features(run: _Run, clips: list[Clip]) -> list[Clip]:
     failed: set[str] = set()
     todo = []
     for c in clips:
-        c.hubert_key = digest("hubert", PREPARE_VERSION, c.sha, hubert_hash, PREPARE_INPUT_SCALE)
+        c.hubert_key = digest("hubert", PREPARE_VERSION, c.sha, hubert_hash, PREPARE_INPUT_SCALE, run.hop)
         if hub_state.get(c.id, c.hubert_key) is not None and (feats / f"{c.id}.hubert.safetensors").is_file():
             run.report.reused["hubert"] += 1
         else:
@@ -436,8 +438,9 @@ def _stage_features(run: _Run, clips: list[Clip]) -> list[Clip]:
     with run.bar("hubert", len(todo)) as advance:
         for c in todo:
             try:
-                ssl = hubert_features(run.out / "clips" / f"{c.id}.wav", run.models.get_featurizer(),
-                                      PREPARE_INPUT_SCALE)  # fmt: skip
+                ssl = hubert_features(
+                    run.out / "clips" / f"{c.id}.wav", run.models.get_featurizer(), PREPARE_INPUT_SCALE, run.hop
+                )
                 save_tensors(feats / f"{c.id}.hubert.safetensors", {"ssl": ssl})
                 hub_state.put(c.id, c.hubert_key, {"frames": int(ssl.shape[-1])})
                 run.report.computed["hubert"] += 1
@@ -529,7 +532,9 @@ def prepare(
     for s in sources:
         s.sha = run.hashes.sha(s.path)
     run.report.sources = len(sources)
-    sr = cfg.clip_rate(_s2_sample_rate(cfg))
+    s2_sr, s2_hop = _s2_rates(cfg)
+    sr = cfg.clip_rate(s2_sr)
+    run.hop = s2_hop if s2_sr == sr else None
 
     clips = _stage_clips(run, sources, sr)
     _stage_transcripts(run, clips)

@@ -100,19 +100,28 @@ def load_tensor(path: Path, name: str) -> Any:
     return load_file(str(path))[name]
 
 
-def hubert_features(clip: Path, featurizer: Callable, scale: float) -> Any:
-    """[C, T50] float32 HuBERT features of a clip file (read at 16 kHz and scaled like upstream's input)."""
+def hubert_features(clip: Path, featurizer: Callable, scale: float, hop: int | None = None) -> Any:
+    """[C, T] float32 HuBERT features of a clip file (read at 16 kHz and scaled like upstream's input).
+
+    T is HuBERT's 50 Hz frame count. When the s2 model's frame rate (sampling rate / `hop`) is not 50 Hz, as in
+    small test configs, the features are linearly resampled in time to one frame per `hop` samples of the clip,
+    because s2 pairs every spectrogram frame with one feature frame. Official models run at 50 Hz: untouched.
+    """
     import torch
 
-    from gsvkit.audio.features import HUBERT_SR
-    from gsvkit.audio.io import load_audio
+    from gsvkit.audio.features import HUBERT_HOP, HUBERT_SR
+    from gsvkit.audio.io import load_audio, read_audio
 
+    clip_wav, clip_sr = read_audio(clip)
     wav = load_audio(clip, HUBERT_SR) * np.float32(scale)  # [S16]
     ssl = featurizer(wav)  # [1, C, T]
     if ssl.ndim != 3 or ssl.shape[0] != 1:
         raise DataError(f"HuBERT returned shape {tuple(ssl.shape)}, expected [1, C, T]")
     if not torch.isfinite(ssl).all():
         raise AudioError("HuBERT features contain NaN/inf (the clip may be clipped or corrupt)")
+    if hop is not None and clip_sr * HUBERT_HOP != HUBERT_SR * hop:
+        frames = max(1, len(clip_wav) // hop)
+        ssl = torch.nn.functional.interpolate(ssl.float(), size=frames, mode="linear", align_corners=False)
     return ssl[0].float()
 
 
