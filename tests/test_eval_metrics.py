@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gsvkit.errors import DataError, TextError
+from gsvkit.errors import DataError, GsvError, TextError
 from gsvkit.eval.evaluate import EvalItem, audio_dir_synthesizer, evaluate, items_from_list, load_items
 from gsvkit.eval.mel import dtw_path, mel_distance, mel_distance_frames
 from gsvkit.eval.report import EvalReport, ItemScore, to_markdown, write_report
@@ -134,3 +134,19 @@ def test_evaluate_scores_rendered_audio_and_records_failures(tmp_path: Path):
     assert "missing" in missing.error and missing.mel_distance is None
     assert report.summary["failed"] == 1 and [s.id for s in seen] == ["good", "missing"]
     assert report.target == [str(tmp_path / "gt.wav")] * 2
+
+
+def test_scorer_targets_each_speaker_with_its_own_ground_truth():
+    from gsvkit.eval.evaluate import Scorer
+
+    items = [EvalItem("a1", "x", ground_truth=Path("a1.wav"), speaker="a"),
+             EvalItem("b1", "x", ground_truth=Path("b1.wav"), speaker="b"),
+             EvalItem("a2", "x", ground_truth=Path("a2.wav"), speaker="a"),
+             EvalItem("n", "x", speaker="c")]
+    scorer = Scorer(None, items=items)
+    assert scorer.targets == {"a": [Path("a1.wav"), Path("a2.wav")], "b": [Path("b1.wav")]}
+    assert scorer.target_embedding("c") is None  # no clip of speaker c: no similarity, not another speaker's
+    explicit = Scorer(["t.wav"], items=items)
+    assert explicit.targets == {None: ["t.wav"]} and explicit.target_audio() == ["t.wav"]
+    with pytest.raises(GsvError, match="unknown metric"):
+        Scorer(metrics=["loudness"])

@@ -108,30 +108,49 @@ def load_items(
 
 
 class Scorer:
-    """Scores synthesised audio of `EvalItem`s. Models load on first use and are shared."""
+    """Scores synthesised audio of `EvalItem`s. Models load on first use and are shared.
+
+    `target`: clips of the one target speaker. Without it, each item is compared with its own speaker's
+    ground-truth clips (all items with a ground truth and the same `speaker`), so a multi-speaker held-out set
+    is scored speaker by speaker.
+    """
 
     def __init__(
-        self, target: Sequence[AudioInput] = (), metrics: Iterable[str] = METRICS, device: str = "cpu"
+        self, target: Sequence[AudioInput] | None = None, metrics: Iterable[str] = METRICS, device: str = "cpu",
+        items: Sequence[EvalItem] = (),
     ):
         self.metrics = set(metrics)
         unknown = self.metrics - set(METRICS)
         if unknown:
             raise GsvError(f"unknown metric(s) {sorted(unknown)}; choose from {list(METRICS)}")
         self.device = device
-        self.target = list(target)
-        self._target_embedding: np.ndarray | None = None
+        self.targets: dict[str | None, list[AudioInput]] = {}
+        if target is not None:
+            self.targets[None] = list(target)
+        else:
+            for it in items:
+                if it.ground_truth is not None:
+                    self.targets.setdefault(it.speaker, []).append(it.ground_truth)
+        self._embeddings: dict[str | None, np.ndarray] = {}
 
-    def target_embedding(self) -> np.ndarray | None:
-        if self._target_embedding is None and self.target and "similarity" in self.metrics:
+    def target_audio(self) -> list[AudioInput]:
+        return [a for clips in self.targets.values() for a in clips]
+
+    def target_embedding(self, speaker: str | None = None) -> np.ndarray | None:
+        """The embedding the similarity of `speaker`'s items is measured against (None: no target)."""
+        key = None if None in self.targets else speaker
+        if "similarity" not in self.metrics or not self.targets.get(key):
+            return None
+        if key not in self._embeddings:
             from gsvkit.eval.similarity import get_encoder
 
-            self._target_embedding = get_encoder(self.device).embed_speaker(self.target)
-        return self._target_embedding
+            self._embeddings[key] = get_encoder(self.device).embed_speaker(self.targets[key])
+        return self._embeddings[key]
 
     def score(self, item: EvalItem, wav: np.ndarray, sr: int) -> ItemScore:
         """All applicable metrics of one synthesised sentence `wav` [T] at `sr` Hz."""
         score = ItemScore(id=item.id, text=item.text, language=item.language, duration_s=len(wav) / sr)
-        target = self.target_embedding()
+        target = self.target_embedding(item.speaker)
         if target is not None:
             from gsvkit.eval.similarity import cosine, get_encoder
 
@@ -166,13 +185,11 @@ def evaluate(
 ) -> EvalReport:
     """Synthesise and score every item; a sentence that fails is recorded with its error, not raised.
 
-    `target`: audio of the target speaker (default: the items' ground-truth clips). `audio_dir`: also save each
-    synthesised sentence there as `<id>.wav`.
+    `target`: audio of the target speaker (default: each item's speaker's ground-truth clips). `audio_dir`: also
+    save each synthesised sentence there as `<id>.wav`.
     """
-    if target is None:
-        target = [it.ground_truth for it in items if it.ground_truth is not None]
-    scorer = Scorer(target, metrics, device)
-    report = EvalReport(name=name, target=[str(t) for t in target if not isinstance(t, np.ndarray)],
+    scorer = Scorer(target, metrics, device, items)
+    report = EvalReport(name=name, target=[str(t) for t in scorer.target_audio() if not isinstance(t, np.ndarray)],
                         settings={"metrics": sorted(scorer.metrics), **(settings or {})})
     for item in items:
         try:
