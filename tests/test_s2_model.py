@@ -58,6 +58,8 @@ def test_tiny_builds_and_decodes() -> None:
     wav = model.decode(codes, torch.randint(0, 732, (1, 7)), [ref, ref[..., :20]], noise_scale=0.5)
     assert wav.shape == (1, 1, 20 * TINY.model.hop_length)
     assert torch.isfinite(wav).all() and wav.abs().max() <= 1
+    assert not wav.is_inference() and not codes.is_inference()  # callers may modify them in place
+    wav.mul_(0.5)
     slow = model.decode(codes, torch.randint(0, 732, (1, 7)), ref, speed=0.8)
     assert slow.shape[-1] == (int(20 / 0.8) + 1) * TINY.model.hop_length
 

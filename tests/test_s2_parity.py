@@ -193,6 +193,8 @@ def test_export_style_weights_load(model, weights) -> None:
     loaded = SynthesizerTrn.from_upstream_state_dict(export, version="v2")
     assert loaded.enc_q is None and not loaded.training
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    assert not any(t.is_meta for t in loaded.state_dict().values())
+    assert not loaded.dec.ups[0].weight.is_meta  # the weight-norm attribute is refreshed after loading
     key = "enc_p.text_embedding.weight"
     assert torch.equal(loaded.state_dict()[key], weights[key].half().float())
     assert set(loaded.state_dict()) == {k for k in manifest_keys("manifest_s2_v2.json") if not k.startswith("enc_q.")}

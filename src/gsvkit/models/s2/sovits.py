@@ -386,13 +386,13 @@ class SynthesizerTrn(nn.Module):
             quantized = F.interpolate(quantized, size=int(quantized.shape[-1] * 2), mode="nearest")
         return quantized
 
-    @torch.inference_mode()
     def extract_latent(self, ssl: torch.Tensor) -> torch.Tensor:
         """HuBERT features [B, ssl_dim, T] (50 Hz) -> semantic codes [B, n_q=1, T // 2] (25 Hz) long."""
-        codes = self.quantizer.encode(self.ssl_proj(ssl))  # [n_q, B, T/2]
-        return codes.transpose(0, 1)
+        with torch.inference_mode():
+            codes = self.quantizer.encode(self.ssl_proj(ssl))  # [n_q, B, T/2]
+        # A copy made outside inference mode is an ordinary tensor: callers may modify it or train on it.
+        return codes.transpose(0, 1).clone()
 
-    @torch.inference_mode()
     def decode(
         self,
         codes: torch.Tensor,
@@ -412,6 +412,19 @@ class SynthesizerTrn(nn.Module):
             raise ValueError(f"speed must be > 0 (got {speed})")
         _check_ids("codes", codes, self.cfg.codebook_size)
         _check_ids("phones", phones, self.cfg.symbols)
+        with torch.inference_mode():
+            wav = self._decode(codes, phones, refer, noise_scale, speed, generator)
+        return wav.clone()  # an ordinary tensor (see extract_latent)
+
+    def _decode(
+        self,
+        codes: torch.Tensor,
+        phones: torch.Tensor,
+        refer: torch.Tensor | Sequence[torch.Tensor],
+        noise_scale: float,
+        speed: float,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
         ge = self.reference_embedding(refer)
         b = codes.size(0)
         quantized = self._upsample_codes(self.quantizer.decode(codes.transpose(0, 1)))  # [B, D, 2N]
