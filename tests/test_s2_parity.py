@@ -216,3 +216,5 @@ def test_bad_state_dicts_raise_checkpoint_error(weights) -> None:
         SynthesizerTrn.from_upstream_state_dict(reshaped)
     with pytest.raises(CheckpointError, match="version='v2'"):
         SynthesizerTrn.from_upstream_state_dict(weights, version="v1")
+    with pytest.raises(CheckpointError, match="v2Pro"):
+        SynthesizerTrn.from_upstream_state_dict(weights, version="v2Pro")

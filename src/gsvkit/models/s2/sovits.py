@@ -326,6 +326,8 @@ class SynthesizerTrn(nn.Module):
         encoder (`add_posterior_encoder()` makes a fresh one for training). Anything else missing, unexpected or
         of the wrong shape raises CheckpointError listing the keys.
         """
+        if config is None and version not in ("v1", "v2"):
+            raise CheckpointError(f"s2 version {version!r} is not supported here (supported: v1, v2)")
         cfg = config if config is not None else official_config("s2", version).model  # type: ignore[arg-type]
         emb = state_dict.get("enc_p.text_embedding.weight")
         if emb is not None and emb.shape[0] != cfg.symbols:
