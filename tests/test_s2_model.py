@@ -177,6 +177,17 @@ def test_quantizer_lookup_matches_distance_rule() -> None:
     assert torch.equal(quantized, rvq.decode(codes))
 
 
+def test_code_lookup_runs_outside_autocast() -> None:
+    model = tiny_model().train()
+    ssl, _, spec, spec_lengths, phones, phone_lengths = tiny_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ssl, None, spec, spec_lengths, phones, phone_lengths)
+    assert out.quantized.dtype == torch.float32
+    codes = model.extract_latent(ssl)  # [B, 1, T/2]
+    book = model.quantizer.vq.layers[0]._codebook.embed
+    assert torch.equal(out.quantized[:, :, ::2], book[codes[:, 0]].transpose(1, 2))
+
+
 def test_infer_reconstructs_a_batch() -> None:
     model = tiny_model().eval()
     ssl, _, spec, spec_lengths, phones, phone_lengths = tiny_batch()

@@ -380,6 +380,7 @@ class SynthesizerTrn(nn.Module):
     def _one_reference(self, refer: torch.Tensor) -> torch.Tensor:
         if refer.dim() != 3 or refer.size(1) < self.ref_bins:
             raise ValueError(f"refer: expected a spectrogram [B, >= {self.ref_bins}, F], got {tuple(refer.shape)}")
+        refer = refer.to(self.ssl_proj.weight.dtype)  # spectrograms come as fp32; the model may be half precision
         mask = torch.ones(refer.size(0), 1, refer.size(2), dtype=refer.dtype, device=refer.device)  # [B, 1, F]
         return self.ref_enc(refer[:, : self.ref_bins] * mask, mask)
 
@@ -484,8 +485,13 @@ class SynthesizerTrn(nn.Module):
             )
         y_mask = _length_mask(spec_lengths, spec.size(2), spec.dtype)
         ge = self.ref_enc(spec[:, : self.ref_bins] * y_mask, y_mask)  # [B, gin, 1]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_quantizer):
-            quantized, _, commit_loss = self.quantizer(self.ssl_proj(ssl))
+        # Like upstream, the code lookup runs outside autocast: nearest-code distances in half precision would pick
+        # different codes than the ones extract_latent gave the s1 training data.
+        with (
+            torch.autocast(device_type=ssl.device.type, enabled=False),
+            torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_quantizer),
+        ):
+            quantized, _, commit_loss = self.quantizer(self.ssl_proj(ssl.to(self.ssl_proj.weight.dtype)))
         quantized = self._upsample_codes(quantized)  # [B, D, 2 * (Ts // 2)]
         if quantized.size(2) != spec.size(2):
             raise ValueError(
