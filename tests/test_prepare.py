@@ -272,7 +272,7 @@ def test_edit_of_transcripts_list_is_kept(prepared):
     assert dict(result.report.computed) == {}
 
 
-@pytest.mark.parametrize("stage", ["clips", "text", "hubert", "semantic"])
+@pytest.mark.parametrize("stage", ["clips", "asr", "text", "hubert", "semantic"])
 def test_resume_after_interruption(tmp_path, models, monkeypatch, stage):
     make_inputs(tmp_path)
     cfg = config(tmp_path, models)
@@ -302,7 +302,7 @@ def test_resume_after_interruption(tmp_path, models, monkeypatch, stage):
     if stage == "clips":
         monkeypatch.setattr(prepare_module, "cut_recording", interrupt_on_third(prepare_module.cut_recording))
     else:
-        name = {"text": "text_fn", "hubert": "featurizer", "semantic": "quantizer"}[stage]
+        name = {"asr": "transcriber", "text": "text_fn", "hubert": "featurizer", "semantic": "quantizer"}[stage]
         kw[name] = interrupt_on_third(kw[name])
     with pytest.raises(KeyboardInterrupt):
         prepare(cfg, **kw)
