@@ -518,13 +518,15 @@ class Text2SemanticDecoder(nn.Module):
 
     # ------------------------------------------------------------------------------------------ speed variants
     def quantize_int8(self) -> Text2SemanticDecoder:
-        """An inference-only copy whose linear layers use int8 weights (dynamic quantisation, fbgemm/x86).
+        """An inference-only copy whose linear layers use int8 weights (dynamic quantisation, per-channel scales).
 
-        About 4x less weight traffic per token; logits move by ~1e-2, so greedy decoding may differ from fp32.
-        The copy's state_dict no longer has upstream's layout: keep the float model for saving.
+        About 4x less weight traffic per token (about 2x faster decoding on CPU). Approximate: on the parity
+        fixtures' synthetic weights the logits move by 0.026 on average (max 0.16, logits up to 4.3), so greedy
+        decoding drifts from fp32 after a few dozen tokens. The copy's state_dict no longer has upstream's layout:
+        keep the float model for saving.
         """
         from torch.ao.nn.quantized import dynamic as nnqd
-        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
         model = copy.deepcopy(self).float().eval()
         with warnings.catch_warnings():
@@ -534,10 +536,10 @@ class Text2SemanticDecoder(nn.Module):
                 attn = layer.self_attn
                 lin = nn.Linear(attn.in_proj_weight.shape[1], attn.in_proj_weight.shape[0])
                 lin.weight, lin.bias = attn.in_proj_weight, attn.in_proj_bias
-                lin.qconfig = default_dynamic_qconfig
+                lin.qconfig = per_channel_dynamic_qconfig
                 attn.qkv_int8 = nnqd.Linear.from_float(lin)
                 del attn.in_proj_weight, attn.in_proj_bias  # the packed int8 copy replaces them
-            return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+            return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 def _list_keys(what: str, keys: list[str], limit: int = 8) -> str:

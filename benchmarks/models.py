@@ -1,0 +1,120 @@
+"""Speed of the two models at the official v2 sizes on CPU, with synthetic (randomly initialised) weights.
+
+- s1 (GPT): tokens per second generating 250 semantic tokens (10 s of audio) after a 60-phone text and a
+  75-token prompt (3 s), top_k=15, batch 1. "total" counts the prompt pass; "decode" is the per-token steady state.
+  Variants: fp32 (the reference), bf16 weights, int8 dynamic quantisation of the linear layers.
+- s2 (SoVITS): real-time factor of `decode` for 250 tokens (10 s of 32 kHz audio), one 3 s reference.
+
+Run: `python benchmarks/models.py` (add `--threads N`, `--tokens N`, `--repeats N`, `--variants fp32,bf16,int8`,
+`--skip-s2`). Figures are medians over the repeats after one warm-up run. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+
+def _s1_model(dtype: str):
+    from gsvkit.config import S1ModelConfig
+    from gsvkit.models.s1 import Text2SemanticDecoder
+
+    torch.manual_seed(0)
+    model = Text2SemanticDecoder(S1ModelConfig(version="v2")).eval()
+    with torch.no_grad():
+        # Keep EOS out of reach so every run makes exactly the requested number of tokens: the last LayerNorm
+        # output has zero mean over features (its gain is 1 here), so with bias 1 every hidden state sums to D
+        # and an all -1 EOS row scores -D.
+        model.h.layers[-1].norm2.bias.fill_(1.0)
+        model.ar_predict_layer.weight[model.eos].fill_(-1.0)
+    if dtype == "bf16":
+        model = model.to(torch.bfloat16)
+    elif dtype == "int8":
+        model = model.quantize_int8()
+    return model
+
+
+def bench_s1(variant: str, tokens: int, repeats: int, tx: int = 60, tp: int = 75) -> dict[str, float]:
+    model = _s1_model(variant)
+    g = torch.Generator().manual_seed(0)
+    phones = torch.randint(0, model.cfg.phone_vocab, (1, tx), generator=g)
+    bert = torch.randn(1, model.cfg.bert_dim, tx, generator=g)
+    prompt = torch.randint(0, 1024, (1, tp), generator=g)
+    kw = dict(top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35)
+
+    def run(n: int) -> tuple[float, float, int]:
+        t0 = time.perf_counter()
+        first = None
+        count = 0
+        for step in model.decode_steps(phones, bert, prompt, max_new_tokens=n, seed=0, **kw):
+            count += not step.is_eos
+            if first is None:
+                first = time.perf_counter()
+        end = time.perf_counter()
+        return end - t0, (end - first) / max(count - 1, 1), count
+
+    run(20)  # warm-up: allocator, kernels, positional tables
+    results = [run(tokens) for _ in range(repeats)]
+    total = statistics.median(r[0] for r in results)
+    per_token = statistics.median(r[1] for r in results)
+    return {"tokens": results[0][2], "total_tok_s": tokens / total, "decode_tok_s": 1.0 / per_token, "total_s": total}
+
+
+def bench_s2(tokens: int, repeats: int, phones: int = 120, ref_frames: int = 150) -> dict[str, float]:
+    from gsvkit.config import S2Config
+    from gsvkit.models.s2 import SynthesizerTrn
+
+    cfg = S2Config()
+    torch.manual_seed(0)
+    model = SynthesizerTrn(cfg.model).eval()
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, cfg.model.codebook_size, (1, 1, tokens), generator=g)
+    text = torch.randint(0, cfg.model.symbols, (1, phones), generator=g)
+    refer = [torch.rand(1, cfg.model.spec_channels, ref_frames, generator=g)]  # a 3 s reference spectrogram
+    seconds = tokens * 2 * cfg.data.hop_length / cfg.data.sampling_rate  # 25 Hz codes, upsampled x2 to 50 Hz
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        model.decode(codes, text, refer, noise_scale=0.5, speed=1.0, generator=torch.Generator().manual_seed(0))
+        return time.perf_counter() - t0
+
+    run()
+    t = statistics.median(run() for _ in range(repeats))
+    return {"audio_s": seconds, "decode_s": t, "rtf": t / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=250)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", default="fp32,bf16,int8", help="s1 variants: fp32, bf16, int8")
+    parser.add_argument("--skip-s2", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cpu = torch.backends.cpu.get_cpu_capability()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}, load average {load:.1f}", flush=True)
+    for variant in args.variants.split(","):
+        r = bench_s1(variant.strip(), args.tokens, args.repeats)
+        label = {"fp32": "fp32 (reference)", "bf16": "bf16 weights (approximate)", "int8": "int8 linear (approximate)"}
+        print(
+            f"s1 {label.get(variant, variant):28s} {r['tokens']} tokens: {r['total_tok_s']:6.1f} tokens/s total "
+            f"({r['total_s']:.2f} s), {r['decode_tok_s']:6.1f} tokens/s decode",
+            flush=True,
+        )
+    if not args.skip_s2:
+        try:
+            r = bench_s2(args.tokens, args.repeats)
+        except ImportError as err:  # s2 not available in this checkout
+            print(f"s2 skipped: {err}")
+        else:
+            print(f"s2 decode fp32 {r['audio_s']:.1f} s of audio: {r['decode_s']:.2f} s, RTF {r['rtf']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
