@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,22 @@ def test_evaluate_checkpoints_with_a_reference(setup):
                                   metrics=METRICS)
     assert report.items[0].error is None and report.summary["mel_distance"] > 0
     assert report.settings["s1"] == str(setup["s1"])
+
+
+def test_eval_run_cli_writes_reports(setup, tmp_path: Path):
+    from gsvkit.cli import app
+
+    out = tmp_path / "report"
+    args = ["eval", "run", str(setup["root"] / "run"), "--data", str(setup["list"]), "--ref", str(setup["ref"]),
+            "--ref-text", "This is my reference voice.", "--hubert", str(setup["hubert"]), "--limit", "1",
+            "--metric", "duration_ratio", "--out", str(out), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "eval.json").read_text())
+    assert report["name"] == "run" and report["settings"]["metrics"] == ["duration_ratio"]
+    (item,) = report["items"]
+    assert item["error"] is None and item["duration_ratio"] > 0 and item["mel_distance"] is None
+    assert Path(item["audio"]).is_file() and (out / "eval.md").is_file()
 
 
 def test_eval_voice_cli_reports_a_missing_voice(setup, tmp_path: Path):

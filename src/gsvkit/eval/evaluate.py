@@ -189,7 +189,8 @@ def evaluate(
     save each synthesised sentence there as `<id>.wav`.
     """
     scorer = Scorer(target, metrics, device, items)
-    report = EvalReport(name=name, target=[str(t) for t in scorer.target_audio() if not isinstance(t, np.ndarray)],
+    target_names = [str(t) for t in scorer.target_audio() if not isinstance(t, np.ndarray)]
+    report = EvalReport(name=name, target=target_names if "similarity" in scorer.metrics else [],
                         settings={"metrics": sorted(scorer.metrics), **(settings or {})})
     for item in items:
         try:
