@@ -232,11 +232,12 @@ _register_eval()
 
 def _register_inference() -> None:
     # synth, voice, serve and webui live beside their code; torch, models and servers load when a command runs.
-    from gsvkit.inference.cli import synth, voice_app
+    from gsvkit.inference.cli import export_app, synth, voice_app
     from gsvkit.serve.cli import serve, webui
 
     app.command("synth")(synth)
     app.add_typer(voice_app, name="voice")
+    app.add_typer(export_app, name="export")
     app.command("serve")(serve)
     app.command("webui")(webui)
 

@@ -17,6 +17,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 voice_app = typer.Typer(help="Create and list voices (weights + reference clip + provenance).", no_args_is_help=True)
+export_app = typer.Typer(help="Export models for other runtimes.", no_args_is_help=True)
 
 
 def _fail(message: str) -> None:
@@ -69,6 +70,8 @@ def synth(
     max_new_tokens: Annotated[int, typer.Option(help="cap on semantic tokens per fragment (25 per second)")] = 1500,
     int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
     device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+    backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR from `gsv export onnx`)")] = "torch",
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="folder written by `gsv export onnx`")] = None,
 ) -> None:
     """Speak text in a cloned voice and write it to an audio file."""
     from gsvkit.errors import GsvError
@@ -80,10 +83,11 @@ def synth(
         from gsvkit.audio.io import save_audio
         from gsvkit.inference.pipeline import TTS
 
-        if voice is None and (s1 is None or s2 is None):
+        if voice is None and (s1 is None or s2 is None) and backend == "torch":
             _fail("give a voice (--voice DIR) or both --s1 and --s2")
         t0 = time.perf_counter()
-        tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, device=device, int8=int8)
+        tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, device=device, int8=int8, backend=backend,
+                  onnx_dir=onnx)  # fmt: skip
         t_load = time.perf_counter() - t0
         res = tts.synthesize_result(
             body,
@@ -222,3 +226,32 @@ def voice_list(
             s["path"],
         )
     console.print(table)
+
+
+@export_app.command("onnx")
+def export_onnx_cmd(
+    out: Annotated[Path, typer.Argument(help="folder for the .onnx graphs")],
+    voice: Annotated[Path | None, typer.Option("--voice", help="voice whose s1/s2 to export")] = None,
+    s1: Annotated[Path | None, typer.Option("--s1", help="GPT weights")] = None,
+    s2: Annotated[Path | None, typer.Option("--s2", help="SoVITS weights")] = None,
+    hubert: Annotated[Path | None, typer.Option("--hubert", help="HuBERT directory (exported too when given)")] = None,
+) -> None:
+    """Export HuBERT, s1 (prefill + KV-cache step) and s2 (reference, latent, decode) as ONNX graphs."""
+    from gsvkit.errors import GsvError
+
+    try:
+        from gsvkit.inference.onnx.export import export_onnx
+        from gsvkit.inference.voice import load_voice
+
+        if voice is not None:
+            v = load_voice(voice)
+            s1, s2 = s1 or v.s1_path, s2 or v.s2_path
+            hubert = hubert or v.hubert_path
+        if s1 is None or s2 is None:
+            _fail("give --voice DIR or both --s1 and --s2")
+        manifest = export_onnx(out, s1, s2, hubert)
+    except ImportError as err:
+        _fail(f"ONNX export needs the 'onnx' extra ({err.name} is missing): pip install 'gsvkit[onnx]'")
+    except GsvError as err:
+        _fail(str(err))
+    console.print(f"wrote ONNX graphs and {manifest.name} to [bold]{out}[/]", highlight=False)

@@ -106,6 +106,8 @@ class TTS:
     - `hubert`: HuBERT directory; needed to read any reference clip except a voice's own when the voice stores
       its prompt tokens. `bert`: Chinese BERT directory; needed for Chinese text.
     - `int8`: run s1 with int8 weights (about 2-4x faster on CPU, slightly different samples).
+    - `backend`: "torch", or "onnx" to run the graphs `gsv export onnx` wrote to `onnx_dir` with onnxruntime
+      (s1/s2 and, when exported, HuBERT; speed 1 and a reference transcript only).
     - `max_text_chars`: longest text one call accepts.
     """
 
@@ -122,7 +124,15 @@ class TTS:
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
         cache_size: int = 32,
         max_loaded_voices: int = 2,
+        backend: str = "torch",
+        onnx_dir: PathLike | None = None,
     ) -> None:
+        if backend not in ("torch", "onnx"):
+            raise GsvError(f"backend {backend!r}: use 'torch' or 'onnx'")
+        if backend == "onnx" and onnx_dir is None:
+            raise GsvError("the ONNX backend needs the folder `gsv export onnx` wrote (onnx_dir=..., --onnx DIR)")
+        self.backend = backend
+        self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else None
         if voice is not None and not isinstance(voice, Voice):
             voice = load_voice(voice)
         self.voice: Voice | None = voice
@@ -138,7 +148,12 @@ class TTS:
         self.cache = ReferenceCache(cache_size)
         self._lock = threading.RLock()  # lazy loads and bundle swaps; never held while synthesizing
         self._switch_lock = threading.Lock()
-        self._bundle: ModelBundle | None = load_bundle(s1, s2, device, int8) if s1 is not None else None
+        if backend == "onnx":
+            from gsvkit.inference.onnx.runtime import load_onnx_bundle
+
+            self._bundle: ModelBundle | None = load_onnx_bundle(self.onnx_dir)
+        else:
+            self._bundle = load_bundle(s1, s2, device, int8) if s1 is not None else None
         self._voice_bundles: OrderedDict[tuple[Path, Path], ModelBundle] = OrderedDict()
         self._max_voices = max(1, max_loaded_voices)
         self._hubert: Any = None
@@ -165,6 +180,8 @@ class TTS:
     def load_models(self, s1: PathLike | None = None, s2: PathLike | None = None) -> None:
         """Switch weights (either or both). The new pair is loaded and checked before it replaces the old one, so
         a failed switch changes nothing and running syntheses finish on the models they started with."""
+        if self.backend != "torch":
+            raise CheckpointError("switching weights needs the torch backend (export the new pair to ONNX instead)")
         with self._switch_lock:
             cur = self._bundle
             if cur is None and (s1 is None or s2 is None):
@@ -188,11 +205,12 @@ class TTS:
             "hubert": str(self.hubert_path) if self.hubert_path else None,
             "bert": str(self.bert_path) if self.bert_path else None,
             "int8": self.int8,
+            "backend": self.backend,
             "cached_references": len(self.cache),
         }
 
     def _bundle_for(self, voice: Voice | None) -> ModelBundle:
-        if voice is None:
+        if voice is None or self.backend != "torch":
             return self.bundle
         cur = self._bundle
         key = (voice.s1_path.resolve(), voice.s2_path.resolve())
@@ -211,6 +229,10 @@ class TTS:
 
     def _hubert_model(self) -> Any:
         with self._lock:
+            if self._hubert is None and self.onnx_dir is not None and (self.onnx_dir / "hubert.onnx").is_file():
+                from gsvkit.inference.onnx.runtime import OrtHubert
+
+                self._hubert = OrtHubert(self.onnx_dir)
             if self._hubert is None:
                 if self.hubert_path is None:
                     raise CheckpointError(
@@ -354,7 +376,7 @@ class TTS:
     def _decode(job: _Job, codes: list[int], phone_ids: list[int], gen: torch.Generator) -> np.ndarray:
         if not codes:
             return np.zeros(0, np.float32)
-        device = next(job.bundle.s2.parameters()).device
+        device = model_device(job.bundle.s2)
         wav = job.bundle.s2.decode(
             torch.tensor([[codes]], dtype=torch.long, device=device),  # [1, 1, N]
             torch.tensor([phone_ids], dtype=torch.long, device=device),  # [1, L]
@@ -517,6 +539,12 @@ class TTS:
                 yield np.clip(chunk, -1.0, 1.0)
             if len(gap):
                 yield gap
+
+
+def model_device(model: Any) -> torch.device:
+    """Where a torch module (or an onnxruntime stand-in with a `device` attribute) wants its inputs."""
+    device = getattr(model, "device", None)
+    return device if isinstance(device, torch.device) else next(model.parameters()).device
 
 
 def _batches(feats: list[TextFeatures], size: int, threshold: float, bucket: bool) -> list[list[int]]:

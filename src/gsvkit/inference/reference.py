@@ -67,7 +67,10 @@ def prompt_tokens(wav16k: np.ndarray, hubert: Any, s2: Any, s2_sampling_rate: in
     """Semantic tokens of a reference clip: [Tp] long."""
     wav = np.concatenate([wav16k.astype(np.float32), np.zeros(pad_samples(s2_sampling_rate), np.float32)])
     ssl = hubert(wav)  # [1, ssl_dim, T50]
-    ssl = ssl.to(next(s2.parameters()).device, dtype=next(s2.parameters()).dtype)
+    device = getattr(s2, "device", None)
+    if not isinstance(device, torch.device):  # a torch module: match its device and dtype
+        param = next(s2.parameters())
+        ssl = ssl.to(param.device, dtype=param.dtype)
     codes = s2.extract_latent(ssl)  # [1, 1, T50 // 2]
     return codes[0, 0].long().cpu()
 

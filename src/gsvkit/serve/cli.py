@@ -17,14 +17,16 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, device: str, int8: bool):
+def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, device: str, int8: bool,
+         backend: str = "torch", onnx: Path | None = None):  # fmt: skip
     from gsvkit.inference.pipeline import TTS
     from gsvkit.inference.voice import scan_voices
 
     if voice is None and s1 is None and s2 is None and voices_dir is not None:
         first = next((e.voice for e in scan_voices(voices_dir) if e.voice is not None), None)
         voice = first.root if first is not None else None
-    return TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, device=device, int8=int8)
+    return TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, device=device, int8=int8, backend=backend,
+               onnx_dir=onnx)  # fmt: skip
 
 
 def serve(
@@ -53,6 +55,8 @@ def serve(
     max_queue: Annotated[int, typer.Option(help="syntheses waiting; more get 503")] = 4,
     int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
     device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+    backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR)")] = "torch",
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="folder written by `gsv export onnx`")] = None,
 ) -> None:
     """Serve synthesis over HTTP (upstream api_v2 parameters; docs at /docs)."""
     from gsvkit.errors import GsvError
@@ -65,7 +69,7 @@ def serve(
         _fail(f"the server needs the 'serve' extra ({err.name} is missing): pip install 'gsvkit[serve]'")
     voices_dir = voices_dir or models_dir
     try:
-        tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8)
+        tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8, backend, onnx)
         settings = ServerSettings(
             models_dir=models_dir,
             voices_dir=voices_dir,

@@ -1,0 +1,130 @@
+"""End-to-end inference speed at the official v2 sizes on CPU, with synthetic (randomly initialised) weights.
+
+What it builds: official-size s1 (77.6 M) and s2 (51.3 M) saved as gsvkit checkpoints, a base-size HuBERT
+(transformers default config, 94 M), a 4 s reference clip; then `TTS` speaks one English fragment of exactly
+`--tokens` semantic tokens (EOS is made unreachable, as in benchmarks/models.py; 250 tokens = 10 s of audio).
+
+Printed (medians over `--repeats` after a warm-up):
+- whole synthesis: end-to-end RTF (text front end + s1 + s2, reference cached), s1 tokens/s, s2 decode RTF;
+- the reference's first use (HuBERT + prompt tokens + spectrogram), which later calls take from the cache;
+- streaming: time to the first audio chunk and the stream's overall RTF, with the default `StreamParams`;
+- peak resident memory of the process.
+
+Run: `python benchmarks/infer.py` (`--threads 2`, `--tokens 250`, `--repeats 3`, `--int8` for int8 s1 weights).
+Nothing is asserted; upstream on a 2-thread CPU: s1 29-30 tokens/s, s2 RTF 0.26-0.38, s1+s2 RTF 1.1-1.2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+TEXT = "The quick brown fox jumps over the lazy dog while the band plays on"
+
+
+def build(root: Path) -> dict[str, Path]:
+    from transformers import HubertConfig, HubertModel
+
+    from gsvkit.checkpoint import save_checkpoint
+    from gsvkit.config import S1Config, S2Config
+    from gsvkit.models.s1 import Text2SemanticDecoder
+    from gsvkit.models.s2 import SynthesizerTrn
+
+    torch.manual_seed(0)
+    c1, c2 = S1Config(), S2Config()
+    s1 = Text2SemanticDecoder(c1.model).eval()
+    with torch.no_grad():  # EOS out of reach: every run makes exactly the requested number of tokens
+        s1.h.layers[-1].norm2.bias.fill_(1.0)
+        s1.ar_predict_layer.weight[s1.eos].fill_(-1.0)
+    s2 = SynthesizerTrn(c2.model).eval()
+    save_checkpoint(root / "s1.safetensors", s1.state_dict(), c1, {})
+    save_checkpoint(root / "s2.safetensors", {k: v for k, v in s2.state_dict().items() if not k.startswith("enc_q.")},
+                    c2, {})  # fmt: skip
+    HubertModel(HubertConfig()).eval().save_pretrained(root / "hubert")
+    t = np.arange(4 * 32000) / 32000
+    wav = 0.3 * np.sin(2 * np.pi * 150 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2)
+    sf.write(root / "ref.wav", wav.astype(np.float32), 32000)
+    return {"s1": root / "s1.safetensors", "s2": root / "s2.safetensors", "hubert": root / "hubert",
+            "ref": root / "ref.wav"}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=250)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--int8", action="store_true", help="int8 s1 weights")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {torch.backends.cpu.get_cpu_capability()}"
+          f", load average {load:.1f}, s1 {'int8' if args.int8 else 'fp32'}")  # fmt: skip
+
+    from gsvkit.inference.pipeline import TTS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = build(Path(tmp))
+        t0 = time.perf_counter()
+        tts = TTS(s1=files["s1"], s2=files["s2"], hubert=files["hubert"], int8=args.int8)
+        print(f"load s1+s2: {time.perf_counter() - t0:.2f} s")
+        ref = {"ref_audio": files["ref"], "ref_text": "This is a reference clip of four seconds.", "ref_lang": "en"}
+        kw = {**ref, "split": "cut0", "max_new_tokens": args.tokens, "seed": 0, "fragment_interval": 0.0}
+
+        t0 = time.perf_counter()
+        first = tts.synthesize_result(TEXT, "en", **kw)  # cold: HuBERT loads, reference features computed
+        cold = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        tts.cache.clear()
+        tts.synthesize_result("Warm up.", "en", **{**kw, "max_new_tokens": 5})
+        ref_cost = time.perf_counter() - t0
+        print(f"first call (loads HuBERT and the text front end): {cold:.2f} s; reference features (HuBERT + "
+              f"spectrogram) plus a 5-token call: {ref_cost:.2f} s")  # fmt: skip
+
+        runs = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            res = tts.synthesize_result(TEXT, "en", **kw)
+            runs.append((time.perf_counter() - t0, res))
+        audio_s = len(first.audio) / first.sample_rate
+        n = sum(first.tokens_per_fragment)
+        total = statistics.median(r[0] for r in runs)
+        s1 = statistics.median(r[1].timings["s1"] for r in runs)
+        s2 = statistics.median(r[1].timings["s2"] for r in runs)
+        prep = statistics.median(r[1].timings["prepare"] for r in runs)
+        print(f"whole: {n} tokens = {audio_s:.2f} s of audio in {total:.2f} s -> end-to-end RTF {total / audio_s:.3f}")
+        print(f"  text + cached reference {prep:.3f} s | s1 {s1:.2f} s = {n / s1:.1f} tokens/s | "
+              f"s2 decode {s2:.2f} s = RTF {s2 / audio_s:.3f} | s1+s2 RTF {(s1 + s2) / audio_s:.3f}")  # fmt: skip
+
+        stream_runs = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            stream = tts.stream(TEXT, "en", **kw)
+            first_chunk = None
+            samples = 0
+            chunks = 0
+            for chunk in stream:
+                if first_chunk is None:
+                    first_chunk = time.perf_counter() - t0
+                samples += len(chunk)
+                chunks += 1
+            stream_runs.append((first_chunk, time.perf_counter() - t0, samples, chunks))
+        ttfa = statistics.median(r[0] for r in stream_runs)
+        st = statistics.median(r[1] for r in stream_runs)
+        sa = stream_runs[0][2] / tts.sample_rate
+        print(f"stream: first audio after {ttfa:.2f} s (whole synthesis: {total:.2f} s); {stream_runs[0][3]} chunks, "
+              f"{sa:.2f} s of audio in {st:.2f} s -> RTF {st / sa:.3f}")  # fmt: skip
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {peak:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""onnxruntime backend: the exported graphs behind the same small interfaces the pipeline uses for torch models.
+
+- `OrtS1.generate_iter(...)`: the decoding loop of `Text2SemanticDecoder.decode_steps` over `s1_prefill` and
+  `s1_step`, with sampling in Python by the same functions (`gsvkit.models.s1.sampling`) and the same rules
+  (EOS out of reach for the first 11 steps, penalty over prompt + generated tokens, EOS when sampled or argmax).
+- `OrtS2.decode(...)` / `.extract_latent(...)`: `s2_ref` per reference (embeddings averaged, as torch does),
+  then `s2_decode` with the prior noise drawn from the caller's generator exactly as the torch model draws it.
+- `OrtHubert(wav16k)`: `hubert.onnx`.
+
+Everything else (text, reference cache, streaming, batching) is the torch pipeline's own code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gsvkit.errors import CheckpointError
+from gsvkit.inference.params import ParameterError
+
+
+def _session(path: Path, threads: int | None = None) -> Any:
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: ONNX graph missing; run `gsv export onnx` again")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    from gsvkit.inference.onnx.export import ONNX_MANIFEST
+
+    path = Path(folder) / ONNX_MANIFEST
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: not an ONNX export (no {ONNX_MANIFEST}); create one with `gsv export onnx`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: unreadable ({err})") from None
+    if data.get("format") != "gsvkit-onnx" or int(data.get("format_version", 0)) > 1:
+        raise CheckpointError(f"{path}: not a gsvkit ONNX export this version can read")
+    return data
+
+
+class OrtS1:
+    """s1 over onnxruntime; `cfg` is the S1ModelConfig."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, folder: Path, cfg: Any, threads: int | None = None) -> None:
+        from gsvkit.models.s1.gpt import SinePositionalEmbedding
+
+        self.cfg = cfg
+        self.eos = cfg.eos
+        self.prefill = _session(folder / "s1_prefill.onnx", threads)
+        self.step = _session(folder / "s1_step.onnx", threads)
+        self._pe = SinePositionalEmbedding(cfg.embedding_dim)  # the table only; alpha lives in the graphs
+
+    def _table(self, start: int, n: int) -> np.ndarray:
+        return self._pe.table(start + n, torch.zeros(0))[start:].numpy()  # [n, D]
+
+    @torch.inference_mode()
+    def generate_iter(
+        self,
+        phones: torch.Tensor,
+        bert: torch.Tensor,
+        prompt: torch.Tensor | None = None,
+        top_k: int | None = 15,
+        top_p: float | None = 1.0,
+        temperature: float = 1.0,
+        repetition_penalty: float = 1.35,
+        max_new_tokens: int = 1500,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[int]:
+        from gsvkit.models.s1.gpt import MIN_NEW_TOKENS
+        from gsvkit.models.s1.sampling import (
+            apply_repetition_penalty,
+            logits_to_probs,
+            make_generator,
+            sample_from_probs,
+        )
+
+        if prompt is None or prompt.shape[1] == 0:
+            raise ParameterError("the ONNX backend needs a reference transcript (reference-free mode is torch-only)")
+        gen = generator if generator is not None else make_generator(seed)
+        tx, tp = phones.shape[1], prompt.shape[1]
+        logits, keys, values = self.prefill.run(
+            None,
+            {
+                "phones": phones.long().numpy(),
+                "bert": bert.float().numpy(),
+                "prompt": prompt.long().numpy(),
+                "text_pe": self._table(0, tx),
+                "audio_pe": self._table(0, tp),
+            },
+        )
+        history = torch.zeros(1, tp + max_new_tokens, dtype=torch.long)
+        history[:, :tp] = prompt
+        for step in range(max_new_tokens):
+            raw = torch.from_numpy(logits).float()  # [1, V]
+            scores = raw[:, : self.eos] if step < MIN_NEW_TOKENS else raw
+            penalised = apply_repetition_penalty(scores, history[:, : tp + step], repetition_penalty)
+            probs = logits_to_probs(penalised, None, temperature, top_k, top_p, 1.0)
+            tok = int(sample_from_probs(probs, gen))
+            if tok == self.eos or int(penalised.argmax(dim=-1)) == self.eos:
+                return
+            yield tok
+            if step + 1 == max_new_tokens:
+                return
+            history[:, tp + step] = tok
+            logits, keys, values = self.step.run(
+                None,
+                {
+                    "token": np.array([[tok]], dtype=np.int64),
+                    "pe": self._table(tp + step, 1),
+                    "keys": keys,
+                    "values": values,
+                },
+            )
+
+
+class OrtS2:
+    """s2 over onnxruntime; `cfg` is the S2ModelConfig."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, folder: Path, cfg: Any, threads: int | None = None) -> None:
+        self.cfg = cfg
+        self.latent = _session(folder / "s2_latent.onnx", threads)
+        self.ref = _session(folder / "s2_ref.onnx", threads)
+        self.dec = _session(folder / "s2_decode.onnx", threads)
+
+    @torch.inference_mode()
+    def extract_latent(self, ssl: torch.Tensor) -> torch.Tensor:
+        (codes,) = self.latent.run(None, {"ssl": ssl.float().numpy()})
+        return torch.from_numpy(codes)  # [1, 1, T/2]
+
+    def reference_embedding(self, refer: Sequence[torch.Tensor]) -> np.ndarray:
+        ges = [self.ref.run(None, {"refer": r.float().numpy()})[0] for r in refer]
+        return np.mean(np.stack(ges, 0), 0).astype(np.float32)  # [1, gin, 1]
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        codes: torch.Tensor,
+        phones: torch.Tensor,
+        refer: torch.Tensor | Sequence[torch.Tensor],
+        noise_scale: float = 0.5,
+        speed: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        if speed != 1.0:
+            raise ParameterError("speed other than 1 is not available with the ONNX backend; use the torch backend")
+        refer = [refer] if isinstance(refer, torch.Tensor) else list(refer)
+        frames = codes.shape[-1] * (2 if self.cfg.semantic_frame_rate == "25hz" else 1)
+        noise = torch.randn((1, self.cfg.inter_channels, frames), generator=generator)  # as the torch model draws it
+        (wav,) = self.dec.run(
+            None,
+            {
+                "codes": codes.long().numpy(),
+                "phones": phones.long().numpy(),
+                "ge": self.reference_embedding(refer),
+                "noise": noise.numpy(),
+                "noise_scale": np.array(noise_scale, dtype=np.float32),
+            },
+        )
+        return torch.from_numpy(wav)  # [1, 1, S]
+
+
+class OrtHubert:
+    def __init__(self, folder: Path, threads: int | None = None) -> None:
+        self.session = _session(folder / "hubert.onnx", threads)
+
+    def __call__(self, wav16k: np.ndarray) -> torch.Tensor:
+        wav = np.asarray(wav16k, dtype=np.float32).reshape(1, -1)
+        if wav.shape[1] < 4000:
+            wav = np.pad(wav, ((0, 0), (0, 4000 - wav.shape[1])))
+        (ssl,) = self.session.run(None, {"wav": wav})
+        return torch.from_numpy(ssl)  # [1, C, T]
+
+
+def load_onnx_bundle(folder: str | os.PathLike, threads: int | None = None) -> Any:
+    """A `ModelBundle` whose s1 and s2 run on onnxruntime."""
+    from gsvkit.config import ConfigError, config_from_dict
+    from gsvkit.inference.models import ModelBundle
+
+    folder = Path(folder)
+    data = read_manifest(folder)
+    try:
+        c1 = config_from_dict(data["s1_config"], source=f"{folder} s1_config")
+        c2 = config_from_dict(data["s2_config"], source=f"{folder} s2_config")
+    except (ConfigError, KeyError) as err:
+        raise CheckpointError(f"{folder}: damaged ONNX manifest ({err})") from None
+    return ModelBundle(
+        s1=OrtS1(folder, c1.model, threads),
+        s2=OrtS2(folder, c2.model, threads),
+        s1_config=c1,
+        s2_config=c2,
+        s1_path=(folder / "s1_prefill.onnx").resolve(),
+        s2_path=(folder / "s2_decode.onnx").resolve(),
+        ident=f"onnx:{folder.resolve()}",
+    )
