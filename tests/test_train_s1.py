@@ -25,7 +25,8 @@ def dataset(tmp_path_factory):
 
 
 def test_s1_trains_validates_and_exports(dataset, tmp_path):
-    r = train_s1(dataset, tmp_path / "run", config=TINY_S1, overrides=FAST, progress=False)
+    r = train_s1(dataset, tmp_path / "run", config=TINY_S1, progress=False,
+                 overrides=FAST + ["train.checkpoint.export_every_kept=true"])
     assert r.stop_reason.startswith("reached the last epoch") and r.last_epoch == 3
     assert [e for e, _ in r.val_curve] == [1, 2, 3] and all(v > 0 for _, v in r.val_curve)
     ck = load_checkpoint(r.export)
@@ -36,6 +37,8 @@ def test_s1_trains_validates_and_exports(dataset, tmp_path):
     assert summary["best_epoch"] == r.best_epoch
     rows = (tmp_path / "run" / "s1" / "logs" / "csv" / "v00" / "metrics.csv").read_text()
     assert "train/loss" in rows and "lr" in rows and "train/grad_norm" in rows and "val/top3_acc" in rows
+    exports = sorted(p.name for p in (tmp_path / "run" / "s1" / "exports").glob("*.safetensors"))
+    assert exports == ["s1-epoch=0001.safetensors", "s1-epoch=0002.safetensors", "s1-epoch=0003.safetensors"]
     # The same output directory is not overwritten by accident.
     with pytest.raises(DataError, match="--resume"):
         train_s1(dataset, tmp_path / "run", config=TINY_S1, overrides=FAST, progress=False)
@@ -117,3 +120,26 @@ def test_pretrained_from_an_export_and_incompatible_version(dataset, tmp_path):
     with pytest.raises(CheckpointError, match="v1"):
         train_s1(dataset, tmp_path / "c", config=TINY_S1, pretrained=r.export, progress=False,
                  overrides=["model.version=v1", "model.phoneme_vocab_size=732"])
+
+
+def test_full_disk_during_a_save_keeps_earlier_checkpoints(dataset, tmp_path, monkeypatch):
+    import errno
+
+    import gsvkit.training.callbacks as cb
+
+    real_save = torch.save
+    saves = {"n": 0}
+
+    def failing_save(obj, f, *a, **k):
+        saves["n"] += 1
+        if saves["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(cb.torch, "save", failing_save)
+    with pytest.raises(CheckpointError, match="earlier checkpoints .* are intact"):
+        train_s1(dataset, tmp_path / "run", config=TINY_S1, overrides=FAST, progress=False)
+    ckpt_dir = tmp_path / "run" / "s1" / "checkpoints"
+    names = sorted(p.name for p in ckpt_dir.glob("*.ckpt"))
+    assert names == ["epoch=0001-step=0000003.ckpt"] and not list(ckpt_dir.glob(".*.tmp"))
+    assert read_checkpoint(ckpt_dir / names[0])["epoch"] == 0

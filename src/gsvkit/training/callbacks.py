@@ -198,7 +198,10 @@ class CheckpointPolicy(Checkpoint):
         self._save(trainer, record)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, KeyboardInterrupt):
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        # Ctrl-C, or SIGTERM (a scheduler preempting the job): both leave a resumable checkpoint.
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         # Mid-epoch state: Lightning's loop progress and our sampler position make it resumable.
         record = {

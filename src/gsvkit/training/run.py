@@ -17,6 +17,7 @@ import logging
 import math
 import signal
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from gsvkit.errors import CheckpointError, DataError, GsvError
 log = logging.getLogger(__name__)
 
 DEFAULT_MONITOR = {"s2": "val/mel_l1", "s1": "val/loss"}
+_QUIET = (r".*module\(s\) in eval mode.*", r".*smaller than the logging interval.*", r".*LeafSpec.*")
 
 
 class TrainingInterrupted(GsvError):
@@ -202,9 +204,13 @@ def _fit(
     started = time.time()
     previous_sigint = signal.getsignal(signal.SIGINT)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+        with warnings.catch_warnings():
+            # Expected here: frozen quantizer/ssl_proj run in eval mode; tiny datasets have few batches.
+            for pattern in _QUIET:
+                warnings.filterwarnings("ignore", message=pattern)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     except SystemExit:
-        # Lightning turns Ctrl-C into on_exception (our checkpoint) + sys.exit(1).
+        # Lightning turns Ctrl-C into on_exception (our checkpoint) + sys.exit(1), SIGTERM into SIGTERMException.
         signal.signal(signal.SIGINT, previous_sigint)
         if policy.interrupted_path is not None:
             raise TrainingInterrupted(

@@ -1,0 +1,164 @@
+"""Training step time and peak memory of s2 (SoVITS GAN step) and s1 (GPT step) at official sizes.
+
+A step is what `gsv train` does per batch: s2 = generator forward, discriminator loss + backward + AdamW step,
+generator loss (adversarial, feature matching, 45 x mel L1, KL, commitment) + backward + AdamW step; s1 = forward
+(summed cross-entropy) + backward + AdamW step. Inputs are random with realistic shapes: s2 batch of `--s2-batch`
+clips of `--seconds` s (upstream batch 4, 20480-sample decoder slices), s1 batch of `--s1-batch` items with
+`--seconds` s of semantic tokens (25 Hz) and 12 phones per second.
+
+Each stage runs in its own subprocess so its peak memory (max RSS on CPU, max allocated on CUDA) is its own.
+
+    python benchmarks/train_step.py                 # CPU, both stages
+    python benchmarks/train_step.py --device cuda   # GPU, fp32 and 16-mixed autocast
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def _inputs_s2(cfg, batch: int, seconds: float, device: str):
+    import torch
+
+    from gsvkit.training.datasets import S2Batch
+
+    frames = int(seconds * cfg.data.sampling_rate / cfg.data.hop_length) // 2 * 2
+    phones = int(seconds * 12)
+    g = torch.Generator().manual_seed(0)
+    b = S2Batch(
+        ssl=torch.randn(batch, cfg.model.ssl_dim, frames, generator=g),
+        ssl_lengths=torch.full((batch,), frames),
+        spec=torch.rand(batch, cfg.model.spec_channels, frames, generator=g),
+        spec_lengths=torch.full((batch,), frames),
+        wav=torch.randn(batch, 1, frames * cfg.data.hop_length, generator=g) * 0.1,
+        wav_lengths=torch.full((batch,), frames * cfg.data.hop_length),
+        phones=torch.randint(1, cfg.model.symbols, (batch, phones), generator=g),
+        phone_lengths=torch.full((batch,), phones),
+        speakers=["a"] * batch, ids=[str(i) for i in range(batch)],
+    )
+    return b.to(device)
+
+
+def bench_s2(batch: int, seconds: float, steps: int, device: str, amp: bool) -> dict:
+    import torch
+
+    from gsvkit.config import official_config
+    from gsvkit.training.s2_module import S2Module
+
+    cfg = official_config("s2")
+    m = S2Module(cfg).to(device).train()
+    opt_g = torch.optim.AdamW([p for p in m.net_g.parameters() if p.requires_grad], 1e-4, betas=(0.8, 0.99))
+    opt_d = torch.optim.AdamW(m.net_d.parameters(), 1e-4, betas=(0.8, 0.99))
+    b = _inputs_s2(cfg, batch, seconds, device)
+    scaler = torch.amp.GradScaler(enabled=amp)
+    times = []
+    for i in range(steps + 1):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        with torch.autocast(device_type=device, dtype=torch.float16, enabled=amp):
+            fwd = m._generator_forward(b)
+            d = m._compute_loss(fwd, "d")
+        opt_d.zero_grad()
+        scaler.scale(d["loss"]).backward()
+        scaler.step(opt_d)
+        with torch.autocast(device_type=device, dtype=torch.float16, enabled=amp):
+            g = m._compute_loss(fwd, "g")
+        opt_g.zero_grad()
+        scaler.scale(g["loss"]).backward()
+        scaler.step(opt_g)
+        scaler.update()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i:  # the first step warms up allocators and kernels
+            times.append(time.perf_counter() - t)
+    return {"stage": "s2", "batch": batch, "seconds": seconds, "amp": amp, "step_s": sum(times) / len(times)}
+
+
+def bench_s1(batch: int, seconds: float, steps: int, device: str, amp: bool) -> dict:
+    import torch
+
+    from gsvkit.config import official_config
+    from gsvkit.models.s1 import Text2SemanticDecoder
+
+    cfg = official_config("s1")
+    model = Text2SemanticDecoder(cfg.model).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), 2e-4, betas=(0.9, 0.95))
+    ts, tx = int(seconds * 25), int(seconds * 12)
+    g = torch.Generator().manual_seed(0)
+    phones = torch.randint(1, cfg.model.phone_vocab, (batch, tx), generator=g).to(device)
+    sem = torch.randint(0, cfg.model.eos, (batch, ts), generator=g).to(device)
+    bert = torch.zeros(batch, cfg.model.bert_dim, tx, device=device)
+    lens_x, lens_s = torch.full((batch,), tx, device=device), torch.full((batch,), ts, device=device)
+    scaler = torch.amp.GradScaler(enabled=amp)
+    times = []
+    for i in range(steps + 1):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        with torch.autocast(device_type=device, dtype=torch.float16, enabled=amp):
+            out = model(phones, lens_x, bert, sem, lens_s)
+        opt.zero_grad()
+        scaler.scale(out.loss / (lens_s.sum() + batch)).backward()
+        scaler.step(opt)
+        scaler.update()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t)
+    return {"stage": "s1", "batch": batch, "seconds": seconds, "amp": amp, "step_s": sum(times) / len(times)}
+
+
+def _child(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fn = bench_s2 if args.stage == "s2" else bench_s1
+    batch = args.s2_batch if args.stage == "s2" else args.s1_batch
+    res = fn(batch, args.seconds, args.steps, args.device, args.amp)
+    if args.device == "cuda":
+        res["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        res["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    res["device"] = args.device
+    res["threads"] = torch.get_num_threads()
+    print(json.dumps(res))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
+    p.add_argument("--seconds", type=float, default=5.0, help="clip length of every batch item")
+    p.add_argument("--s2-batch", type=int, default=4)
+    p.add_argument("--s1-batch", type=int, default=8)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--stage", choices=["s2", "s1"], help=argparse.SUPPRESS)
+    p.add_argument("--amp", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.stage:
+        _child(args)
+        return
+    runs = [(s, False) for s in ("s2", "s1")]
+    if args.device == "cuda":
+        runs += [(s, True) for s in ("s2", "s1")]
+    print(f"{'stage':<6}{'device':<7}{'precision':<11}{'batch':>6}{'clip s':>8}{'step s':>9}{'peak MiB':>10}")
+    for stage, amp in runs:
+        cmd = [sys.executable, __file__, "--stage", stage, "--device", args.device, "--steps", str(args.steps),
+               "--seconds", str(args.seconds), "--s2-batch", str(args.s2_batch), "--s1-batch", str(args.s1_batch),
+               "--threads", str(args.threads)] + (["--amp"] if amp else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        r = json.loads(out)
+        prec = "16-mixed" if r["amp"] else "32"
+        print(f"{stage:<6}{r['device']:<7}{prec:<11}{r['batch']:>6}{r['seconds']:>8.1f}{r['step_s']:>9.2f}"
+              f"{r['peak_mb']:>10.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
