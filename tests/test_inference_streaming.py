@@ -106,3 +106,14 @@ def test_stream_params_validation():
         make_params(StreamParams, {"crossfade_tokens": 9, "first_chunk_tokens": 4})
     with pytest.raises(ParameterError, match="chunk_tokens"):
         make_params(StreamParams, {"chunk_tokens": 0})
+
+
+def test_chunks_grow_to_the_maximum():
+    p = StreamParams(first_chunk_tokens=4, chunk_tokens=16, left_context_tokens=2, lookahead_tokens=0,
+                     crossfade_tokens=0)  # fmt: skip
+    dec = WindowedDecoder(local_decode, p)
+    ends = []
+    for t in range(60):
+        if dec.push(t):
+            ends.append(dec.done)
+    assert ends == [4, 12, 28, 44, 60]  # 4 new tokens, then 8, then 16 at most

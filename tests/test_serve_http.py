@@ -29,10 +29,13 @@ class FakeStream:
     def __init__(self, chunks, sample_rate, on_close):
         self.sample_rate = sample_rate
         self._chunks = chunks
+        self.delay = 0.0
         self._on_close = on_close
 
     def __iter__(self):
-        yield from self._chunks
+        for c in self._chunks:
+            time.sleep(self.delay)
+            yield c
 
     def close(self):
         self._on_close()
@@ -48,6 +51,7 @@ class FakeBackend:
         self.release.set()
         self.entered = threading.Semaphore(0)
         self.closed = 0
+        self.delay = 0.0
 
     def audio(self, text):
         n = len(text) * SR // 100
@@ -70,7 +74,9 @@ class FakeBackend:
         def closed():
             self.closed += 1
 
-        return FakeStream([a[i : i + 400] for i in range(0, len(a), 400)], SR, closed)
+        stream = FakeStream([a[i : i + 400] for i in range(0, len(a), 400)], SR, closed)
+        stream.delay = self.delay
+        return stream
 
     def load_models(self, s1=None, s2=None):
         self.loaded.append((s1, s2))
@@ -364,3 +370,19 @@ def test_no_shared_state_between_apps(models_dir):
     assert a.state.settings.max_text_chars == 10 and b.state.settings.max_text_chars == 20
     assert a.state.gate is not b.state.gate
     assert os.environ.get("GSVKIT_API_KEY") is None
+
+
+def test_client_disconnect_frees_the_job_slot(models_dir):
+    backend = FakeBackend()
+    backend.delay = 0.2  # a slow stream: 0.2 s per chunk
+    with Server(create_app(backend, ServerSettings(models_dir=models_dir, max_jobs=1, max_queue=0))) as url:
+        with httpx.stream("POST", f"{url}/tts", json={"text": "z" * 100, "text_lang": "en", "streaming_mode": 1}) as r:
+            assert r.status_code == 200
+            next(r.iter_raw())  # the header, then hang up mid-stream
+        deadline = time.time() + 20
+        while httpx.get(f"{url}/health").json()["jobs"]["running"] and time.time() < deadline:
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/health").json()["jobs"] == {"running": 0, "waiting": 0, "capacity": 1}
+        assert backend.closed == 1
+        r = httpx.get(f"{url}/tts", params={"text": "ok", "text_lang": "en"})
+        assert r.status_code == 200  # the slot is free again

@@ -55,8 +55,10 @@ class StreamParams(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     first_chunk_tokens: int = Field(12, ge=2, le=500, description="tokens before the first chunk (latency)")
-    chunk_tokens: int = Field(24, ge=2, le=500, description="new tokens per later chunk")
-    left_context_tokens: int = Field(24, ge=0, le=500, description="already-spoken tokens re-decoded as context")
+    chunk_tokens: int = Field(
+        48, ge=2, le=500, description="largest chunk: after the first, each chunk doubles up to this many tokens"
+    )
+    left_context_tokens: int = Field(16, ge=0, le=500, description="already-spoken tokens re-decoded as context")
     lookahead_tokens: int = Field(2, ge=0, le=50, description="newest tokens decoded but held back for context")
     crossfade_tokens: int = Field(1, ge=0, le=50, description="overlap between chunks, faded linearly")
 

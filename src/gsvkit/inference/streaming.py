@@ -13,7 +13,9 @@ held back                              [xf]         faded into the next window
 - `left_context_tokens` of already spoken tokens are re-decoded so the new audio starts in context;
 - `lookahead_tokens` of the newest tokens are decoded but not emitted yet: they give the end of the chunk some
   right context, and are emitted (re-decoded) with the next window;
-- `crossfade_tokens` at each seam are mixed with linear ramps, so chunks join without a click.
+- `crossfade_tokens` at each seam are mixed with linear ramps, so chunks join without a click;
+- chunks grow: `first_chunk_tokens` (low latency), then twice the previous size up to `chunk_tokens`, so the
+  re-decoded context costs less and less once playback is under way.
 
 Concatenating the chunks gives the same number of samples as decoding the whole sequence at once (at speed 1:
 exactly tokens x samples-per-token); the samples differ only where the missing future context matters.
@@ -53,10 +55,10 @@ class WindowedDecoder:
         self.done = 0  # tokens whose audio is settled: emitted, or held in `tail` for the next cross-fade
         self.tail: np.ndarray | None = None  # audio of tokens [done - crossfade, done), not yet emitted
         self.windows = 0
+        self.need = self.p.first_chunk_tokens  # new tokens the next window waits for
 
     def _ready(self) -> bool:
-        need = self.p.first_chunk_tokens if self.done == 0 else self.p.chunk_tokens
-        return len(self.tokens) - self.done >= need + self.p.lookahead_tokens
+        return len(self.tokens) - self.done >= self.need + self.p.lookahead_tokens
 
     def push(self, *tokens: int) -> list[np.ndarray]:
         self.tokens.extend(int(t) for t in tokens)
@@ -92,6 +94,7 @@ class WindowedDecoder:
             seg = crossfade(self.tail, seg)
         self.windows += 1
         self.done = end
+        self.need = min(self.p.chunk_tokens, 2 * self.need)
         if final or p.crossfade_tokens == 0:
             self.tail = None if final else np.zeros(0, np.float32)
             return seg

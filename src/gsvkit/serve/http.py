@@ -377,9 +377,7 @@ def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -
 
         async def body() -> AsyncIterator[bytes]:
             try:
-                head = stream_start(stream.sample_rate, req.media_type)
-                if head:
-                    yield head
+                yield stream_start(stream.sample_rate, req.media_type)
                 while True:
                     try:
                         chunk = await run_in_threadpool(next_chunk)
@@ -395,7 +393,21 @@ def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -
                     stream.close()
                 gate.finish(True)
 
-        return StreamingResponse(body(), media_type=media, headers={"X-Sample-Rate": str(stream.sample_rate)})
+        # Step into `body` now: a started generator runs its `finally` when closed or collected, so the job slot
+        # comes back even if the client disconnects before the first byte is sent.
+        parts = body()
+        head = await parts.__anext__()
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                if head:
+                    yield head
+                async for part in parts:
+                    yield part
+            finally:
+                await parts.aclose()
+
+        return StreamingResponse(relay(), media_type=media, headers={"X-Sample-Rate": str(stream.sample_rate)})
 
     ok_audio = {200: {"content": {m: {} for m in MEDIA_TYPES.values()}, "description": "audio"}}
     errors = {400: {"model": Message}, 413: {"model": Message}, 503: {"model": Message}}
