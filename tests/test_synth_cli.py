@@ -113,6 +113,7 @@ def test_synth_explicit_models_and_reference(setup, tmp_path):
         (["Hello.", "-l", "en", "--top-k", "0"], "top_k"),
         (["Hello.", "-l", "en", "--ref", "/nonexistent.wav", "--ref-text", "hi", "--ref-lang", "en"], "not found"),
         (["Hello.", "-o", "out.mp3"], ".wav, .flac or .ogg"),
+        (["こんにちは。", "-l", "ja"], "made for en, zh"),
     ],
 )
 def test_synth_errors_are_one_line(setup, tmp_path, args, message):

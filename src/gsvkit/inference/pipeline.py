@@ -326,6 +326,12 @@ class TTS:
             voice = load_voice(voice)
         bundle = self._bundle_for(voice)
         lang = check_language(lang, bundle.version, what="text language")
+        speaker = voice or self.voice
+        if speaker is not None and lang not in speaker.info.languages:
+            raise TextError(
+                f"voice {speaker.name!r} is made for {', '.join(speaker.info.languages)}, not {lang!r} "
+                f"(its voice.json lists the languages it speaks)"
+            )
         pieces = split_fragments(text, lang, p.split)
         if not pieces:
             raise TextError(f"nothing pronounceable in the text {text[:60]!r}")
