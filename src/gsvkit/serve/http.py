@@ -488,11 +488,27 @@ def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -
     @app.get("/health", response_model=HealthResponse)
     async def health() -> HealthResponse:
         """Liveness and load: models in use and job counts (no API key needed)."""
-        models = backend.status()
+        models = _public_status(backend.status(), settings.models_dir)
         state = "ok" if models.get("loaded") else "no_models"
         return HealthResponse(status=state, version=__version__, models=models, jobs=gate.counts())
 
     return app
+
+
+_PUBLIC_KEYS = ("loaded", "version", "sample_rate", "voice", "backend", "int8", "cached_references")
+
+
+def _public_status(status: dict[str, Any], models_dir: Path | None) -> dict[str, Any]:
+    """What /health may tell anyone: no server paths, only model files relative to the models folder."""
+    out = {k: status[k] for k in _PUBLIC_KEYS if k in status}
+    for key in ("s1", "s2"):
+        if status.get(key):
+            p = Path(status[key])
+            try:
+                out[key] = str(p.relative_to(models_dir.resolve())) if models_dir else p.name
+            except ValueError:
+                out[key] = p.name
+    return out
 
 
 def _store_upload(folder: Path, path: Path, data: bytes, keep: int) -> None:
