@@ -208,23 +208,41 @@ def test_stream_matches_whole(tts):
     assert err.mean() < 0.05 * scale and err.max() < 0.5 * scale
 
 
-def test_stream_starts_before_s1_finishes(tts, monkeypatch):
+@pytest.mark.parametrize("threaded", [True, False])
+def test_stream_starts_before_s1_finishes(tts, monkeypatch, threaded):
+    import time
+
     seen: list[str] = []
     s1 = tts.bundle.s1
     real = s1.generate_iter
 
     def spy(*a, **k):
         for tok in real(*a, **k):
+            time.sleep(0.01)  # a slower s1, as at full size
             seen.append("token")
             yield tok
 
     monkeypatch.setattr(s1, "generate_iter", spy)
-    stream = tts.stream("A single sentence that is long enough to stream.", "en", seed=4, max_new_tokens=80)
+    text = "A single sentence that is long enough to stream."
+    stream = tts.stream(text, "en", seed=4, max_new_tokens=80, stream={"threaded": threaded})
     first = next(iter(stream))
     n_at_first = len(seen)
     rest = list(stream)
     assert len(first) > 0 and rest
     assert n_at_first < len(seen)  # audio came out while tokens were still being generated
+
+
+def test_threaded_stream_is_deterministic_and_stops(tts):
+    import threading
+
+    kw = {"seed": 6, "max_new_tokens": 60}
+    a = np.concatenate(list(tts.stream(TEXT, "en", stream={"threaded": True}, **kw)))
+    b = np.concatenate(list(tts.stream(TEXT, "en", stream={"threaded": False}, **kw)))
+    np.testing.assert_array_equal(a, b)  # windows are cut by token count, never by timing
+    stream = tts.stream(TEXT, "en", **kw)
+    next(iter(stream))
+    stream.close()  # a listener who leaves: the token thread ends too
+    assert not any(t.name == "gsvkit-s1" for t in threading.enumerate())
 
 
 def test_stream_errors_come_before_audio(tts):

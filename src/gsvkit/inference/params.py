@@ -61,6 +61,7 @@ class StreamParams(BaseModel):
     left_context_tokens: int = Field(16, ge=0, le=500, description="already-spoken tokens re-decoded as context")
     lookahead_tokens: int = Field(2, ge=0, le=50, description="newest tokens decoded but held back for context")
     crossfade_tokens: int = Field(1, ge=0, le=50, description="overlap between chunks, faded linearly")
+    threaded: bool = Field(True, description="generate tokens in a background thread while s2 decodes")
 
     @model_validator(mode="after")
     def _check(self) -> StreamParams:

@@ -21,6 +21,7 @@ weights into a synthesis already running; reference features are cached per file
 from __future__ import annotations
 
 import os
+import queue
 import secrets
 import threading
 import time
@@ -538,13 +539,48 @@ class TTS:
                 return self._decode(job, tokens.tolist(), frag.phone_ids, gen)
 
             dec = WindowedDecoder(decode, sp)
-            for tok in self._tokens(job, frag, g1):
-                for chunk in dec.push(tok):
+            tokens = self._tokens(job, frag, g1)
+            for tok in _background(tokens) if sp.threaded else tokens:
+                for chunk in dec.push(tok):  # one token at a time: windows never depend on timing
                     yield np.clip(chunk, -1.0, 1.0)
             for chunk in dec.finish():
                 yield np.clip(chunk, -1.0, 1.0)
             if len(gap):
                 yield gap
+
+
+_END = object()
+
+
+def _background(tokens: Iterator[int]) -> Iterator[int]:
+    """Run the token generator in its own thread, so s1 generates while s2 decodes (torch releases the GIL).
+
+    Closing this iterator stops the producer after its current step.
+    """
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for tok in tokens:
+                q.put(tok)
+                if stop.is_set():
+                    break
+        except BaseException as err:  # handed to the consumer, raised there
+            q.put(err)
+        finally:
+            q.put(_END)
+
+    worker = threading.Thread(target=produce, name="gsvkit-s1", daemon=True)
+    worker.start()
+    try:
+        while (item := q.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def model_device(model: Any) -> torch.device:
