@@ -72,9 +72,15 @@ def synth(
     device: Annotated[str, typer.Option(help="torch device")] = "cpu",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR from `gsv export onnx`)")] = "torch",
     onnx: Annotated[Path | None, typer.Option("--onnx", help="folder written by `gsv export onnx`")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,
 ) -> None:
     """Speak text in a cloned voice and write it to an audio file."""
     from gsvkit.errors import GsvError
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
     body = _read_text(text, text_file)
     if output.suffix.lower() not in (".wav", ".flac", ".ogg"):

@@ -57,9 +57,15 @@ def serve(
     device: Annotated[str, typer.Option(help="torch device")] = "cpu",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR)")] = "torch",
     onnx: Annotated[Path | None, typer.Option("--onnx", help="folder written by `gsv export onnx`")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,
 ) -> None:
     """Serve synthesis over HTTP (upstream api_v2 parameters; docs at /docs)."""
     from gsvkit.errors import GsvError
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
     try:
         import uvicorn
