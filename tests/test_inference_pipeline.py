@@ -202,10 +202,11 @@ def test_stream_matches_whole(tts):
     assert len(chunks) > len(whole.fragments) * 2  # really chunked, not per fragment
     streamed = np.concatenate(chunks)
     assert streamed.shape == whole.audio.shape
-    # Stated tolerance: windows see 24 tokens of left and 2 of right context, so samples differ only slightly.
+    # Stated tolerance (noise off): windows see 16 tokens of left and 2 of right context, so the samples differ
+    # by under 1 % of the peak on average and under 5 % anywhere (measured: 0.02 % and 0.5 %).
     err = np.abs(streamed - whole.audio)
     scale = np.abs(whole.audio).max()
-    assert err.mean() < 0.05 * scale and err.max() < 0.5 * scale
+    assert err.mean() < 0.01 * scale and err.max() < 0.05 * scale
 
 
 @pytest.mark.parametrize("threaded", [True, False])
