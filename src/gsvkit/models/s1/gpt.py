@@ -299,7 +299,8 @@ class Text2SemanticDecoder(nn.Module):
                 raise CheckpointError(f"s1 weights: unsupported model version {version!r} (expected 'v1' or 'v2')")
             config = S1ModelConfig(version=version)
         sd = {(k[len("model.") :] if k.startswith("model.") else k): v for k, v in state_dict.items()}
-        model = cls(config)
+        with torch.device("meta"):  # shapes only: no time spent initialising weights that are overwritten
+            model = cls(config)
         expected = model.state_dict()
         missing = sorted(set(expected) - set(sd))
         unexpected = sorted(set(sd) - set(expected))
@@ -328,6 +329,7 @@ class Text2SemanticDecoder(nn.Module):
                 hint = f" (the phone table has {rows} rows: v1 files have 512, v2 files 732 — check `version`)"
             raise CheckpointError("s1 weights have wrong shapes: " + "; ".join(bad[:5]) + hint)
         sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
+        model = model.to_empty(device="cpu")
         model.load_state_dict(sd, strict=True)
         return model.eval()
 
