@@ -8,8 +8,10 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
 from gsvkit.checkpoint import load_checkpoint
+from gsvkit.cli import app
 from gsvkit.errors import CheckpointError, DataError
 from gsvkit.training.callbacks import read_checkpoint
 from gsvkit.training.run import TrainingInterrupted, train_s1
@@ -37,6 +39,9 @@ def test_s1_trains_validates_and_exports(dataset, tmp_path):
     assert summary["best_epoch"] == r.best_epoch
     rows = (tmp_path / "run" / "s1" / "logs" / "csv" / "v00" / "metrics.csv").read_text()
     assert "train/loss" in rows and "lr" in rows and "train/grad_norm" in rows and "val/top3_acc" in rows
+    shown = CliRunner().invoke(app, ["runs", "show", str(tmp_path / "run")])
+    assert shown.exit_code == 0, shown.output
+    assert "val/loss" in shown.output and "<- chosen" in shown.output and "stopped:" in shown.output
     exports = sorted(p.name for p in (tmp_path / "run" / "s1" / "exports").glob("*.safetensors"))
     assert exports == ["s1-epoch=0001.safetensors", "s1-epoch=0002.safetensors", "s1-epoch=0003.safetensors"]
     # The same output directory is not overwritten by accident.
