@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from gsvkit.training.callbacks import read_checkpoint
-from train_helpers import TINY_S1, toy_dataset
+from train_helpers import TINY_S1, TINY_S2, toy_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -45,18 +45,23 @@ def dataset(tmp_path_factory):
 
 
 def test_sigkill_at_a_random_moment_then_resume_equals_uninterrupted(dataset, tmp_path):
-    epochs = ["--set", "train.epochs=5"]
+    epochs = ["--set", "train.epochs=8"]
     ref = tmp_path / "ref"
+    started = time.time()
     subprocess.run(_cmd("s1", dataset, ref, "-c", str(TINY_S1), *ARGS, *epochs), check=True, env=_env(),
                    capture_output=True)
+    ref_seconds = time.time() - started
     run = tmp_path / "run"
+    started = time.time()
     proc = subprocess.Popen(_cmd("s1", dataset, run, "-c", str(TINY_S1), *ARGS, *epochs), env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt_dir = run / "s1" / "checkpoints"
-    deadline = time.time() + 240
+    deadline = time.time() + 600
     while not list(ckpt_dir.glob("epoch=0001-*.ckpt")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(random.Random(os.getpid()).uniform(0.0, 1.5))  # somewhere inside a later epoch
+        time.sleep(0.02)
+    # A random moment in the first half of what is left of the run (the reference run's length tells how long).
+    left = max(0.1, ref_seconds - (time.time() - started))
+    time.sleep(random.Random(os.getpid()).uniform(0.0, 0.5 * left))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
@@ -83,3 +88,18 @@ def test_ddp_two_cpu_processes_then_resume_on_one(dataset, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert _last_state(out)["epoch"] == 2
     assert "epoch 3" in res.stdout
+
+
+def test_s2_ddp_two_cpu_processes_then_resume_on_one(tmp_path):
+    """G and D in one DDP module, two backward passes per step (find_unused_parameters), gloo on CPU."""
+    data = toy_dataset(tmp_path, n_utts=8)
+    out = tmp_path / "ddp"
+    s2 = ["-c", str(TINY_S2), "--set", "train.batch_size=2", "--set", "train.min_items_per_epoch=0"]
+    res = subprocess.run(_cmd("s2", data, out, "--devices", "2", *s2, "--set", "train.epochs=1"), env=_env(),
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _last_state(out, "s2")["epoch"] == 0 and (out / "s2" / "s2.safetensors").is_file()
+    res = subprocess.run(_cmd("s2", data, out, "--resume", "--set", "train.epochs=2"), env=_env(),
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _last_state(out, "s2")["epoch"] == 1

@@ -55,6 +55,7 @@ class TrainResult:
     seconds: float
     dataset_hash: str
     val_curve: list[tuple[int, float]] = field(default_factory=list)
+    opt_steps: int = 0  # optimizer steps of the model (global_step counts both s2 optimizers)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -256,6 +257,7 @@ def _fit(
         stop_reason=reason,
         global_step=trainer.global_step,
         seconds=round(time.time() - started, 2),
+        opt_steps=module.opt_steps,
         dataset_hash=data_hash,
         val_curve=curve,
     )
@@ -436,6 +438,6 @@ def format_summary(r: TrainResult) -> str:
             f"  {r.monitor}: best {best} at epoch {r.best_epoch}, last {last}",
             f"  best checkpoint: {r.best_checkpoint}",
             f"  exported:        {r.export}",
-            f"  run directory:   {r.run_dir}  ({r.seconds:.0f} s, {r.global_step} optimizer steps)",
+            f"  run directory:   {r.run_dir}  ({r.seconds:.0f} s, {r.opt_steps} optimizer steps of the model)",
         ]
     )

@@ -124,7 +124,7 @@ class S1Module(ManualStepModule):
         loss = float(self._sums[0] / self._sums[1].clamp(min=1))
         acc = float(self._sums[2]) / max(1.0, getattr(self, "_codes", 0.0))
         self._codes = 0.0
-        self.log_dict({"val/loss": loss, "val/top3_acc": acc}, on_epoch=True, prog_bar=True)
+        self.log_dict({"val/loss": loss, "val/top3_acc": acc}, on_epoch=True, prog_bar=True, sync_dist=True)
         if not self.trainer.sanity_checking:
             self.last_val_epoch = self.current_epoch
             if self.cfg.train.plateau.enabled:

@@ -230,7 +230,7 @@ class S2Module(ManualStepModule):
             return
         mel_l1 = sum(self._val_l1) / len(self._val_l1)
         recon = sum(self._val_recon) / max(1, len(self._val_recon))
-        self.log_dict({"val/mel_l1": mel_l1, "val/recon_mel_l1": recon}, on_epoch=True, prog_bar=True)
+        self.log_dict({"val/mel_l1": mel_l1, "val/recon_mel_l1": recon}, on_epoch=True, prog_bar=True, sync_dist=True)
         if not self.trainer.sanity_checking:
             self.last_val_epoch = self.current_epoch
             if self.cfg.train.plateau.enabled:
