@@ -11,7 +11,10 @@ Printed (medians over `--repeats` after a warm-up):
 - peak resident memory of the process.
 
 Run: `python benchmarks/infer.py` (`--threads 2`, `--tokens 250`, `--repeats 3`, `--int8` for int8 s1 weights).
-Nothing is asserted; upstream on a 2-thread CPU: s1 29-30 tokens/s, s2 RTF 0.26-0.38, s1+s2 RTF 1.1-1.2.
+Nothing is asserted; upstream on a quiet 2-thread CPU: s1 29-30 tokens/s, s2 RTF 0.26-0.38, s1+s2 RTF 1.1-1.2.
+Print the load average with the figures: on a CPU shared with other work, two OpenMP threads per op make batch-1
+s1 decoding several times slower than one thread (every small op waits for the slower thread), so compare
+`--threads 1` there.
 """
 
 from __future__ import annotations
