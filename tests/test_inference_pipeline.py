@@ -389,6 +389,11 @@ def test_voice_files_and_listing(voice_dir, assets, tmp_path):
         create_voice(tmp_path / "v", s1=assets["s1"], s2=assets["s2"], ref_audio=short, ref_text="x",
                      ref_lang="en", consent="c")  # fmt: skip
     assert not (tmp_path / "v").exists()
+    fixtures = Path(__file__).parent / "fixtures" / "gsv_v2_parity"  # official containers holding a few tensors
+    with pytest.raises(CheckpointError, match="do not fit"):
+        create_voice(tmp_path / "v", s1=fixtures / "s1_export.ckpt", s2=fixtures / "s2_export_v2.pth",
+                     ref_audio=assets["ref"], ref_text="x", ref_lang="en", consent="c")  # fmt: skip
+    assert not (tmp_path / "v").exists() and not list(tmp_path.glob(".v.*"))
     bad = tmp_path / "evil"
     bad.mkdir()
     (bad / "voice.json").write_text(

@@ -320,6 +320,9 @@ def create_voice(
     try:
         save_checkpoint(tmp / "s1.safetensors", ck1.state_dict, ck1.config, dict(ck1.info or {}))
         save_checkpoint(tmp / "s2.safetensors", ck2.state_dict, ck2.config, dict(ck2.info or {}))
+        from gsvkit.inference.models import load_bundle
+
+        load_bundle(tmp / "s1.safetensors", tmp / "s2.safetensors")  # the weights really build both models
         ref_name = "reference" + (Path(ref_audio).suffix.lower() or ".wav")
         shutil.copyfile(ref_audio, tmp / ref_name)
         aux_names = []
