@@ -6,14 +6,14 @@
 - s2 (SoVITS): real-time factor of `decode` for 250 tokens (10 s of 32 kHz audio), one 3 s reference.
 
 Run: `python benchmarks/models.py` (add `--threads N`, `--tokens N`, `--repeats N`, `--variants fp32,bf16,int8`,
-`--skip-s2`). Figures are medians over the repeats after one warm-up run. Nothing is asserted.
+`--skip-s2`). Figures are the best of the repeats after one warm-up run (on a shared machine the best run is the
+one least disturbed by other processes). Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import torch
@@ -59,8 +59,8 @@ def bench_s1(variant: str, tokens: int, repeats: int, tx: int = 60, tp: int = 75
 
     run(20)  # warm-up: allocator, kernels, positional tables
     results = [run(tokens) for _ in range(repeats)]
-    total = statistics.median(r[0] for r in results)
-    per_token = statistics.median(r[1] for r in results)
+    total = min(r[0] for r in results)
+    per_token = min(r[1] for r in results)
     return {"tokens": results[0][2], "total_tok_s": tokens / total, "decode_tok_s": 1.0 / per_token, "total_s": total}
 
 
@@ -83,7 +83,7 @@ def bench_s2(tokens: int, repeats: int, phones: int = 120, ref_frames: int = 150
         return time.perf_counter() - t0
 
     run()
-    t = statistics.median(run() for _ in range(repeats))
+    t = min(run() for _ in range(repeats))
     return {"audio_s": seconds, "decode_s": t, "rtf": t / seconds}
 
 
