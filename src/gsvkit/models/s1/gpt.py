@@ -524,7 +524,7 @@ class Text2SemanticDecoder(nn.Module):
 
         About 4x less weight traffic per token (about 2x faster decoding on CPU). Approximate: on the parity
         fixtures' synthetic weights the logits move by 0.026 on average (max 0.16, logits up to 4.3), so greedy
-        decoding drifts from fp32 after a few dozen tokens. The copy's state_dict no longer has upstream's layout:
+        decoding leaves the fp32 path within tens of tokens. The copy's state_dict no longer has upstream's layout:
         keep the float model for saving.
         """
         from torch.ao.nn.quantized import dynamic as nnqd
