@@ -35,6 +35,7 @@ demo: setup
 	$(BIN)/gsv demo --out runs/demo
 
 test: setup system-deps
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: setup

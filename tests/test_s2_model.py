@@ -246,3 +246,18 @@ def test_loss_functions_values() -> None:
     fm = feature_loss([[torch.ones(2), torch.zeros(2)]], [[torch.zeros(2), torch.zeros(2)]])
     assert float(fm) == 2.0
     assert float(mel_loss(torch.zeros(1, 4, 2), torch.ones(1, 4, 2))) == 1.0
+
+
+def test_discriminator_channel_divisor_keeps_upstream_shape_at_one():
+    from gsvkit.config import ConfigError, config_from_dict, official_config
+
+    official = sum(p.numel() for p in MultiPeriodDiscriminator(official_config("s2", "v2").model).parameters())
+    assert official == 46_747_132  # upstream's discriminator, unchanged by the option's default
+    small = MultiPeriodDiscriminator(TINY.model)
+    assert TINY.model.discriminator_channel_divisor == 16
+    assert sum(p.numel() for p in small.parameters()) < official // 100
+    y = torch.randn(1, 1, 2048)
+    real, fake, fmap_r, fmap_g = small(y, y)
+    assert len(real) == 6 and all(torch.equal(a, b) for a, b in zip(real, fake, strict=True))
+    with pytest.raises(ConfigError, match="discriminator_channel_divisor"):
+        config_from_dict({"kind": "s2", "model": {"discriminator_channel_divisor": 3}})

@@ -44,24 +44,34 @@ def dataset(tmp_path_factory):
     return toy_dataset(tmp_path_factory.mktemp("resume"), n_utts=10)
 
 
+def _seconds_per_epoch(out, stage="s1") -> float:
+    """From the checkpoint files' modification times: how long one epoch of this run took."""
+    stamps = sorted(
+        (int(p.name.split("=")[1].split("-")[0]), p.stat().st_mtime)
+        for p in (out / stage / "checkpoints").glob("epoch=*.ckpt")
+    )
+    rates = [(t2 - t1) / (e2 - e1) for (e1, t1), (e2, t2) in zip(stamps, stamps[1:], strict=False) if e2 > e1]
+    return min(rates) if rates else 0.1
+
+
 def test_sigkill_at_a_random_moment_then_resume_equals_uninterrupted(dataset, tmp_path):
     epochs = ["--set", "train.epochs=8"]
     ref = tmp_path / "ref"
-    started = time.time()
     subprocess.run(_cmd("s1", dataset, ref, "-c", str(TINY_S1), *ARGS, *epochs), check=True, env=_env(),
                    capture_output=True)
-    ref_seconds = time.time() - started
+    epoch_seconds = _seconds_per_epoch(ref)
+    rng = random.Random(os.getpid())
+    kill_after_epoch = rng.randint(1, 5)  # epochs count from 1: three or more are still to come at the kill
     run = tmp_path / "run"
-    started = time.time()
     proc = subprocess.Popen(_cmd("s1", dataset, run, "-c", str(TINY_S1), *ARGS, *epochs), env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt_dir = run / "s1" / "checkpoints"
     deadline = time.time() + 600
-    while not list(ckpt_dir.glob("epoch=0001-*.ckpt")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    # A random moment in the first half of what is left of the run (the reference run's length tells how long).
-    left = max(0.1, ref_seconds - (time.time() - started))
-    time.sleep(random.Random(os.getpid()).uniform(0.0, 0.5 * left))
+    while not list(ckpt_dir.glob(f"epoch={kill_after_epoch:04d}-*.ckpt")) and time.time() < deadline:
+        assert proc.poll() is None, "the training process ended before it could be killed"
+        time.sleep(0.01)
+    # A random moment inside the next epoch (mid-step, mid-save or between steps).
+    time.sleep(rng.uniform(0.0, epoch_seconds))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL

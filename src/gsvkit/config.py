@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gsvkit.training.config import CommonTrainConfig, MixupConfig, SpecAugmentConfig
 
@@ -68,6 +68,17 @@ class S2ModelConfig(StrictModel):
     flow_wn_layers: int = Field(4, gt=0)
     ref_enc_hidden: int = Field(128, gt=0, description="MelStyleEncoder width")
     segment_size: int = Field(32, gt=0, description="decoder training slice in spectrogram frames")
+    discriminator_channel_divisor: int = Field(
+        1, description="divide the discriminator's widths (1 = upstream's 46.7 M; 16 for tiny smoke configs)"
+    )
+
+    @field_validator("discriminator_channel_divisor")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        # Grouped convs need every narrowed width to stay divisible by its narrowed group count.
+        if v < 1 or v & (v - 1):
+            raise ValueError(f"must be a power of two >= 1 (got {v})")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> S2ModelConfig:
@@ -221,7 +232,7 @@ class S1Config(StrictModel):
     train: S1TrainConfig = S1TrainConfig()
 
 
-AnyConfig = Annotated[Union[S1Config, S2Config], Field(discriminator="kind")]
+AnyConfig = Annotated[S1Config | S2Config, Field(discriminator="kind")]
 
 
 class _AnyConfig(BaseModel):

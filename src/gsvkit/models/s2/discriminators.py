@@ -22,21 +22,34 @@ def _norm(module: nn.Module, use_spectral_norm: bool) -> nn.Module:
     return nn.utils.spectral_norm(module) if use_spectral_norm else weight_norm(module)
 
 
+def _narrow(channels: int, divisor: int) -> int:
+    # Official widths divided for small test/smoke configs; divisor 1 is upstream's discriminator exactly.
+    return max(1, channels // divisor)
+
+
 class DiscriminatorP(nn.Module):
     """Folds the waveform into [B, 1, T/period, period] and runs 2-D convs along time."""
 
-    def __init__(self, period: int, kernel_size: int = 5, stride: int = 3, use_spectral_norm: bool = False) -> None:
+    def __init__(
+        self,
+        period: int,
+        kernel_size: int = 5,
+        stride: int = 3,
+        use_spectral_norm: bool = False,
+        channel_divisor: int = 1,
+    ) -> None:
         super().__init__()
         self.period = period
         pad = (get_padding(kernel_size, 1), 0)
-        chans = [1, 32, 128, 512, 1024]
+        chans = [1] + [_narrow(c, channel_divisor) for c in (32, 128, 512, 1024)]
+        top = chans[-1]
         convs = [
             nn.Conv2d(a, b, (kernel_size, 1), (stride, 1), padding=pad)
             for a, b in zip(chans[:-1], chans[1:], strict=True)
         ]
-        convs.append(nn.Conv2d(1024, 1024, (kernel_size, 1), 1, padding=pad))
+        convs.append(nn.Conv2d(top, top, (kernel_size, 1), 1, padding=pad))
         self.convs = nn.ModuleList([_norm(c, use_spectral_norm) for c in convs])
-        self.conv_post = _norm(nn.Conv2d(1024, 1, (3, 1), 1, padding=(1, 0)), use_spectral_norm)
+        self.conv_post = _norm(nn.Conv2d(top, 1, (3, 1), 1, padding=(1, 0)), use_spectral_norm)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         fmap = []
@@ -57,18 +70,20 @@ class DiscriminatorP(nn.Module):
 class DiscriminatorS(nn.Module):
     """Grouped 1-D convs on the raw waveform."""
 
-    def __init__(self, use_spectral_norm: bool = False) -> None:
+    def __init__(self, use_spectral_norm: bool = False, channel_divisor: int = 1) -> None:
         super().__init__()
+        d = channel_divisor
+        c16, c64, c256, c1024 = (_narrow(c, d) for c in (16, 64, 256, 1024))
         convs = [
-            nn.Conv1d(1, 16, 15, 1, padding=7),
-            nn.Conv1d(16, 64, 41, 4, groups=4, padding=20),
-            nn.Conv1d(64, 256, 41, 4, groups=16, padding=20),
-            nn.Conv1d(256, 1024, 41, 4, groups=64, padding=20),
-            nn.Conv1d(1024, 1024, 41, 4, groups=256, padding=20),
-            nn.Conv1d(1024, 1024, 5, 1, padding=2),
+            nn.Conv1d(1, c16, 15, 1, padding=7),
+            nn.Conv1d(c16, c64, 41, 4, groups=_narrow(4, d), padding=20),
+            nn.Conv1d(c64, c256, 41, 4, groups=_narrow(16, d), padding=20),
+            nn.Conv1d(c256, c1024, 41, 4, groups=_narrow(64, d), padding=20),
+            nn.Conv1d(c1024, c1024, 41, 4, groups=_narrow(256, d), padding=20),
+            nn.Conv1d(c1024, c1024, 5, 1, padding=2),
         ]
         self.convs = nn.ModuleList([_norm(c, use_spectral_norm) for c in convs])
-        self.conv_post = _norm(nn.Conv1d(1024, 1, 3, 1, padding=1), use_spectral_norm)
+        self.conv_post = _norm(nn.Conv1d(c1024, 1, 3, 1, padding=1), use_spectral_norm)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         fmap = []
@@ -87,8 +102,9 @@ class MultiPeriodDiscriminator(nn.Module):
         super().__init__()
         if use_spectral_norm is None:
             use_spectral_norm = cfg.use_spectral_norm if cfg is not None else False
-        discs: list[nn.Module] = [DiscriminatorS(use_spectral_norm)]
-        discs += [DiscriminatorP(p, use_spectral_norm=use_spectral_norm) for p in PERIODS]
+        div = cfg.discriminator_channel_divisor if cfg is not None else 1
+        discs: list[nn.Module] = [DiscriminatorS(use_spectral_norm, channel_divisor=div)]
+        discs += [DiscriminatorP(p, use_spectral_norm=use_spectral_norm, channel_divisor=div) for p in PERIODS]
         self.discriminators = nn.ModuleList(discs)
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor):
