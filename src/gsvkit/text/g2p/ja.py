@@ -11,22 +11,12 @@ import re
 import threading
 
 from gsvkit.errors import TextError
+from gsvkit.text.punctuation import CJK_MARKS
 
 _JA_CHARS = r"A-Za-z\d\u3005\u3040-\u30ff\u4e00-\u9fff\uff11-\uff19\uff21-\uff3a\uff41-\uff5a\uff66-\uff9d"
 _JAPANESE = re.compile(f"[{_JA_CHARS}]")
 _MARKS = re.compile(f"[^{_JA_CHARS}]")
-_MARK_MAP = {
-    "：": ",",
-    "；": ",",
-    "，": ",",
-    "。": ".",
-    "！": "!",
-    "？": "?",
-    "\n": ".",
-    "·": ",",
-    "、": ",",
-    "...": "…",
-}
+_MARK_MAP = CJK_MARKS
 _PUNCT_CLASS = "".join(re.escape(p) for p in ("!", "?", "…", ",", ".", "-"))
 _lock = threading.Lock()  # OpenJTalk's global instance is not thread-safe
 

@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from gsvkit.errors import TextError
+from gsvkit.text.punctuation import CJK_MARKS
 
 _LATIN = [
     (re.compile(c, re.IGNORECASE), h)
@@ -40,16 +41,7 @@ _DIVIDE = [
     ("ㅠ", "ㅣㅜ"),
 ]
 _MARK_MAP = {
-    "：": ",",
-    "；": ",",
-    "，": ",",
-    "。": ".",
-    "！": "!",
-    "？": "?",
-    "\n": ".",
-    "·": ",",
-    "、": ",",
-    "...": "…",
+    **CJK_MARKS,
     " ": "空",
 }
 _lock = threading.Lock()

@@ -12,6 +12,7 @@ import string
 
 from gsvkit.text.normalize import zh_num as n
 from gsvkit.text.normalize.zh_chars import traditional_to_simplified
+from gsvkit.text.punctuation import CJK_MARKS
 
 PUNCTUATION = ("!", "?", "…", ",", ".", "-")  # the marks the phone table has
 _PUNCT_CLASS = "".join(re.escape(p) for p in PUNCTUATION)
@@ -66,16 +67,7 @@ _POST_MAP = (
 
 # punctuation → phone-table mark (zh); yue maps quotes/brackets to "'" and keeps runs of marks
 ZH_PUNCT_MAP = {
-    "：": ",",
-    "；": ",",
-    "，": ",",
-    "。": ".",
-    "！": "!",
-    "？": "?",
-    "\n": ".",
-    "·": ",",
-    "、": ",",
-    "...": "…",
+    **CJK_MARKS,
     "$": ".",
     "/": ",",
     "—": "-",
@@ -83,16 +75,7 @@ ZH_PUNCT_MAP = {
     "～": "…",
 }
 YUE_PUNCT_MAP = {
-    "：": ",",
-    "；": ",",
-    "，": ",",
-    "。": ".",
-    "！": "!",
-    "？": "?",
-    "\n": ".",
-    "·": ",",
-    "、": ",",
-    "...": "…",
+    **CJK_MARKS,
     "$": ".",
     "“": "'",
     "”": "'",
