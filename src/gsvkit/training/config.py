@@ -107,6 +107,22 @@ class PlateauConfig(_Section):
     min_lr: float = Field(1e-7, ge=0.0)
 
 
+class SpeakerSimilarityConfig(_Section):
+    """s2 only: speaker similarity of the decoded validation clips to their ground truth (`val/speaker_sim`).
+
+    Higher is better, so monitoring it needs `early_stopping.mode: max`. Needs the `eval` extra (resemblyzer).
+    """
+
+    enabled: bool = False
+    every_n_epochs: int = Field(
+        1, ge=1, description="score after epochs divisible by this (that validate: see val_every_n_epochs)"
+    )
+    max_items: int = Field(8, ge=1, description="validation utterances scored (the first ones, in order)")
+
+
+SPEAKER_SIM_METRIC = "val/speaker_sim"
+
+
 class CommonTrainConfig(_Section):
     """Fields shared by both stages."""
 
@@ -125,3 +141,20 @@ class CommonTrainConfig(_Section):
     freeze: FreezeConfig = FreezeConfig()
     plateau: PlateauConfig = PlateauConfig()
     val_audio_samples: int = Field(2, ge=0, description="s2: validation clips logged as audio each validation")
+    speaker_similarity: SpeakerSimilarityConfig = SpeakerSimilarityConfig()
+
+    @model_validator(mode="after")
+    def _check_monitor(self) -> CommonTrainConfig:
+        if self.early_stopping.monitor != SPEAKER_SIM_METRIC:
+            return self
+        # Every validation must carry the metric, or checkpoints would be ranked on missing/stale values.
+        if not self.speaker_similarity.enabled:
+            raise ValueError(f"early_stopping.monitor is {SPEAKER_SIM_METRIC} but speaker_similarity.enabled is "
+                             "false; set train.speaker_similarity.enabled: true")
+        if self.speaker_similarity.every_n_epochs != 1:
+            raise ValueError(f"early_stopping.monitor is {SPEAKER_SIM_METRIC}, so it must be scored at every "
+                             "validation: set train.speaker_similarity.every_n_epochs: 1 (and validate less often "
+                             "with train.val_every_n_epochs)")
+        if self.early_stopping.mode != "max":
+            raise ValueError(f"{SPEAKER_SIM_METRIC} is higher-is-better: set train.early_stopping.mode: max")
+        return self

@@ -8,7 +8,8 @@ One training step, per micro-batch (upstream's order when there is no accumulati
 `_compute_loss` returns every term in a metrics dict. Validation follows the *inference path*: each held-out
 utterance is decoded from its own semantic tokens with a reference spectrogram taken from another utterance of
 the same speaker, and its mel is compared with the ground truth's (`val/mel_l1`, the early-stopping metric).
-The posterior reconstruction (`val/recon_mel_l1`) is logged beside it.
+The posterior reconstruction (`val/recon_mel_l1`) is logged beside it, and with `train.speaker_similarity` on,
+the speaker similarity of the decoded clips to their ground truth (`val/speaker_sim`, see `speaker_sim`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from gsvkit.config import S2Config
 from gsvkit.models.s2 import MultiPeriodDiscriminator, SynthesizerTrn
 from gsvkit.models.s2.losses import discriminator_loss, feature_loss, generator_loss, kl_loss
 from gsvkit.training.augment import speaker_mixup, spec_augment
+from gsvkit.training.config import SPEAKER_SIM_METRIC
 from gsvkit.training.datasets import S2Batch
 from gsvkit.training.ema import EMA
 from gsvkit.training.schedules import plateau_scheduler, s2_scheduler
+from gsvkit.training.speaker_sim import SpeakerSimilarityMetric
 from gsvkit.training.stepping import ManualStepModule, frozen_names
 
 # Upstream trains the phone-side modules of enc_p at text_low_lr_rate (0.4) times the base rate.
@@ -53,6 +56,8 @@ class S2Module(ManualStepModule):
         self.scheduled_freeze = frozen_names(self.net_g, freeze.modules)
         self.frozen = {f"net_g.{n}" for n in self.scheduled_freeze}
         self.val_refs: list[torch.Tensor] = []  # filled by the data module: reference spectrogram per val clip
+        sim = cfg.train.speaker_similarity
+        self.speaker_sim = SpeakerSimilarityMetric(sim, cfg.data.sampling_rate) if sim.enabled else None
 
     # ------------------------------------------------------------------------------------ optimizers
     def configure_optimizers(self):
@@ -183,6 +188,9 @@ class S2Module(ManualStepModule):
     def on_validation_epoch_start(self) -> None:
         self._val_l1: list[float] = []
         self._val_recon: list[float] = []
+        self._score_sim = self.speaker_sim is not None and self.speaker_sim.active(self.current_epoch + 1)
+        if self._score_sim:
+            self.speaker_sim.reset()
         self._ema_ctx = self.ema.swapped_in(self.net_g) if self.ema is not None else None
         if self._ema_ctx is not None:
             self._ema_ctx.__enter__()
@@ -208,6 +216,9 @@ class S2Module(ManualStepModule):
             self._val_l1.append(float(F.l1_loss(mel_hat, mel_ref)))
             if batch_idx < self.cfg.train.val_audio_samples:
                 self._log_audio(batch.ids[i], y_hat[0])
+            if self._score_sim and self.speaker_sim.wants(batch_idx * len(batch) + i):
+                truth = batch.wav[i, 0, : int(batch.wav_lengths[i])]  # [S]
+                self.speaker_sim.add(batch.ids[i], y_hat[0].cpu().numpy(), truth.float().cpu().numpy())
         # Posterior reconstruction (enc_q -> dec) of the same clips: what the training mel loss measures.
         fwd = self._generator_forward(batch)
         self._val_recon.append(float(F.l1_loss(fwd["y_mel"], fwd["y_hat_mel"])))
@@ -230,12 +241,15 @@ class S2Module(ManualStepModule):
             return
         mel_l1 = sum(self._val_l1) / len(self._val_l1)
         recon = sum(self._val_recon) / max(1, len(self._val_recon))
-        self.log_dict({"val/mel_l1": mel_l1, "val/recon_mel_l1": recon}, on_epoch=True, prog_bar=True, sync_dist=True)
+        values = {"val/mel_l1": mel_l1, "val/recon_mel_l1": recon}
+        if self._score_sim:
+            values[SPEAKER_SIM_METRIC] = self.speaker_sim.mean()  # each rank scores the same clips
+        self.log_dict(values, on_epoch=True, prog_bar=True, sync_dist=True)
         if not self.trainer.sanity_checking:
             self.last_val_epoch = self.current_epoch
             if self.cfg.train.plateau.enabled:
                 monitor = self.cfg.train.early_stopping.monitor or "val/mel_l1"
-                value = {"val/mel_l1": mel_l1, "val/recon_mel_l1": recon}.get(monitor, mel_l1)
+                value = values.get(monitor, mel_l1)
                 for sched in self.lr_schedulers():
                     sched.step(value)
 
