@@ -140,7 +140,7 @@ def runs_show_cmd(
 
 def demo_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes everything.")] = Path("gsv-demo"),
-    minutes: Annotated[float, typer.Option(help="Length of the synthetic dataset, in minutes.")] = 0.5,
+    minutes: Annotated[float, typer.Option(help="Length of the synthetic dataset, in minutes.")] = 1.0,
     quiet: Quiet = False,
 ) -> None:
     """Run the whole pipeline on a small synthetic voice with tiny models (a few minutes on CPU).

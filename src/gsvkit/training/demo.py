@@ -126,11 +126,11 @@ def synthesize_recordings(folder: Path, minutes: float, sr: int, hop: int, seed:
 
 def run_demo(
     out: str | Path = "gsv-demo",
-    minutes: float = 0.5,
+    minutes: float = 1.0,
     progress: bool = True,
     say: Callable[[str], None] = print,
-    s2_epochs: int = 2,
-    s1_epochs: int = 40,
+    s2_epochs: int = 10,
+    s1_epochs: int = 200,
 ) -> DemoResult:
     """Run the pipeline end to end into `out` (which must not exist yet, or be empty); see the module docstring."""
     import torch
@@ -172,7 +172,8 @@ def run_demo(
                   overrides=[f"train.epochs={s2_epochs}", "train.min_items_per_epoch=0", "train.batch_size=4"])
     say("5/6 gsv train s1 (early stopping on validation loss)")
     r1 = train_s1(dataset, run, config=CONFIGS / "s1.yaml", progress=progress,
-                  overrides=[f"train.epochs={s1_epochs}", "train.batch_size=4", "train.early_stopping.patience=3"])
+                  overrides=[f"train.epochs={s1_epochs}", "train.batch_size=4", "train.early_stopping.patience=3",
+                             "train.lr_scale=0.2"])
 
     say("6/6 creating a voice and synthesizing one sentence")
     voice_dir, wav_path, note = None, None, ""
