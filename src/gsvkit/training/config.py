@@ -130,6 +130,10 @@ class CommonTrainConfig(_Section):
     precision: Precision = Field("auto", description="auto = 16-mixed on CUDA (upstream fp16), 32 on CPU")
     accumulate_grad_batches: int = Field(1, ge=1)
     val_every_n_epochs: int = Field(1, ge=1)
+    require_validation: bool = Field(
+        True, description="refuse a dataset with an empty val split; false = train without validation there "
+        "(no early stopping, no best-checkpoint ranking, the last epoch is exported)",
+    )
     log_every_n_steps: int = Field(10, ge=1)
     num_workers: int = Field(0, ge=0, description="data loader workers (features are cached in memory)")
     deterministic: bool = Field(False, description="torch deterministic algorithms (slower; exact resumes)")

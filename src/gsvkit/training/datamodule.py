@@ -60,7 +60,7 @@ class S2DataModule(_Base):
     def __init__(self, root: Path, cfg: S2Config) -> None:
         super().__init__(root, cfg.train.batch_size, cfg.train.seed, cfg.train.num_workers)
         self.cfg = cfg
-        self.train_utts, self.val_utts = load_utterances(self.root, "s2")
+        self.train_utts, self.val_utts = load_utterances(self.root, "s2", cfg.train.require_validation)
         t = cfg.train
         self.train_utts = [u for u in self.train_utts if not u.duration or t.min_clip_sec < u.duration < t.max_clip_sec]
         self.train_set: S2Dataset | None = None
@@ -91,7 +91,7 @@ class S1DataModule(_Base):
     def __init__(self, root: Path, cfg: S1Config) -> None:
         super().__init__(root, cfg.train.batch_size, cfg.train.seed, cfg.train.num_workers)
         self.cfg = cfg
-        self.train_utts, self.val_utts = load_utterances(self.root, "s1")
+        self.train_utts, self.val_utts = load_utterances(self.root, "s1", cfg.train.require_validation)
         self.train_set: S1Dataset | None = None
         self.val_set: S1Dataset | None = None
 
@@ -99,7 +99,8 @@ class S1DataModule(_Base):
         if self.train_set is not None:
             return
         self.train_set = S1Dataset(self.root, self.train_utts, self.cfg, max_sec=self.cfg.data.max_sec)
-        self.val_set = S1Dataset(self.root, self.val_utts, self.cfg)
+        # No val split (train.require_validation: false): validation is switched off in the trainer.
+        self.val_set = S1Dataset(self.root, self.val_utts, self.cfg) if self.val_utts else None
         self.collate = make_collate_s1(self.cfg.data.pad_val, self.cfg.model.bert_dim)
 
     def train_dataloader(self) -> StatefulLoader:

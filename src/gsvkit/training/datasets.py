@@ -35,8 +35,13 @@ def dataset_hash(root: Path) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def load_utterances(root: Path, stage: str) -> tuple[list[Utterance], list[Utterance]]:
-    """(train, val) utterances of a prepared dataset, checking that `stage` ("s1"/"s2") has all it needs."""
+def load_utterances(
+    root: Path, stage: str, require_validation: bool = True
+) -> tuple[list[Utterance], list[Utterance]]:
+    """(train, val) utterances of a prepared dataset, checking that `stage` ("s1"/"s2") has all it needs.
+
+    An empty val split is an error unless `require_validation` is False (then `val` may be empty).
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset directory not found; create it with `gsv prepare`")
@@ -63,10 +68,11 @@ def load_utterances(root: Path, stage: str) -> tuple[list[Utterance], list[Utter
     val = [u for u in items if u.split == "val"]
     if not train:
         raise DataError(f"{root / MANIFEST}: no utterance has split 'train'")
-    if not val:
+    if not val and require_validation:
         raise DataError(
             f"{root / MANIFEST}: the validation split is empty; early stopping needs held-out clips. "
-            "Re-run `gsv prepare` with a validation fraction, or set split: val on a few lines"
+            "Re-run `gsv prepare` with a validation fraction, or set split: val on a few lines, "
+            "or train without validation: --set train.require_validation=false"
         )
     return train, val
 

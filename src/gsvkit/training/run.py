@@ -56,6 +56,7 @@ class TrainResult:
     dataset_hash: str
     val_curve: list[tuple[int, float]] = field(default_factory=list)
     opt_steps: int = 0  # optimizer steps of the model (global_step counts both s2 optimizers)
+    validation: bool = True  # False: no val split (train.require_validation: false); the last epoch was exported
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,6 +156,17 @@ def _fit(
     t = cfg.train
     monitor = t.early_stopping.monitor or DEFAULT_MONITOR[stage]
     ckpt_dir = stage_dir / "checkpoints"
+    # Only reachable with train.require_validation: false (the data module refuses an empty split otherwise).
+    validate = bool(datamodule.val_utts)
+    if not validate:
+        if t.plateau.enabled:
+            raise ConfigError("train.plateau needs a validation metric, but the dataset has no val split; "
+                              "set train.plateau.enabled=false or add a validation split")
+        msg = (f"{stage}: the dataset has no validation split and train.require_validation is false: training "
+               f"runs all {t.epochs} epochs with no validation, no early stopping and no best-checkpoint choice; "
+               "the last epoch is exported")
+        log.warning(msg)
+        print(f"warning: {msg}")
 
     def on_saved(path: Path, record: dict) -> None:
         if t.checkpoint.export_every_kept and not record.get("interrupted"):
@@ -164,7 +176,7 @@ def _fit(
     policy = CheckpointPolicy(ckpt_dir, t.checkpoint, monitor, t.early_stopping.mode, on_saved=on_saved)
     callbacks: list = [policy]
     early = None
-    if t.early_stopping.enabled:
+    if t.early_stopping.enabled and validate:
         early = SmoothedEarlyStopping(t.early_stopping, monitor)
         callbacks.insert(0, early)
     if progress:
@@ -189,8 +201,9 @@ def _fit(
         precision=_precision(t.precision),  # type: ignore[arg-type]
         max_epochs=t.epochs,
         max_steps=t.max_steps * (2 if stage == "s2" and t.max_steps > 0 else 1),  # global_step counts G and D
-        min_epochs=t.early_stopping.min_epochs if t.early_stopping.enabled else None,
+        min_epochs=t.early_stopping.min_epochs if early is not None else None,
         check_val_every_n_epoch=t.val_every_n_epochs,
+        limit_val_batches=None if validate else 0,  # 0: Lightning skips validation entirely
         num_sanity_val_steps=0,
         log_every_n_steps=t.log_every_n_steps,
         callbacks=callbacks,
@@ -230,8 +243,10 @@ def _fit(
         reason = f"reached max_steps={t.max_steps}"
     else:
         reason = f"reached the last epoch ({t.epochs})"
+    if not validate:
+        reason += "; no validation split"
 
-    best = policy.best
+    best = policy.best if validate else None
     export_path = None
     if trainer.is_global_zero:
         source = best or (policy.records[-1] if policy.records else None)
@@ -260,6 +275,7 @@ def _fit(
         opt_steps=module.opt_steps,
         dataset_hash=data_hash,
         val_curve=curve,
+        validation=validate,
     )
     if trainer.is_global_zero:
         from gsvkit.utils.io import atomic_write_text
@@ -432,10 +448,12 @@ def format_summary(r: TrainResult) -> str:
     """A few plain lines for the end of a run."""
     best = "n/a" if r.best_value is None or not math.isfinite(r.best_value) else f"{r.best_value:.5f}"
     last = "n/a" if r.last_value is None else f"{r.last_value:.5f}"
+    metric = (f"  {r.monitor}: best {best} at epoch {r.best_epoch}, last {last}" if r.validation
+              else "  no validation: the last epoch was exported")
     return "\n".join(
         [
             f"{r.stage}: stopped after epoch {r.last_epoch} ({r.stop_reason})",
-            f"  {r.monitor}: best {best} at epoch {r.best_epoch}, last {last}",
+            metric,
             f"  best checkpoint: {r.best_checkpoint}",
             f"  exported:        {r.export}",
             f"  run directory:   {r.run_dir}  ({r.seconds:.0f} s, {r.opt_steps} optimizer steps of the model)",

@@ -67,7 +67,10 @@ def show_stage(stage_dir: Path, width: int = 60) -> str:
     table = epoch_table(read_metrics(stage_dir))
     chosen = (summary or {}).get("best_epoch")
     points = [(e, m[monitor]) for e, m in table.items() if monitor in m]
-    if points:
+    validated = (summary or {}).get("validation", True)
+    if not validated:
+        lines.append("no validation: the dataset has no val split (train.require_validation: false)")
+    elif points:
         lines.append(f"{monitor} per epoch (lower is better):" if monitor.endswith(("loss", "l1")) else f"{monitor}:")
         lines += bar_chart(points, width, chosen)
     else:
@@ -80,9 +83,12 @@ def show_stage(stage_dir: Path, width: int = 60) -> str:
             lines.append(f"  {e:>4}  {vals}")
     if summary:
         lines.append(f"stopped: {summary['stop_reason']}")
-        lines.append(f"chosen:  epoch {summary['best_epoch']} ({monitor} {summary['best_value']}) -> "
-                     f"{summary['export']}")
-        lines.append(f"last:    epoch {summary['last_epoch']} ({monitor} {summary['last_value']})")
+        if validated:
+            lines.append(f"chosen:  epoch {summary['best_epoch']} ({monitor} {summary['best_value']}) -> "
+                         f"{summary['export']}")
+            lines.append(f"last:    epoch {summary['last_epoch']} ({monitor} {summary['last_value']})")
+        else:
+            lines.append(f"chosen:  the last epoch, {summary['last_epoch']} (no validation) -> {summary['export']}")
     elif index:
         lines.append(f"in progress or interrupted; best so far: {index.get('best')}, newest: {index.get('last')}")
     if index:
