@@ -301,6 +301,22 @@ def _prepare_run_dir(stage_dir: Path, resume: bool) -> Path | None:
     return found
 
 
+def _setup_stage(stage: str, out, config, pretrained, resume: bool, overrides):
+    """(stage_dir, checkpoint to resume from, pretrained Checkpoint or None, config) for one stage.
+
+    A resumed run keeps the config saved beside its checkpoints (plus any overrides) unless a config is given;
+    pretrained weights are read only for a fresh run.
+    """
+    stage_dir = Path(out) / stage
+    resume_from = _prepare_run_dir(stage_dir, resume)
+    ckpt = _load_pretrained(stage, pretrained) if (pretrained and resume_from is None) else None
+    if resume_from is not None and (stage_dir / "config.yaml").is_file() and config is None:
+        cfg = apply_overrides(load_config(stage_dir / "config.yaml"), list(overrides))
+    else:
+        cfg = _resolve_config(stage, config, ckpt, list(overrides))
+    return stage_dir, resume_from, ckpt, cfg
+
+
 def _seed_everything(seed: int) -> None:
     from lightning.fabric.utilities.seed import seed_everything
 
@@ -335,13 +351,7 @@ def train_s2(
     from gsvkit.training.datasets import dataset_hash
     from gsvkit.training.s2_module import S2Module
 
-    stage_dir = Path(out) / "s2"
-    resume_from = _prepare_run_dir(stage_dir, resume)
-    ckpt = _load_pretrained("s2", pretrained) if (pretrained and resume_from is None) else None
-    if resume_from is not None and (stage_dir / "config.yaml").is_file() and config is None:
-        cfg = apply_overrides(load_config(stage_dir / "config.yaml"), list(overrides))
-    else:
-        cfg = _resolve_config("s2", config, ckpt, list(overrides))
+    stage_dir, resume_from, ckpt, cfg = _setup_stage("s2", out, config, pretrained, resume, overrides)
     assert isinstance(cfg, S2Config)
     dm = S2DataModule(Path(dataset), cfg)
     _seed_everything(cfg.train.seed)
@@ -392,13 +402,7 @@ def train_s1(
     from gsvkit.training.datasets import dataset_hash
     from gsvkit.training.s1_module import S1Module
 
-    stage_dir = Path(out) / "s1"
-    resume_from = _prepare_run_dir(stage_dir, resume)
-    ckpt = _load_pretrained("s1", pretrained) if (pretrained and resume_from is None) else None
-    if resume_from is not None and (stage_dir / "config.yaml").is_file() and config is None:
-        cfg = apply_overrides(load_config(stage_dir / "config.yaml"), list(overrides))
-    else:
-        cfg = _resolve_config("s1", config, ckpt, list(overrides))
+    stage_dir, resume_from, ckpt, cfg = _setup_stage("s1", out, config, pretrained, resume, overrides)
     assert isinstance(cfg, S1Config)
     dm = S1DataModule(Path(dataset), cfg)
     _seed_everything(cfg.train.seed)
