@@ -245,6 +245,16 @@ def _register_inference() -> None:
 _register_inference()
 
 
+def _register_models() -> None:
+    # `gsv models fetch|list`: huggingface_hub loads only when `fetch` runs.
+    from gsvkit.models.cli import models_app
+
+    app.add_typer(models_app, name="models")
+
+
+_register_models()
+
+
 def _register_training() -> None:
     # `gsv train s2|s1|all`, `gsv runs show`, `gsv demo`; Lightning and torch load when a command runs.
     from gsvkit.training.cli import demo_cmd, runs_app, train_app
