@@ -39,19 +39,20 @@ def fetch_cmd(
     """
     from huggingface_hub import constants
 
+    from gsvkit.errors import GsvError
     from gsvkit.models.fetch import fetch_models
-    from gsvkit.models.official import models_dir
+    from gsvkit.models.official import components, models_dir
 
-    if family not in TARGETS:
-        _fail(f"unknown model family {family!r}; choose one of {', '.join(TARGETS)}")
+    try:
+        components(family)
+    except GsvError as err:
+        _fail(str(err))
     base = models_dir(root)
     console.print(
         f"downloading {family} from {constants.ENDPOINT}/{REPO_ID} at revision {revision[:12]} into {base} "
         "(network access: only `gsv models fetch` uses it)",
         highlight=False,
     )
-    from gsvkit.errors import GsvError
-
     try:
         files = fetch_models(family, base, revision=revision, say=lambda s: console.print(s, highlight=False))
     except GsvError as err:

@@ -100,12 +100,12 @@ def _recorded(entry: dict[str, Any] | None, path: Path) -> dict[str, Any] | None
 
 
 # ------------------------------------------------------------------------------------------------ fetch
-def _hub_error(err: Exception, f: OfficialFile, revision: str) -> FetchError:
+def _hub_error(err: Exception, f: OfficialFile, revision: str, endpoint: str | None) -> FetchError:
     from huggingface_hub import constants
 
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return FetchError(
-        f"could not download {f.path} from {constants.ENDPOINT}/{REPO_ID} at revision {revision}: {reason} "
+        f"could not download {f.path} from {endpoint or constants.ENDPOINT}/{REPO_ID} at revision {revision}: {reason} "
         "(check the network, HF_ENDPOINT or HTTPS_PROXY, then run the same command again)"
     )
 
@@ -153,8 +153,7 @@ def fetch_models(
     Returns one `FileStatus` per file (`downloaded` is False for a file that was already there and verified).
     Raises `FetchError` naming the file when a download fails or its content does not match.
     """
-    if target not in TARGETS:
-        raise FetchError(f"unknown model family {target!r}; choose one of {', '.join(TARGETS)}")
+    wanted = components(target)  # raises for an unknown target, before anything is created
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -162,7 +161,7 @@ def fetch_models(
     base.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(base)
     out: list[FileStatus] = []
-    for comp in components(target):
+    for comp in wanted:
         for f in comp.files:
             local = base / f.path
             status = FileStatus(target, comp.name, f.path, False, f.size, expected_sha256=f.sha256, revision=revision)
@@ -174,6 +173,7 @@ def fetch_models(
                 out.append(status)
                 say(f"  ok    {f.path} (already verified)")
                 continue
+            before = (local.stat().st_size, local.stat().st_mtime_ns) if local.is_file() else None
             url = hf_hub_url(REPO_ID, f.path, revision=revision, endpoint=endpoint)
             try:
                 meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)
@@ -186,9 +186,9 @@ def fetch_models(
             except FetchError:
                 raise
             except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
-                raise _hub_error(err, f, revision) from None
+                raise _hub_error(err, f, revision, endpoint) from None
             except Exception as err:  # httpx transport errors and the like: still one line, naming the file
-                raise _hub_error(err, f, revision) from None
+                raise _hub_error(err, f, revision, endpoint) from None
             sha, blob = file_digests(path, git_blob=kind.startswith("git"))
             actual = blob if kind.startswith("git") else sha
             if actual != expected:
@@ -203,7 +203,7 @@ def fetch_models(
                                 "revision": revision, "commit": meta.commit_hash}  # fmt: skip
             _write_manifest(base, manifest)
             status.present, status.size, status.sha256, status.verified = True, st.st_size, sha, kind
-            status.downloaded = True
+            status.downloaded = before != (st.st_size, st.st_mtime_ns)  # huggingface_hub kept a current file
             out.append(status)
     return out
 
