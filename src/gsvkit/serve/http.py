@@ -5,6 +5,7 @@ Endpoints (upstream `api_v2.py` names where upstream has them):
 - `POST /tts/upload`: the same with the reference clip uploaded as multipart form data.
 - `GET /set_gpt_weights`, `GET /set_sovits_weights`, `POST /set_weights`: switch models, only to files inside
   the models directory (anything else, `..` tricks and symlinks out included, is refused with 403).
+- `POST /v1/audio/speech`: OpenAI's speech API (see `serve/openai_speech.py`).
 - `GET /voices`, `GET /health`; OpenAPI docs at `/docs` and `/openapi.json`.
 
 Limits: text length (413), upload size (413), concurrent jobs — `max_jobs` run, `max_queue` wait, and anything
@@ -439,6 +440,11 @@ def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -
         if not path.exists():
             await run_in_threadpool(_store_upload, upload_dir, path, data, settings.upload_cache_files)
         return await handle(params, uploaded=path)
+
+    # OpenAI's speech API over the same handler (limits, key, voices); its own file, serve/openai_speech.py
+    from gsvkit.serve.openai_speech import add_speech_route
+
+    add_speech_route(app, handle, guarded, {**ok_audio, **errors})
 
     # -------------------------------------------------------------------------------------- models
     def switch(s1: str | None, s2: str | None) -> JSONResponse:
