@@ -208,6 +208,7 @@ def prepare(
         overrides["slicer"] = {k: v for k, v in slicer.items() if v is not None}
     try:
         cfg = load_prepare_config(config, overrides) if config else prepare_config_from_dict(overrides, "options")
+        cfg = _prepare_model_defaults(cfg)
         result = run_prepare(cfg, progress=not quiet)
     except (GsvError, ConfigError) as err:
         fail(str(err))
@@ -218,6 +219,15 @@ def prepare(
         f"see {result.out / 'report.md'}",
         highlight=False,
     )
+
+
+def _prepare_model_defaults(cfg):
+    """Models not named by option or config file come from the models folder, where `gsv models fetch` puts them."""
+    from gsvkit.models.official import default_path
+
+    found = {key: str(p) for key, role in (("hubert", "hubert"), ("s2", "s2G"), ("bert", "bert"))
+             if getattr(cfg, key) is None and (p := default_path(role, cfg.text_version)) is not None}  # fmt: skip
+    return cfg.model_copy(update=found) if found else cfg
 
 
 def _register_eval() -> None:

@@ -394,7 +394,8 @@ def _stage_text(run: _Run, clips: list[Clip]) -> list[Clip]:
             else:
                 bert_todo.append((c, key, path))
     if any(c.language in BERT_LANGUAGES for c in kept) and not (cfg.bert or run.models.bert is not None):
-        run.report.warnings.append("zh utterances without --bert: their BERT features are zeros (upstream needs them)")
+        run.report.warnings.append("zh utterances without --bert: their BERT features are zeros (upstream needs them; "
+                                   "`gsv models fetch bert` puts BERT where prepare finds it)")
     failed: set[str] = set()
     with run.bar("bert", len(bert_todo)) as advance:
         for c, key, path in bert_todo:
@@ -421,7 +422,8 @@ def _stage_features(run: _Run, clips: list[Clip]) -> list[Clip]:
     use_hubert = bool(cfg.hubert) or run.models.featurizer is not None
     use_s2 = bool(cfg.s2) or run.models.quantizer is not None
     if not use_hubert:
-        run.report.warnings.append("no --hubert: HuBERT features and semantic tokens were not computed")
+        run.report.warnings.append("no --hubert: HuBERT features and semantic tokens were not computed "
+                                   "(`gsv models fetch v2` puts HuBERT and s2 where prepare finds them)")
         return clips
     hub_state, sem_state = StageState(run.out, "hubert"), StageState(run.out, "semantic")
     feats = run.out / "features"

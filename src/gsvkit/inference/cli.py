@@ -41,6 +41,16 @@ def _read_text(text: str | None, text_file: Path | None) -> str:
     return text
 
 
+def model_dirs(voice: Path | None, hubert: Path | None, bert: Path | None) -> tuple[Path | None, Path | None]:
+    """HuBERT and BERT directories: the options, else the voice's own (if still there), else the models folder's."""
+    from gsvkit.inference.voice import load_voice
+    from gsvkit.models.official import resolve
+
+    recorded = load_voice(voice) if voice is not None else None
+    return (resolve(hubert, "hubert", recorded=recorded and recorded.hubert_path),
+            resolve(bert, "bert", recorded=recorded and recorded.bert_path))  # fmt: skip
+
+
 def synth(
     text: Annotated[str | None, typer.Argument(help="text to speak; '-' or nothing reads stdin")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="output audio: .wav, .flac or .ogg")] = Path("out.wav"),
@@ -91,6 +101,7 @@ def synth(
 
         if voice is None and (s1 is None or s2 is None) and backend == "torch":
             _fail("give a voice (--voice DIR) or both --s1 and --s2")
+        hubert, bert = model_dirs(voice, hubert, bert)
         t0 = time.perf_counter()
         tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, device=device, int8=int8, backend=backend,
                   onnx_dir=onnx)  # fmt: skip
@@ -155,8 +166,11 @@ def voice_create(
     """Bundle trained weights and a reference clip into a voice directory."""
     from gsvkit.errors import GsvError
     from gsvkit.inference.voice import create_voice, find_run_weights
+    from gsvkit.models.official import resolve
 
     try:
+        hubert = resolve(hubert, "hubert")  # the models folder's HuBERT stores the prompt tokens
+        bert = resolve(bert, "bert")
         if run is not None:
             found1, found2 = find_run_weights(run)
             s1, s2 = s1 or found1, s2 or found2

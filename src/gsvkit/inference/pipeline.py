@@ -238,7 +238,8 @@ class TTS:
                 if self.hubert_path is None:
                     raise CheckpointError(
                         "reading a reference clip needs a HuBERT model (chinese-hubert-base): pass hubert=DIR "
-                        "(CLI: --hubert DIR), or use a voice that stores its prompt tokens"
+                        "(CLI: --hubert DIR, or `gsv models fetch hubert` once), or use a voice that stores its "
+                        "prompt tokens"
                     )
                 from gsvkit.audio.features import HubertFeaturizer
 

@@ -79,7 +79,7 @@ class TextReader:
             if self.bert is None:
                 raise TextError(
                     "Chinese text needs the Chinese BERT model (chinese-roberta-wwm-ext-large): pass bert=DIR "
-                    "(CLI: --bert DIR) or record it in the voice"
+                    "(CLI: --bert DIR, or `gsv models fetch bert` once) or record it in the voice"
                 )
             return self.bert(seg.norm_text, list(seg.word2ph)).float().cpu()
         return zeros_bert(n).float()

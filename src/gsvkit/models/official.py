@@ -157,9 +157,14 @@ def default_path(role: Role, family: str = "v2", root: str | os.PathLike | None 
     """The models folder's file (or directory) for `role` of `family`, if every file of it is there."""
     comp = _component(role, family)
     base = models_dir(root)
-    if not all((base / f.path).is_file() for f in comp.files):
-        return None
-    return base / comp.location
+    if all((base / f.path).is_file() for f in comp.files):
+        return base / comp.location
+    if role in ("hubert", "bert"):
+        # the same model saved (or converted) as safetensors is just as good as the published .bin
+        d = base / comp.location
+        if (d / "config.json").is_file() and (d / "model.safetensors").is_file():
+            return d
+    return None
 
 
 def fetch_hint(role: Role, family: str = "v2", root: str | os.PathLike | None = None) -> str:
@@ -171,6 +176,12 @@ def fetch_hint(role: Role, family: str = "v2", root: str | os.PathLike | None = 
     return f"{where} is missing: run `gsv models fetch {target}{dir_opt}` (the folder is ${MODELS_ENV} or ./models)"
 
 
-def resolve(given: str | os.PathLike | None, role: Role, family: str = "v2") -> Path | None:
-    """An explicit path wins; otherwise the models folder's copy, if present."""
-    return Path(given) if given else default_path(role, family)
+def resolve(
+    given: str | os.PathLike | None, role: Role, family: str = "v2", recorded: str | os.PathLike | None = None
+) -> Path | None:
+    """An explicit path wins, then one a voice recorded (if it still exists), then the models folder's copy."""
+    if given:
+        return Path(given)
+    if recorded and Path(recorded).exists():
+        return Path(recorded)
+    return default_path(role, family)

@@ -25,6 +25,9 @@ def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, devi
     if voice is None and s1 is None and s2 is None and voices_dir is not None:
         first = next((e.voice for e in scan_voices(voices_dir) if e.voice is not None), None)
         voice = first.root if first is not None else None
+    from gsvkit.inference.cli import model_dirs
+
+    hubert, bert = model_dirs(voice, hubert, bert)
     return TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, device=device, int8=int8, backend=backend,
                onnx_dir=onnx)  # fmt: skip
 

@@ -48,6 +48,21 @@ def _run(fn, *args, **kwargs):
         _fail(str(err))
 
 
+def _default_pretrained(given: Path | None, config: Path | None, role: str, stage: str, resume: bool) -> Path | None:
+    """Without --pretrained and --config: the official v2 pretrained file from the models folder, if it is there."""
+    if given is not None or config is not None:
+        return given
+    from gsvkit.models.official import default_path, fetch_hint
+
+    found = default_path(role, "v2")  # type: ignore[arg-type]
+    if found is not None:
+        console.print(f"{stage}: pretrained {found} (from the models folder)", highlight=False)
+    elif not resume:
+        err_console.print(f"[yellow]warning:[/] {stage} starts from random weights; {fetch_hint(role)}",  # type: ignore[arg-type]
+                          highlight=False, soft_wrap=True)  # fmt: skip
+    return found
+
+
 def _print(result) -> None:
     from gsvkit.training.run import format_summary
 
@@ -70,6 +85,7 @@ def train_s2_cmd(
     """Train s2 (SoVITS) with validation, early stopping and safe checkpoints; export the best epoch."""
     from gsvkit.training.run import train_s2
 
+    pretrained = _default_pretrained(pretrained, config, "s2G", "s2", resume)
     result = _run(train_s2, dataset, out, config, pretrained, pretrained_d, resume, overrides or [], devices,
                   accelerator, not quiet)
     if result is not None:
@@ -91,6 +107,7 @@ def train_s1_cmd(
     """Train s1 (GPT) with validation, early stopping and safe checkpoints; export the best epoch."""
     from gsvkit.training.run import train_s1
 
+    pretrained = _default_pretrained(pretrained, config, "s1", "s1", resume)
     result = _run(train_s1, dataset, out, config, pretrained, resume, overrides or [], devices, accelerator,
                   not quiet)
     if result is not None:
@@ -116,6 +133,8 @@ def train_all_cmd(
     """Train s2, then s1, on the same dataset."""
     from gsvkit.training.run import train_all
 
+    s2_pretrained = _default_pretrained(s2_pretrained, s2_config, "s2G", "s2", resume)
+    s1_pretrained = _default_pretrained(s1_pretrained, s1_config, "s1", "s1", resume)
     results = _run(train_all, dataset, out, s2_config, s1_config, s2_pretrained, s2_pretrained_d, s1_pretrained,
                    resume, s2_set or [], s1_set or [], devices, accelerator, not quiet)
     if results is not None:
