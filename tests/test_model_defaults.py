@@ -123,3 +123,19 @@ def test_synth_and_voice_create_find_hubert(tmp_path, monkeypatch):
     monkeypatch.setenv("GSVKIT_MODELS", str(tmp_path / "empty"))
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and "gsv models fetch hubert" in r.output
+
+
+def test_serve_and_webui_use_the_folder(models, monkeypatch):
+    seen = {}
+
+    class FakeTTS:
+        def __init__(self, voice, **kw):
+            seen.update(kw)
+
+    monkeypatch.setattr("gsvkit.inference.pipeline.TTS", FakeTTS)
+    from gsvkit.serve.cli import _tts
+
+    _tts(None, None, None, None, None, None, "cpu", False)
+    assert seen["hubert"] == models / HUBERT and seen["bert"] == models / "chinese-roberta-wwm-ext-large"
+    _tts(None, None, None, None, Path("my-hubert"), None, "cpu", False)
+    assert seen["hubert"] == Path("my-hubert")

@@ -57,7 +57,7 @@ def serve(
     max_jobs: Annotated[int, typer.Option(help="syntheses running at once")] = 1,
     max_queue: Annotated[int, typer.Option(help="syntheses waiting; more get 503")] = 4,
     int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
-    device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+    device: Annotated[str, typer.Option(envvar="GSVKIT_DEVICE", help="torch device")] = "cpu",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR)")] = "torch",
     onnx: Annotated[Path | None, typer.Option("--onnx", help="folder written by `gsv export onnx`")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,
