@@ -177,3 +177,13 @@ def test_every_family_names_its_files():
     paths = [f.path for c in official.components("v2") for f in c.files]
     assert "gsv-v2final-pretrained/s2G2333k.pth" in paths and "chinese-hubert-base/pytorch_model.bin" in paths
     assert len(official.REVISION) == 40
+
+
+def test_another_revision_is_checked_against_the_hub(tmp_path, registry, hub):
+    """The recorded checksums describe the pinned revision; at another one the hub's own sha256 is the check."""
+    hub.files["fake/s2Gfake.pth"] = b"newer weights " * 100
+    got = {s.path: s for s in fetch_models("vtest", tmp_path / "m", revision="main", endpoint=hub.url)}
+    assert got["fake/s2Gfake.pth"].verified == "sha256 (hub)"
+    assert any("/resolve/main/" in p for _m, p, _r in hub.requests)
+    with pytest.raises(FetchError, match="s2Gfake.pth: the hub reports sha256"):  # pinned: the record wins
+        fetch_models("vtest", tmp_path / "m2", endpoint=hub.url)

@@ -118,6 +118,25 @@ def test_streaming_when_asked(served):
         body = r.read()
     assert body[:4] == b"RIFF" and abs((len(body) - 44) // 2 - len(whole) * 16000 / 24000) <= 2
 
+    parts = []
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="amy", input=TEXT, response_format="opus", stream_format="audio", extra_body=EXTRA
+    ) as r:
+        parts = list(r.iter_bytes())
+    audio, sr = sf.read(io.BytesIO(b"".join(parts)), dtype="float32")  # one Ogg/Opus stream, readable to its end
+    assert len(parts) > 1 and abs(len(audio) / sr - len(whole) / 24000) < 0.1
+
+
+def test_streamed_opus_is_one_continuous_file():
+    from gsvkit.serve.openai_speech import _ChunkEncoder
+
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * 32000) / 32000) * 32767).astype(np.int16)
+    enc = _ChunkEncoder("opus", 32000)
+    pieces = [enc.chunk(c) for c in np.array_split(tone, 6)] + [enc.chunk(np.zeros(0, np.int16), last=True)]
+    assert enc.sink.rewrites == 0 and sum(map(len, pieces[:-1])) > 0  # bytes leave before the end, never revised
+    audio, sr = sf.read(io.BytesIO(b"".join(pieces)), dtype="float32")
+    assert sr == 48000 and abs(len(audio) - 3 * 48000) < 1000
+
 
 def test_same_limits_key_and_voices(served):
     client, url = served["client"], served["url"]

@@ -113,8 +113,8 @@ def _hub_error(err: Exception, f: OfficialFile, revision: str, endpoint: str | N
 def _expected(f: OfficialFile, etag: str | None, revision: str) -> tuple[str, str]:
     """(digest, kind) the downloaded file must have: the registry's sha256, else what the hub reports."""
     hub = (etag or "").lower()
-    if f.sha256:
-        if _HEX64.match(hub) and hub != f.sha256 and revision == REVISION:
+    if f.sha256 and revision == REVISION:  # the recorded checksums describe the pinned revision only
+        if _HEX64.match(hub) and hub != f.sha256:
             raise FetchError(
                 f"{f.path}: the hub reports sha256 {hub} at revision {revision}, but the official file is "
                 f"{f.sha256}; refusing to download it (a mirror serving other files?)"
@@ -132,11 +132,11 @@ def _expected(f: OfficialFile, etag: str | None, revision: str) -> tuple[str, st
 
 def _discard(root: Path, f: OfficialFile) -> None:
     """Remove a rejected download and huggingface_hub's record of it, so the next fetch starts afresh."""
-    from huggingface_hub._local_folder import get_local_download_paths
-
     with contextlib.suppress(OSError):
         (root / f.path).unlink()
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(ImportError, OSError):  # the library's record of the file, where its version keeps it
+        from huggingface_hub._local_folder import get_local_download_paths
+
         get_local_download_paths(root, f.path).metadata_path.unlink()
 
 
@@ -166,7 +166,7 @@ def fetch_models(
             local = base / f.path
             status = FileStatus(target, comp.name, f.path, False, f.size, expected_sha256=f.sha256, revision=revision)
             known = _recorded(manifest.get(f.path), local)
-            if known and f.sha256 and known.get("sha256") == f.sha256:
+            if known and f.sha256 and known.get("sha256") == f.sha256 and revision == REVISION:
                 # Verified by an earlier fetch and untouched since: no need to ask the hub again.
                 status.present, status.sha256, status.verified = True, f.sha256, known.get("verified", "")
                 status.size = known["size"]

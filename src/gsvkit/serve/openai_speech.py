@@ -10,9 +10,10 @@ from `--voices-dir` only. The handler's 16-bit PCM is then put into the format a
 `aac` is refused (400). `model` and `instructions` are accepted and ignored; `language` (default `auto`) and
 `seed` may be added (the OpenAI client's `extra_body`).
 
-Streaming: with `stream_format: "audio"` the reply is sent while s1 is still generating, for pcm, wav (header
-with unknown length), mp3 (frames concatenate) and opus (one Ogg stream per chunk, a chained Ogg file); flac has no
-such form and comes as one file. Without `stream_format` the reply is one whole file. `sse` is refused (400).
+Streaming: with `stream_format: "audio"` the reply is sent while s1 is still generating, for pcm, wav (a header
+with unknown length, then samples) and opus (one Ogg stream, encoded as the audio comes); flac and mp3 (whose
+headers are finished only at the end) come as one file. Without `stream_format` the reply is one whole file.
+`sse` is refused (400).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from gsvkit.serve.schemas import TTSRequest
 PCM_RATE = 24000  # OpenAI's pcm format
 OPUS_RATE = 48000
 CONTENT_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "flac": "audio/flac", "wav": "audio/wav", "pcm": "audio/pcm"}
-STREAMABLE = ("pcm", "wav", "mp3", "opus")
+STREAMABLE = ("pcm", "wav", "opus")
 
 
 class VoiceRef(BaseModel):
@@ -83,8 +84,57 @@ def _transcode(wav_bytes: bytes, fmt: str) -> bytes:
     return encode(wav, sr, fmt)
 
 
+class _Sink(io.RawIOBase):
+    """A file libsndfile writes into; `take()` hands over the bytes written since the last call.
+
+    Ogg/Opus only ever appends (checked by `rewrites` in the tests), so the bytes taken form one continuous stream.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buf, self.pos, self.sent, self.rewrites = bytearray(), 0, 0, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        data = bytes(data)
+        self.rewrites += self.pos < self.sent
+        self.buf[self.pos : self.pos + len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def readinto(self, out: Any) -> int:
+        data = self.buf[self.pos : self.pos + len(out)]
+        out[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.pos = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: len(self.buf)}[whence] + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def take(self) -> bytes:
+        out = bytes(self.buf[self.sent :])
+        self.sent = len(self.buf)
+        return out
+
+
 class _ChunkEncoder:
-    """Streamed int16 chunks at `rate` → bytes of `fmt`, resampling with one soxr stream (no seams at chunks)."""
+    """Streamed int16 chunks at `rate` → bytes of `fmt` (pcm, wav or opus).
+
+    Resampling runs as one soxr stream and Opus as one encoder over the whole reply, so chunk boundaries leave no
+    seams and the bytes sent are one valid file.
+    """
 
     def __init__(self, fmt: str, rate: int) -> None:
         import soxr
@@ -92,6 +142,13 @@ class _ChunkEncoder:
         self.fmt, self.rate = fmt, rate
         self.out_rate = PCM_RATE if fmt == "pcm" else OPUS_RATE if fmt == "opus" and rate not in OPUS_RATES else rate
         self.resampler = soxr.ResampleStream(rate, self.out_rate, 1, dtype="float32") if self.out_rate != rate else None
+        self.sink: _Sink | None = None
+        if fmt == "opus":
+            import soundfile as sf
+
+            self.sink = _Sink()
+            self.file = sf.SoundFile(self.sink, mode="w", samplerate=self.out_rate, channels=1, format="OGG",
+                                     subtype="OPUS")  # fmt: skip
 
     def start(self) -> bytes:
         return stream_start(self.rate, "wav") if self.fmt == "wav" else b""
@@ -100,9 +157,17 @@ class _ChunkEncoder:
         wav = pcm.astype(np.float32) / 32767.0
         if self.resampler is not None:
             wav = self.resampler.resample_chunk(wav, last=last)
-        if not len(wav):
-            return b""
-        return encode(wav, self.out_rate, "raw" if self.fmt in ("pcm", "wav") else self.fmt)
+        if self.sink is None:
+            return encode(wav, self.out_rate, "raw")
+        if len(wav):
+            self.file.write(wav)
+        if last:
+            self.file.close()
+        return self.sink.take()
+
+    def close(self) -> None:
+        if self.sink is not None and not self.file.closed:
+            self.file.close()
 
 
 def add_speech_route(app: FastAPI, handle: Handler, guarded: list[Any], responses: dict[int | str, Any]) -> None:
@@ -151,6 +216,7 @@ def add_speech_route(app: FastAPI, handle: Handler, guarded: list[Any], response
                 if tail := enc.chunk(np.zeros(0, dtype=np.int16), last=True):
                     yield tail
             finally:
+                enc.close()
                 await inner.aclose()
 
         return StreamingResponse(body(), media_type=media, headers={"X-Sample-Rate": str(enc.out_rate)})
