@@ -79,6 +79,14 @@ def test_formats_match_tts(served):
         assert np.abs(audio).max() > 0.01, fmt
 
 
+def test_default_format_is_mp3_as_openai(served):
+    r = served["client"].audio.speech.with_raw_response.create(model="tts-1", voice="amy", input="Hi there.",
+                                                                extra_body=EXTRA)  # fmt: skip
+    assert r.headers["content-type"] == "audio/mpeg"
+    audio, sr = sf.read(io.BytesIO(r.content), dtype="float32")
+    assert sr == 16000 and len(audio) > 0
+
+
 def test_opus_resamples_rates_it_lacks():
     from gsvkit.serve.encoding import encode
 
