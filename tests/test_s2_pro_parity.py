@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gsvkit.audio.spectrogram import spectrogram
-from gsvkit.config import official_config
+from gsvkit.config import load_config, official_config
 from gsvkit.errors import CheckpointError
 from gsvkit.models.s2 import MultiPeriodDiscriminator, SynthesizerTrn
 from gsvkit.models.sv import SpeakerEncoder, fbank
@@ -160,3 +160,13 @@ def test_speaker_encoder_refuses_other_weights_and_short_audio(sv) -> None:
         SpeakerEncoder.from_upstream_state_dict(sd)
     with pytest.raises(ValueError, match="too short"):
         fbank(np.zeros(399, dtype=np.float32))
+
+
+@pytest.mark.parametrize("version", ["v2Pro", "v2ProPlus"])
+def test_shipped_official_configs_are_upstreams(version: str) -> None:
+    cfg = official_config("s2", version)
+    assert load_config(PRO.parents[2] / "configs" / f"s2-{version}.yaml") == cfg
+    assert cfg.model.gin_channels == 1024 and cfg.model.p_dropout == 0.0 and cfg.model.sv_dim == 20480
+    wide = version == "v2ProPlus"
+    assert cfg.model.upsample_initial_channel == (768 if wide else 512)
+    assert cfg.model.upsample_kernel_sizes[0] == (20 if wide else 16)
