@@ -37,6 +37,7 @@ __all__ = [
     "load_s1",
     "load_s2",
     "load_s2d",
+    "load_speaker_encoder",
     "read_header",
     "save_checkpoint",
 ]
@@ -360,6 +361,32 @@ def load_s1(path: str | Path, device: str = "cpu") -> Any:
     _expect_kind(ckpt, "s1", path)
     model = Text2SemanticDecoder(ckpt.config.model)
     _load_into(model, ckpt.state_dict, path)
+    return model.to(device).eval()
+
+
+def load_speaker_encoder(path: str | Path, device: str = "cpu") -> Any:
+    """An eval-mode `gsvkit.models.sv.SpeakerEncoder` from upstream's `sv/pretrained_eres2netv2w24s4ep4.ckpt`.
+
+    That file is a plain `torch.save` state dict; it is read with the restricted unpickler like every official file.
+    """
+    from gsvkit.checkpoint.unpickler import read_torch_file
+    from gsvkit.models.sv import SpeakerEncoder
+
+    path = Path(path)
+    if _check_file(path) == "safetensors":
+        raise CheckpointError(
+            f"{path} is a gsvkit checkpoint, not a speaker-verification model; give upstream's ERes2NetV2 file "
+            "sv/pretrained_eres2netv2w24s4ep4.ckpt"
+        )
+    obj = read_torch_file(path).obj
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{path}: not a speaker-verification checkpoint (expected a state dict of tensors)")
+    try:
+        model = SpeakerEncoder.from_upstream_state_dict(obj)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     return model.to(device).eval()
 
 
