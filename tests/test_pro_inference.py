@@ -203,3 +203,27 @@ def test_family_mismatches_are_refused(pro, tmp_path):
             create_voice(tmp_path / f"c{i}", s1=pro["s1"], s2=pro["s2"], ref_audio=pro["ref"], ref_text="x",
                          ref_lang="en", consent="x", sv=wrong)  # fmt: skip
         assert not (tmp_path / f"c{i}").exists()
+
+
+@pytest.mark.slow
+def test_onnx_graphs_cover_the_speaker_branch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from gsvkit.checkpoint import load_checkpoint, load_s2
+    from gsvkit.inference.onnx.export import export_onnx
+    from gsvkit.inference.onnx.runtime import OrtS2
+
+    s1, s2 = build_pro_models(tmp_path / "run", "v2ProPlus")
+    export_onnx(tmp_path / "onnx", s1, s2)
+    cfg = load_checkpoint(s2).config.model
+    torch_s2, ort_s2 = load_s2(s2), OrtS2(tmp_path / "onnx", cfg)
+    g = torch.Generator().manual_seed(0)
+    refs = [torch.rand(1, cfg.spec_channels, n, generator=g) for n in (50, 70)]
+    embs = [torch.randn(1, cfg.sv_dim, generator=g) for _ in refs]
+    codes, phones = torch.randint(0, 64, (1, 1, 14), generator=g), torch.randint(0, 700, (1, 11), generator=g)
+    for noise in (0.5, 0.0):
+        w_t = torch_s2.decode(codes, phones, refs, noise, generator=torch.Generator().manual_seed(1), sv_emb=embs)
+        w_o = ort_s2.decode(codes, phones, refs, noise, generator=torch.Generator().manual_seed(1), sv_emb=embs)
+        np.testing.assert_allclose(w_o.numpy(), w_t.numpy(), atol=2e-3)
+    other = ort_s2.decode(codes, phones, refs, 0.0, sv_emb=[e + 1 for e in embs])  # noise 0, as the last w_o
+    assert not np.allclose(other.numpy(), w_o.numpy(), atol=1e-3)  # the embeddings reach the graph
