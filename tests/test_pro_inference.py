@@ -227,3 +227,22 @@ def test_onnx_graphs_cover_the_speaker_branch(tmp_path):
         np.testing.assert_allclose(w_o.numpy(), w_t.numpy(), atol=2e-3)
     other = ort_s2.decode(codes, phones, refs, 0.0, sv_emb=[e + 1 for e in embs])  # noise 0, as the last w_o
     assert not np.allclose(other.numpy(), w_o.numpy(), atol=1e-3)  # the embeddings reach the graph
+
+
+def test_info_knows_the_sv_checkpoint_and_convert_explains(tmp_path):
+    import json
+
+    sv = build_sv(tmp_path / "sv" / "pretrained_eres2netv2w24s4ep4.ckpt")
+    sd = torch.load(sv, weights_only=True)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in sd.items()}, sv)  # fp16, as upstream ships
+    r = runner.invoke(app, ["info", str(sv), "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)
+    assert (got["kind"], got["source_format"]) == ("sv", "sv-state-dict")
+    assert got["info"]["embedding_dim"] == 64 and got["config"]["feat_dim"] == 16 and got["dtypes"]["float16"] > 0
+    r = runner.invoke(app, ["convert", str(sv), str(tmp_path / "sv.safetensors")])
+    assert r.exit_code == 2 and "nothing to convert" in r.output and not (tmp_path / "sv.safetensors").exists()
+    from gsvkit.checkpoint import load_speaker_encoder
+
+    enc = load_speaker_encoder(sv)
+    assert enc.dim == 64 and all(p.dtype == torch.float32 for p in enc.parameters())

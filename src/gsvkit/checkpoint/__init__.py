@@ -43,7 +43,12 @@ __all__ = [
 ]
 
 KINDS = ("s1", "s2", "s2d")
-KIND_NAMES = {"s1": "GPT (s1)", "s2": "SoVITS generator (s2)", "s2d": "SoVITS discriminator (s2d)"}
+KIND_NAMES = {
+    "s1": "GPT (s1)",
+    "s2": "SoVITS generator (s2)",
+    "s2d": "SoVITS discriminator (s2d)",
+    "sv": "speaker-verification (ERes2NetV2, v2Pro/v2ProPlus)",
+}
 
 
 @dataclass
@@ -304,6 +309,11 @@ def convert_checkpoint(
     if dst.is_dir():
         raise CheckpointError(f"{dst} is a directory; give the output file name (e.g. {dst / 'model.safetensors'})")
     ckpt = load_checkpoint(src)
+    if ckpt.kind == "sv":
+        raise CheckpointError(
+            f"{src}: the speaker-verification model is used as upstream ships it (--sv-model {src}); "
+            "there is nothing to convert"
+        )
     info = dict(ckpt.info)
     info.setdefault("source_file", str(src))
     info.setdefault("source_format", ckpt.source_format)
@@ -369,22 +379,13 @@ def load_speaker_encoder(path: str | Path, device: str = "cpu") -> Any:
 
     That file is a plain `torch.save` state dict; it is read with the restricted unpickler like every official file.
     """
-    from gsvkit.checkpoint.unpickler import read_torch_file
     from gsvkit.models.sv import SpeakerEncoder
 
     path = Path(path)
-    if _check_file(path) == "safetensors":
-        raise CheckpointError(
-            f"{path} is a gsvkit checkpoint, not a speaker-verification model; give upstream's ERes2NetV2 file "
-            "sv/pretrained_eres2netv2w24s4ep4.ckpt"
-        )
-    obj = read_torch_file(path).obj
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"{path}: not a speaker-verification checkpoint (expected a state dict of tensors)")
+    ckpt = load_checkpoint(path)
+    _expect_kind(ckpt, "sv", path)
     try:
-        model = SpeakerEncoder.from_upstream_state_dict(obj)
+        model = SpeakerEncoder.from_upstream_state_dict(ckpt.state_dict)
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
     return model.to(device).eval()

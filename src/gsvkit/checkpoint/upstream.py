@@ -13,6 +13,7 @@ What upstream writes (all `torch.save` zip files):
 | `s1-export`         | `{"weight": {"model.<k>": fp16}, "config": dict, "info": "GPT-e15"}`             |
 | `s1-lightning-ckpt` | `{"state_dict": {"model.<k>": ...}, "optimizer_states", "loops", ...}`           |
 | `<kind>-state-dict` | a bare state dict (`torch.save(model.state_dict())`)                             |
+| `sv-state-dict`     | v2Pro's speaker-verification model, `sv/pretrained_eres2netv2w24s4ep4.ckpt`      |
 
 Model version comes from the content first (s2: `sv_emb`/`ge_to512`/`prelu` make v2Pro, and v2ProPlus when the
 decoder is the wider one, 768 channels into `dec.conv_pre`; otherwise `enc_p.text_embedding.weight` has 322 rows in
@@ -65,6 +66,8 @@ S2_PREFIXES = ("enc_p.", "dec.", "flow.", "ref_enc.", "ssl_proj.", "quantizer.",
 V2PRO_PREFIXES = ("sv_emb.", "ge_to512.", "prelu.")
 V3_PREFIXES = ("cfm.", "bridge.", "wns1.", "linear_mel.")
 D_PREFIX = "discriminators."
+# ERes2NetV2, the speaker-verification model of v2Pro/v2ProPlus (the x-vector head seg_*/pool included).
+SV_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.", "layer3_ds.", "fuse34.", "seg_", "pool.")
 
 S1_TEXT_EMBEDDING = "ar_text_embedding.word_embeddings.weight"
 S2_TEXT_EMBEDDING = "enc_p.text_embedding.weight"
@@ -132,9 +135,9 @@ _S1_SECTIONS = {
 class Imported:
     """An official file, understood: its tensors (or `TensorRef`s when read lazily) and what they are."""
 
-    kind: str  # "s1" | "s2" | "s2d"
+    kind: str  # "s1" | "s2" | "s2d" | "sv"
     version: str  # "v1" | "v2" | "v2Pro" | "v2ProPlus"
-    config: S1Config | S2Config
+    config: Any  # S1Config | S2Config; SpeakerEncoderConfig for "sv"
     state_dict: dict[str, Any]
     info: dict[str, Any]
     source_format: str
@@ -156,6 +159,9 @@ def interpret(tf: TorchFile, path: Path) -> Imported:
         raise CheckpointError(f"{path}: not a GPT-SoVITS checkpoint (its top level is a {type(obj).__name__})")
 
     container, weights = _find_weights(obj, path)
+    sv_like = "fuse34.local_att.0.weight" in weights and all(k.startswith(SV_PREFIXES) for k in weights)
+    if container == "bare" and sv_like:
+        return _speaker_encoder(weights, path, tf.header_version)
     upstream_cfg = _upstream_config(obj, container)
     kind = _kind_of(weights, path)
     if kind == "s1":
@@ -174,6 +180,25 @@ def interpret(tf: TorchFile, path: Path) -> Imported:
         config = _s2_config(upstream_cfg, version, n_symbols, path, weights)
     info = _info(obj, container, path, source_format, upstream_cfg, tf.header_version)
     return Imported(kind, version, config, dict(weights), info, source_format)
+
+
+def _speaker_encoder(weights: Mapping[str, Any], path: Path, header: str | None) -> Imported:
+    from gsvkit.models.sv import SpeakerEncoder
+
+    try:
+        cfg = SpeakerEncoder.config_from_state_dict(weights)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    info = {
+        "source_file": str(path),
+        "source_format": "sv-state-dict",
+        "model": "ERes2NetV2 speaker verification, forward3 embedding",
+        "embedding_dim": cfg.dim,
+        "used_by": list(PRO_VERSIONS),
+    }
+    if header is not None:
+        info["header_version"] = header
+    return Imported("sv", "v2Pro", cfg, dict(weights), info, "sv-state-dict")
 
 
 # ------------------------------------------------------------------------------------------------- structure
