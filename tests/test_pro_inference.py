@@ -246,3 +246,15 @@ def test_info_knows_the_sv_checkpoint_and_convert_explains(tmp_path):
 
     enc = load_speaker_encoder(sv)
     assert enc.dim == 64 and all(p.dtype == torch.float32 for p in enc.parameters())
+
+
+def test_streaming_speaks_with_the_embeddings(pro):
+    from gsvkit.inference.pipeline import TTS
+
+    tts = TTS(pro["voice"])
+    seen: list[int] = []
+    decode = tts.bundle.s2.decode
+    tts.bundle.s2.decode = lambda *a, **k: (seen.append(len(k["sv_emb"])), decode(*a, **k))[1]
+    chunks = list(tts.stream("Hello there.", "en", seed=4, noise_scale=0.0, max_new_tokens=12))
+    assert chunks and sum(len(c) for c in chunks) > 0
+    assert seen and set(seen) == {2}  # every window decoded with the reference's and the aux clip's embedding
