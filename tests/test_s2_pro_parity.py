@@ -13,7 +13,7 @@ import torch
 
 from gsvkit.audio.spectrogram import spectrogram
 from gsvkit.config import load_config, official_config
-from gsvkit.errors import CheckpointError
+from gsvkit.errors import AudioError, CheckpointError
 from gsvkit.models.s2 import MultiPeriodDiscriminator, SynthesizerTrn
 from gsvkit.models.sv import SpeakerEncoder, fbank
 from parity import FIXTURES, assert_close, synth_param
@@ -150,7 +150,11 @@ def test_pro_decode_without_or_with_wrong_embeddings_is_refused(pro) -> None:
         model.decode(codes, text, ref, noise_scale=0.0, sv_emb=emb[:, :100])
 
 
-def test_speaker_encoder_refuses_other_weights_and_short_audio(sv) -> None:
+def test_speaker_encoder_refuses_other_weights_and_short_audio(sv, tmp_path) -> None:
+    import soundfile as sf
+
+    from gsvkit.inference.reference import reference_speaker_embedding
+
     s2 = _weights({k: v for k, v in list(MANIFEST["s2_keys_v2Pro"].items())[:5]})
     with pytest.raises(CheckpointError, match="ERes2NetV2"):
         SpeakerEncoder.from_upstream_state_dict(s2)
@@ -158,8 +162,14 @@ def test_speaker_encoder_refuses_other_weights_and_short_audio(sv) -> None:
     del sd["fuse34.local_att.0.weight"]
     with pytest.raises(CheckpointError, match="missing: fuse34.local_att.0.weight"):
         SpeakerEncoder.from_upstream_state_dict(sd)
-    with pytest.raises(ValueError, match="too short"):
+    with pytest.raises(AudioError, match="too short"):
         fbank(np.zeros(399, dtype=np.float32))
+    with pytest.raises(AudioError, match="too short"):
+        sv.embed(torch.zeros(1, 300))
+    tiny = tmp_path / "tiny.wav"
+    sf.write(tiny, np.full(500, 0.1, dtype=np.float32), 32000)  # 250 samples at 16 kHz
+    with pytest.raises(AudioError, match=r"tiny\.wav: audio too short for the speaker embedding"):
+        reference_speaker_embedding(tiny, official_config("s2", "v2Pro").data, sv)
 
 
 @pytest.mark.parametrize("version", ["v2Pro", "v2ProPlus"])

@@ -111,7 +111,10 @@ def reference_speaker_embedding(path: str | os.PathLike, data: S2DataConfig, sv:
     from gsvkit.models.sv import SAMPLE_RATE
 
     wav = resample(_s2_rate_reference(path, data, False).numpy(), data.sampling_rate, SAMPLE_RATE)
-    return sv.embed(torch.from_numpy(wav)[None]).cpu()
+    try:
+        return sv.embed(torch.from_numpy(wav)[None]).cpu()
+    except AudioError as err:
+        raise AudioError(f"{path}: {err}") from None
 
 
 def _file_key(path: str | os.PathLike) -> tuple[str, int, int]:

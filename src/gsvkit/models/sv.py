@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from gsvkit.errors import CheckpointError
+from gsvkit.errors import AudioError, CheckpointError
 
 __all__ = ["SAMPLE_RATE", "SpeakerEncoder", "SpeakerEncoderConfig", "fbank"]
 
@@ -59,7 +59,7 @@ def fbank(wav: np.ndarray, num_mel_bins: int = 80) -> np.ndarray:
 
     wav = np.asarray(wav, dtype=np.float32).reshape(-1)
     if wav.size < FRAME_LENGTH:
-        raise ValueError(
+        raise AudioError(
             f"audio too short for the speaker embedding: {wav.size} samples at 16 kHz, need at least {FRAME_LENGTH} "
             "(25 ms); use a longer reference"
         )
