@@ -242,12 +242,12 @@ def write_speaker_cache(voice: Voice, sv_path: str | os.PathLike) -> Path:
     """Compute the speaker embedding of the voice's reference and aux clips with `sv_path` and store them."""
     from safetensors.torch import save_file
 
-    from gsvkit.checkpoint import load_checkpoint, load_speaker_encoder
+    from gsvkit.checkpoint import load_speaker_encoder, read_header
     from gsvkit.inference.voice import sha256_file
     from gsvkit.utils.io import atomic_path
 
-    model = load_checkpoint(voice.s2_path).config.model
-    data = load_checkpoint(voice.s2_path).config.data
+    config = read_header(voice.s2_path).config
+    model, data = config.model, config.data
     sv = load_speaker_encoder(sv_path)
     if sv.dim != model.sv_dim:
         raise CheckpointError(
