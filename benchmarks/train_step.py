@@ -10,6 +10,7 @@ Each stage runs in its own subprocess so its peak memory (max RSS on CPU, max al
 
     python benchmarks/train_step.py                 # CPU, both stages
     python benchmarks/train_step.py --device cuda   # GPU, fp32 and 16-mixed autocast
+    python benchmarks/train_step.py --only s2 --s2-version v2ProPlus   # s2 of another family (random sv embeddings)
 """
 
 from __future__ import annotations
@@ -40,17 +41,18 @@ def _inputs_s2(cfg, batch: int, seconds: float, device: str):
         phones=torch.randint(1, cfg.model.symbols, (batch, phones), generator=g),
         phone_lengths=torch.full((batch,), phones),
         speakers=["a"] * batch, ids=[str(i) for i in range(batch)],
+        sv=torch.randn(batch, cfg.model.sv_dim, generator=g) if cfg.model.is_pro else None,
     )
     return b.to(device)
 
 
-def bench_s2(batch: int, seconds: float, steps: int, device: str, amp: bool) -> dict:
+def bench_s2(batch: int, seconds: float, steps: int, device: str, amp: bool, version: str = "v2") -> dict:
     import torch
 
     from gsvkit.config import official_config
     from gsvkit.training.s2_module import S2Module
 
-    cfg = official_config("s2")
+    cfg = official_config("s2", version)
     m = S2Module(cfg).to(device).train()
     opt_g = torch.optim.AdamW([p for p in m.net_g.parameters() if p.requires_grad], 1e-4, betas=(0.8, 0.99))
     opt_d = torch.optim.AdamW(m.net_d.parameters(), 1e-4, betas=(0.8, 0.99))
@@ -77,7 +79,8 @@ def bench_s2(batch: int, seconds: float, steps: int, device: str, amp: bool) -> 
             torch.cuda.synchronize()
         if i:  # the first step warms up allocators and kernels
             times.append(time.perf_counter() - t)
-    return {"stage": "s2", "batch": batch, "seconds": seconds, "amp": amp, "step_s": sum(times) / len(times)}
+    return {"stage": "s2", "version": version, "batch": batch, "seconds": seconds, "amp": amp,
+            "step_s": sum(times) / len(times)}  # fmt: skip
 
 
 def bench_s1(batch: int, seconds: float, steps: int, device: str, amp: bool) -> dict:
@@ -119,9 +122,10 @@ def _child(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    fn = bench_s2 if args.stage == "s2" else bench_s1
-    batch = args.s2_batch if args.stage == "s2" else args.s1_batch
-    res = fn(batch, args.seconds, args.steps, args.device, args.amp)
+    if args.stage == "s2":
+        res = bench_s2(args.s2_batch, args.seconds, args.steps, args.device, args.amp, args.s2_version)
+    else:
+        res = bench_s1(args.s1_batch, args.seconds, args.steps, args.device, args.amp)
     if args.device == "cuda":
         res["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -139,20 +143,23 @@ def main() -> None:
     p.add_argument("--s2-batch", type=int, default=4)
     p.add_argument("--s1-batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--s2-version", default="v2", choices=["v1", "v2", "v2Pro", "v2ProPlus"])
+    p.add_argument("--only", choices=["s2", "s1"], help="run one stage only")
     p.add_argument("--stage", choices=["s2", "s1"], help=argparse.SUPPRESS)
     p.add_argument("--amp", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.stage:
         _child(args)
         return
-    runs = [(s, False) for s in ("s2", "s1")]
+    stages = (args.only,) if args.only else ("s2", "s1")
+    runs = [(s, False) for s in stages]
     if args.device == "cuda":
-        runs += [(s, True) for s in ("s2", "s1")]
+        runs += [(s, True) for s in stages]
     print(f"{'stage':<6}{'device':<7}{'precision':<11}{'batch':>6}{'clip s':>8}{'step s':>9}{'peak MiB':>10}")
     for stage, amp in runs:
         cmd = [sys.executable, __file__, "--stage", stage, "--device", args.device, "--steps", str(args.steps),
                "--seconds", str(args.seconds), "--s2-batch", str(args.s2_batch), "--s1-batch", str(args.s1_batch),
-               "--threads", str(args.threads)] + (["--amp"] if amp else [])
+               "--threads", str(args.threads), "--s2-version", args.s2_version] + (["--amp"] if amp else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         r = json.loads(out)
         prec = "16-mixed" if r["amp"] else "32"

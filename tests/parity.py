@@ -22,6 +22,13 @@ def synth_param(key: str, shape) -> np.ndarray:
     shape = tuple(int(s) for s in shape)
     if key.endswith("_codebook.inited"):
         return np.ones(shape, dtype=np.float32)
+    # BatchNorm statistics (only the speaker encoder has them; gsv_v2pro_parity/README.md): sane, never zero-variance.
+    if key.endswith("num_batches_tracked"):
+        return np.zeros(shape, dtype=np.int64)
+    if key.endswith("running_mean"):
+        return (0.1 * rng.standard_normal(shape)).astype(np.float32)
+    if key.endswith("running_var"):
+        return (1.0 + 0.1 * np.abs(rng.standard_normal(shape))).astype(np.float32)
     if key.endswith(".weight_g"):
         a = 1.0 + 0.1 * rng.standard_normal(shape)
     elif key.endswith(EMBEDDING_TABLES):

@@ -76,11 +76,13 @@ def test_low_level_container_read_matches(name):
         assert isinstance(ref, TensorRef) and ref.shape == v.shape and ref.dtype == torch.float16
 
 
-def test_v2pro_is_refused_naming_it():
+def test_v2pro_header_file_is_read_as_v2pro():
+    # Upstream's own my_save2 output: "05" over the zip magic, 4 tensors (no sv_emb among them: the header decides).
     assert read_torch_file(FIX / "s2_export_v2Pro.pth").header_version == "v2Pro"
     for fn in (load_checkpoint, read_header):
-        with pytest.raises(CheckpointError, match="is a GPT-SoVITS v2Pro model; gsvkit supports v1 and v2"):
-            fn(FIX / "s2_export_v2Pro.pth")
+        got = fn(FIX / "s2_export_v2Pro.pth")
+        assert (got.kind, got.version, got.source_format) == ("s2", "v2Pro", "s2-export-header")
+        assert got.config.model.gin_channels == 1024 and got.config.model.is_pro
 
 
 @pytest.mark.parametrize("name", ["s2_export_v2.pth", "s1_export.ckpt"])
@@ -300,7 +302,14 @@ def upstream(tmp_path_factory):
         files["s2_header_v1_noemb"] = _save(
             OrderedDict(weight=no_emb, config=utils.HParams(**_s2_hps("v2")), info="x"), d / "s2_h_v1_noemb.pth", b"00"
         )
-        for tag, name in ((b"02", "v3"), (b"03", "v3-LoRA"), (b"04", "v4-LoRA"), (b"06", "v2ProPlus")):
+        for tag, name in (
+            (b"02", "v3"),
+            (b"03", "v3-LoRA"),
+            (b"04", "v4-LoRA"),
+            (b"06", "v2ProPlus"),
+            (b"07", "v5dev"),
+            (b"08", "v5turbo"),
+        ):
             files[f"s2_tag_{name}"] = _save(export, d / f"s2_tag_{name}.pth", header=tag)
         # newer versions recognised by their content, with a plain "PK" header
         pro = dict(weight, **{"sv_emb.weight": torch.zeros(2), "ge_to512.weight": torch.zeros(2)})
@@ -429,9 +438,8 @@ def test_training_info_is_kept(upstream):
         ("s2_tag_v3", "v3"),
         ("s2_tag_v3-LoRA", "v3-LoRA"),
         ("s2_tag_v4-LoRA", "v4-LoRA"),
-        ("s2_tag_v2ProPlus", "v2ProPlus"),
-        ("s2_content_v2Pro", "v2Pro"),
-        ("s2_content_v2ProPlus", "v2ProPlus"),
+        ("s2_tag_v5dev", "v5dev"),
+        ("s2_tag_v5turbo", "v5turbo"),
         ("s2_content_v3", "v3"),
         ("s2_content_v4", "v4"),
         ("s2_content_lora", "v3-LoRA"),
@@ -439,8 +447,21 @@ def test_training_info_is_kept(upstream):
 )
 def test_newer_versions_are_refused(upstream, name, version):
     for fn in (load_checkpoint, read_header):
-        with pytest.raises(CheckpointError, match=f"is a GPT-SoVITS {version} model; gsvkit supports v1 and v2"):
+        with pytest.raises(CheckpointError, match=f"is a GPT-SoVITS {version} model; gsvkit supports v1, v2, v2Pro"):
             fn(upstream[name])
+
+
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [("s2_tag_v2ProPlus", "v2ProPlus"), ("s2_content_v2Pro", "v2Pro"), ("s2_content_v2ProPlus", "v2ProPlus")],
+)
+def test_pro_versions_from_content_then_header(upstream, name, version):
+    # content first (sv_emb/ge_to512 keys; a 768-wide dec.conv_pre is ProPlus), then the "06" tag on v2-looking weights
+    header = read_header(upstream[name])
+    assert (header.kind, header.version) == ("s2", version)
+    if name == "s2_content_v2ProPlus":  # no config in the file: the sizes are the official ones of the version
+        assert header.config.model.gin_channels == 1024
+        assert header.config.model.upsample_initial_channel == (768 if version == "v2ProPlus" else 512)
 
 
 def test_wrong_kind_for_model_loader(upstream):

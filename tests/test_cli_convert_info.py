@@ -82,11 +82,13 @@ def test_convert_refuses_to_overwrite(tmp_path):
 
 
 def test_errors_are_one_line_exit_2(tmp_path):
-    res = _invoke("info", FIX / "s2_export_v2Pro.pth")
+    v4 = tmp_path / "v4_lora.pth"  # upstream's v4 LoRA tag over a real export
+    v4.write_bytes(b"04" + (FIX / "s2_export_v2.pth").read_bytes()[2:])
+    res = _invoke("info", v4)
     assert res.exit_code == 2
-    assert "v2Pro" in res.output and "Traceback" not in res.output
-    res = _invoke("convert", FIX / "s2_export_v2Pro.pth", tmp_path / "x.safetensors")
-    assert res.exit_code == 2 and "v2Pro" in res.output
+    assert "v4-LoRA" in res.output and "Traceback" not in res.output
+    res = _invoke("convert", v4, tmp_path / "x.safetensors")
+    assert res.exit_code == 2 and "v4-LoRA" in res.output
     assert not (tmp_path / "x.safetensors").exists()
     cut = tmp_path / "cut.pth"
     cut.write_bytes((FIX / "s2_export_v2.pth").read_bytes()[:3000])

@@ -297,7 +297,7 @@ def test_mismatched_versions(assets, tmp_path):
     from gsvkit.inference.pipeline import TTS
 
     v1_s1, _ = build_models(tmp_path / "v1", version="v1")
-    with pytest.raises(CheckpointError, match="same version"):
+    with pytest.raises(CheckpointError, match="is a v1 GPT model but .* is a v2 SoVITS model; use a v2 GPT with it"):
         TTS(s1=v1_s1, s2=assets["s2"])
     with pytest.raises(CheckpointError, match="s1"):
         TTS(s1=assets["s2"], s2=assets["s2"])

@@ -139,6 +139,9 @@ def prepare(
     asr_model: Annotated[
         Path | None, typer.Option("--asr-model", help="faster-whisper model directory for untranscribed clips")
     ] = None,
+    sv_model: Annotated[
+        Path | None, typer.Option("--sv-model", help="v2Pro/v2ProPlus: speaker-verification model (embeddings)")
+    ] = None,
     val_fraction: Annotated[
         float | None,
         typer.Option("--val-fraction", help="share of each speaker held out for validation (default: 0.1)"),
@@ -196,7 +199,8 @@ def prepare(
         "inputs": [str(p) for p in inputs], "out": str(out), "language": lang, "speaker": speaker,
         "transcripts": [str(p) for p in transcripts] if transcripts else None,
         "hubert": hubert and str(hubert), "s2": s2 and str(s2), "bert": bert and str(bert),
-        "asr_model": asr_model and str(asr_model), "val_fraction": val_fraction, "val": val or None, "seed": seed,
+        "asr_model": asr_model and str(asr_model), "sv": sv_model and str(sv_model),
+        "val_fraction": val_fraction, "val": val or None, "seed": seed,
         "workers": workers, "device": device, "sample_rate": sample_rate, "denoise": denoise, "loudness": loudness,
         "target_lufs": target_lufs, "min_duration": min_duration, "max_duration": max_duration,
         "upstream_layout": upstream_layout, "strict": strict,

@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gsvkit.training.config import CommonTrainConfig, MixupConfig, SpecAugmentConfig
 
 ModelVersion = Literal["v1", "v2"]
+# s2 families: v2Pro/v2ProPlus are v2 plus a speaker-verification branch (ProPlus also a wider decoder); s1 and the
+# phone table stay v2's.
+S2Version = Literal["v1", "v2", "v2Pro", "v2ProPlus"]
+PRO_VERSIONS = ("v2Pro", "v2ProPlus")
 
 # Phone-symbol table sizes of the official models: v1's table is an exact prefix of v2's.
 N_SYMBOLS = {"v1": 322, "v2": 732}
@@ -36,7 +40,7 @@ class StrictModel(BaseModel):
 class S2ModelConfig(StrictModel):
     """SoVITS (`SynthesizerTrn`) architecture. Defaults are upstream's `configs/s2.json` for v2."""
 
-    version: ModelVersion = "v2"
+    version: S2Version = "v2"
     spec_channels: int = Field(1025, gt=0, description="linear spectrogram bins = filter_length // 2 + 1")
     inter_channels: int = Field(192, gt=0)
     hidden_channels: int = Field(192, gt=0)
@@ -68,6 +72,9 @@ class S2ModelConfig(StrictModel):
     flow_wn_layers: int = Field(4, gt=0)
     ref_enc_hidden: int = Field(128, gt=0, description="MelStyleEncoder width")
     segment_size: int = Field(32, gt=0, description="decoder training slice in spectrogram frames")
+    sv_dim: int = Field(
+        20480, gt=0, description="speaker-verification embedding width (v2Pro/v2ProPlus; SpeakerEncoderConfig.dim)"
+    )
     discriminator_channel_divisor: int = Field(
         1, description="divide the discriminator's widths (1 = upstream's 46.7 M; 16 for tiny smoke configs)"
     )
@@ -93,8 +100,18 @@ class S2ModelConfig(StrictModel):
         return self
 
     @property
+    def is_pro(self) -> bool:
+        """v2Pro/v2ProPlus: the reference embedding also takes a speaker-verification embedding."""
+        return self.version in PRO_VERSIONS
+
+    @property
+    def text_version(self) -> ModelVersion:
+        """The phone-symbol set (and s1 family) that goes with this s2 version."""
+        return "v1" if self.version == "v1" else "v2"
+
+    @property
     def symbols(self) -> int:
-        return self.n_symbols if self.n_symbols is not None else N_SYMBOLS[self.version]
+        return self.n_symbols if self.n_symbols is not None else N_SYMBOLS[self.text_version]
 
     @property
     def ref_bins(self) -> int:
@@ -216,7 +233,8 @@ class S1TrainConfig(CommonTrainConfig):
     batch_size: int = Field(8, gt=0)
     gradient_clip: float = Field(1.0, ge=0, description="max grad norm; 0 = off")
     lr_scale: float = Field(
-        0.02, gt=0,
+        0.02,
+        gt=0,
         description="AdamW multiplier on the optimizer section's rates: upstream's ScaledAdam scales each step by "
         "the parameter RMS, so its nominal 0.01 is about 2e-4 for AdamW",
     )
@@ -293,8 +311,25 @@ def save_config(config: S1Config | S2Config, path: str | Path) -> None:
     atomic_write_text(Path(path), dump_config(config))
 
 
-def official_config(kind: Literal["s1", "s2"], version: ModelVersion = "v2") -> S1Config | S2Config:
-    """The official architecture for `kind` at `version` (v1 differs only by table sizes and ref_enc bins)."""
+# Upstream's configs/s2v2Pro.json and s2v2ProPlus.json differ from s2.json only in these keys.
+_PRO_MODEL = {"p_dropout": 0.0, "gin_channels": 1024}
+_S2_OFFICIAL: dict[str, dict[str, Any]] = {
+    "v1": {},
+    "v2": {},
+    "v2Pro": _PRO_MODEL,
+    "v2ProPlus": {**_PRO_MODEL, "upsample_initial_channel": 768, "upsample_kernel_sizes": [20, 16, 8, 2, 2]},
+}
+
+
+def official_config(kind: Literal["s1", "s2"], version: str = "v2") -> S1Config | S2Config:
+    """The official architecture for `kind` at `version`.
+
+    s2: v1 differs from v2 by table sizes and ref_enc bins, v2Pro/v2ProPlus by the keys in `_S2_OFFICIAL`. s1 of
+    the Pro families is v2's GPT.
+    """
     if kind == "s2":
-        return S2Config(model=S2ModelConfig(version=version))
-    return S1Config(model=S1ModelConfig(version=version))
+        if version not in _S2_OFFICIAL:
+            raise ConfigError(f"s2 version {version!r} is not supported (supported: {', '.join(_S2_OFFICIAL)})")
+        return S2Config(model=S2ModelConfig(version=version, **_S2_OFFICIAL[version]))  # type: ignore[arg-type]
+    s1_version = "v1" if version == "v1" else "v2"
+    return S1Config(model=S1ModelConfig(version=s1_version))

@@ -37,12 +37,18 @@ __all__ = [
     "load_s1",
     "load_s2",
     "load_s2d",
+    "load_speaker_encoder",
     "read_header",
     "save_checkpoint",
 ]
 
 KINDS = ("s1", "s2", "s2d")
-KIND_NAMES = {"s1": "GPT (s1)", "s2": "SoVITS generator (s2)", "s2d": "SoVITS discriminator (s2d)"}
+KIND_NAMES = {
+    "s1": "GPT (s1)",
+    "s2": "SoVITS generator (s2)",
+    "s2d": "SoVITS discriminator (s2d)",
+    "sv": "speaker-verification (ERes2NetV2, v2Pro/v2ProPlus)",
+}
 
 
 @dataclass
@@ -303,6 +309,11 @@ def convert_checkpoint(
     if dst.is_dir():
         raise CheckpointError(f"{dst} is a directory; give the output file name (e.g. {dst / 'model.safetensors'})")
     ckpt = load_checkpoint(src)
+    if ckpt.kind == "sv":
+        raise CheckpointError(
+            f"{src}: the speaker-verification model is used as upstream ships it (--sv-model {src}); "
+            "there is nothing to convert"
+        )
     info = dict(ckpt.info)
     info.setdefault("source_file", str(src))
     info.setdefault("source_format", ckpt.source_format)
@@ -360,6 +371,23 @@ def load_s1(path: str | Path, device: str = "cpu") -> Any:
     _expect_kind(ckpt, "s1", path)
     model = Text2SemanticDecoder(ckpt.config.model)
     _load_into(model, ckpt.state_dict, path)
+    return model.to(device).eval()
+
+
+def load_speaker_encoder(path: str | Path, device: str = "cpu") -> Any:
+    """An eval-mode `gsvkit.models.sv.SpeakerEncoder` from upstream's `sv/pretrained_eres2netv2w24s4ep4.ckpt`.
+
+    That file is a plain `torch.save` state dict; it is read with the restricted unpickler like every official file.
+    """
+    from gsvkit.models.sv import SpeakerEncoder
+
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    _expect_kind(ckpt, "sv", path)
+    try:
+        model = SpeakerEncoder.from_upstream_state_dict(ckpt.state_dict)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     return model.to(device).eval()
 
 

@@ -35,6 +35,8 @@ HEADER_VERSIONS: dict[bytes, str] = {
     b"04": "v4-LoRA",
     b"05": "v2Pro",
     b"06": "v2ProPlus",
+    b"07": "v5dev",
+    b"08": "v5turbo",
 }
 
 # torch.<Name>Storage pickled as the storage "type" of each tensor; it only tells us the element dtype.

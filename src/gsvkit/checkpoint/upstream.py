@@ -13,11 +13,15 @@ What upstream writes (all `torch.save` zip files):
 | `s1-export`         | `{"weight": {"model.<k>": fp16}, "config": dict, "info": "GPT-e15"}`             |
 | `s1-lightning-ckpt` | `{"state_dict": {"model.<k>": ...}, "optimizer_states", "loops", ...}`           |
 | `<kind>-state-dict` | a bare state dict (`torch.save(model.state_dict())`)                             |
+| `sv-state-dict`     | v2Pro's speaker-verification model, `sv/pretrained_eres2netv2w24s4ep4.ckpt`      |
 
-Model version comes from the content first (s2 `enc_p.text_embedding.weight` has 322 rows in v1, 732 in v2; s1
-`ar_text_embedding.word_embeddings.weight` has 512 rows in v1, 732 in v2), then the header tag, then the config.
-v2Pro, v2ProPlus, v3, v4 and LoRA files are recognised (header tag, config version, or their extra modules:
-`sv_emb`/`ge_to512`/`prelu` for v2Pro, `cfm` for v3/v4, `lora_*` for LoRA) and refused with a message naming them.
+Model version comes from the content first (s2: `sv_emb`/`ge_to512`/`prelu` make v2Pro, and v2ProPlus when the
+decoder is the wider one, 768 channels into `dec.conv_pre`; otherwise `enc_p.text_embedding.weight` has 322 rows in
+v1, 732 in v2; s1 `ar_text_embedding.word_embeddings.weight` has 512 rows in v1, 732 in v2), then the header tag
+(`05` v2Pro, `06` v2ProPlus), then the config. v3, v4, v5 and LoRA files are recognised (header tag `02`-`04`,
+`07`/`08`, config version, or their extra modules: `cfm` for v3/v4, `lora_*` for LoRA) and refused with a message
+naming them. (Upstream also knows its pretrained `s2Gv2Pro*.pth` by the md5 of their first 8 KB; the content rule
+above already tells them apart, so no hash list is kept.)
 """
 
 from __future__ import annotations
@@ -32,11 +36,21 @@ from typing import Any
 import torch
 
 from gsvkit.checkpoint.unpickler import TensorRef, TorchFile, plain
-from gsvkit.config import N_SYMBOLS, S1_PHONE_VOCAB, ConfigError, S1Config, S2Config, config_from_dict
+from gsvkit.config import (
+    N_SYMBOLS,
+    PRO_VERSIONS,
+    S1_PHONE_VOCAB,
+    ConfigError,
+    S1Config,
+    S2Config,
+    config_from_dict,
+    official_config,
+)
 from gsvkit.errors import CheckpointError
+from gsvkit.models.s2.discriminators import PERIODS
 
-SUPPORTED_VERSIONS = ("v1", "v2")
-NEWER_VERSIONS = ("v2Pro", "v2ProPlus", "v3", "v4", "v3-LoRA", "v4-LoRA")
+SUPPORTED_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")
+NEWER_VERSIONS = ("v3", "v4", "v3-LoRA", "v4-LoRA", "v5dev", "v5turbo")
 
 S1_PREFIXES = (
     "ar_text_embedding.",
@@ -52,6 +66,8 @@ S2_PREFIXES = ("enc_p.", "dec.", "flow.", "ref_enc.", "ssl_proj.", "quantizer.",
 V2PRO_PREFIXES = ("sv_emb.", "ge_to512.", "prelu.")
 V3_PREFIXES = ("cfm.", "bridge.", "wns1.", "linear_mel.")
 D_PREFIX = "discriminators."
+# ERes2NetV2, the speaker-verification model of v2Pro/v2ProPlus (the x-vector head seg_*/pool included).
+SV_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.", "layer3_ds.", "fuse34.", "seg_", "pool.")
 
 S1_TEXT_EMBEDDING = "ar_text_embedding.word_embeddings.weight"
 S2_TEXT_EMBEDDING = "enc_p.text_embedding.weight"
@@ -119,9 +135,9 @@ _S1_SECTIONS = {
 class Imported:
     """An official file, understood: its tensors (or `TensorRef`s when read lazily) and what they are."""
 
-    kind: str  # "s1" | "s2" | "s2d"
-    version: str  # "v1" | "v2"
-    config: S1Config | S2Config
+    kind: str  # "s1" | "s2" | "s2d" | "sv"
+    version: str  # "v1" | "v2" | "v2Pro" | "v2ProPlus"
+    config: Any  # S1Config | S2Config; SpeakerEncoderConfig for "sv"
     state_dict: dict[str, Any]
     info: dict[str, Any]
     source_format: str
@@ -129,8 +145,8 @@ class Imported:
 
 def refuse_version(path: Path, version: str) -> CheckpointError:
     return CheckpointError(
-        f"{path} is a GPT-SoVITS {version} model; gsvkit supports v1 and v2 for now "
-        "(use a v1/v2 model, or upstream GPT-SoVITS for this one)"
+        f"{path} is a GPT-SoVITS {version} model; gsvkit supports v1, v2, v2Pro and v2ProPlus for now "
+        "(use a model of those families, or upstream GPT-SoVITS for this one)"
     )
 
 
@@ -143,6 +159,9 @@ def interpret(tf: TorchFile, path: Path) -> Imported:
         raise CheckpointError(f"{path}: not a GPT-SoVITS checkpoint (its top level is a {type(obj).__name__})")
 
     container, weights = _find_weights(obj, path)
+    sv_like = "fuse34.local_att.0.weight" in weights and all(k.startswith(SV_PREFIXES) for k in weights)
+    if container == "bare" and sv_like:
+        return _speaker_encoder(weights, path, tf.header_version)
     upstream_cfg = _upstream_config(obj, container)
     kind = _kind_of(weights, path)
     if kind == "s1":
@@ -158,9 +177,28 @@ def interpret(tf: TorchFile, path: Path) -> Imported:
         config: S1Config | S2Config = _s1_config(upstream_cfg, version, phone_rows, path)
     else:
         version, n_symbols = _s2_version(weights, upstream_cfg, tf.header_version, kind)
-        config = _s2_config(upstream_cfg, version, n_symbols, path)
+        config = _s2_config(upstream_cfg, version, n_symbols, path, weights)
     info = _info(obj, container, path, source_format, upstream_cfg, tf.header_version)
     return Imported(kind, version, config, dict(weights), info, source_format)
+
+
+def _speaker_encoder(weights: Mapping[str, Any], path: Path, header: str | None) -> Imported:
+    from gsvkit.models.sv import SpeakerEncoder
+
+    try:
+        cfg = SpeakerEncoder.config_from_state_dict(weights)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    info = {
+        "source_file": str(path),
+        "source_format": "sv-state-dict",
+        "model": "ERes2NetV2 speaker verification, forward3 embedding",
+        "embedding_dim": cfg.dim,
+        "used_by": list(PRO_VERSIONS),
+    }
+    if header is not None:
+        info["header_version"] = header
+    return Imported("sv", "v2Pro", cfg, dict(weights), info, "sv-state-dict")
 
 
 # ------------------------------------------------------------------------------------------------- structure
@@ -229,16 +267,6 @@ def _refuse_newer_s2(path: Path, obj: Mapping, weights: Mapping[str, Any], cfg: 
         raise refuse_version(path, f"{v3_or_v4}-LoRA")
     if any(n.startswith(V3_PREFIXES) for n in names):
         raise refuse_version(path, v3_or_v4)
-    if any(n.startswith(V2PRO_PREFIXES) for n in names):
-        conv_pre = weights.get("dec.conv_pre.weight")
-        model = _section(cfg, "model")
-        # v2ProPlus differs from v2Pro by a wider decoder input (upsample_initial_channel 768 instead of 512).
-        plus = (
-            declared == "v2ProPlus"
-            or (conv_pre is not None and int(conv_pre.shape[0]) == 768)
-            or model.get("upsample_initial_channel") == 768
-        )
-        raise refuse_version(path, "v2ProPlus" if plus else "v2Pro")
     if declared in NEWER_VERSIONS:
         raise refuse_version(path, declared)
 
@@ -262,8 +290,12 @@ def _source_format(kind: str, container: str, obj: Mapping, weights: Mapping, he
 def _s2_version(
     weights: Mapping[str, Any], cfg: Mapping[str, Any], header: str | None, kind: str
 ) -> tuple[str, int | None]:
+    if any(n.startswith(V2PRO_PREFIXES) for n in weights):
+        return _pro_version(weights, cfg, header), None
+    if kind == "s2d" and any(n.startswith(f"{D_PREFIX}{len(PERIODS) + 1}.") for n in weights):
+        return "v2Pro", None  # the Pro discriminator has two more periods (v2Pro and v2ProPlus share it)
     emb = weights.get(S2_TEXT_EMBEDDING)
-    if emb is not None:
+    if emb is not None and header not in PRO_VERSIONS:
         rows = int(emb.shape[0])
         version = "v1" if rows == N_SYMBOLS["v1"] else "v2"  # upstream's rule: 322 rows is v1, anything else v2
         return version, (rows if rows != N_SYMBOLS[version] else None)
@@ -271,6 +303,20 @@ def _s2_version(
         return header, None
     declared = _declared_version(cfg)
     return (declared if declared in SUPPORTED_VERSIONS else "v2"), None
+
+
+def _pro_version(weights: Mapping[str, Any], cfg: Mapping[str, Any], header: str | None) -> str:
+    # v2ProPlus differs from v2Pro only by a wider decoder: upsample_initial_channel 768 and a 20-tap first up-conv.
+    # Non-official sizes fall through to the header and the config.
+    conv_pre = weights.get("dec.conv_pre.weight")
+    width = int(conv_pre.shape[0]) if conv_pre is not None else None
+    for version in PRO_VERSIONS:
+        if width == official_config("s2", version).model.upsample_initial_channel:
+            return version
+    if header in PRO_VERSIONS:
+        return header
+    declared = _declared_version(cfg)
+    return declared if declared in PRO_VERSIONS else "v2Pro"
 
 
 def _s1_version(weights: Mapping[str, Any], cfg: Mapping[str, Any]) -> tuple[str, int | None]:
@@ -297,13 +343,20 @@ def _pick(section: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]
     return {f: section[f] for f in fields if f in section and (section[f] is not None or f == "mel_fmax")}
 
 
-def _s2_config(cfg: Mapping[str, Any], version: str, n_symbols: int | None, path: Path) -> S2Config:
-    model = _pick(_section(cfg, "model"), _S2_MODEL_FIELDS)
+def _s2_config(
+    cfg: Mapping[str, Any], version: str, n_symbols: int | None, path: Path, weights: Mapping[str, Any]
+) -> S2Config:
+    # The official sizes of the version fill what the file does not say (pretrained G files carry no config).
+    official = official_config("s2", version).model.model_dump()
+    model = {**official, **_pick(_section(cfg, "model"), _S2_MODEL_FIELDS)}
     data = _pick(_section(cfg, "data"), _S2_DATA_FIELDS)
     train = _pick(_section(cfg, "train"), _S2_TRAIN_FIELDS)
     model["version"] = version
     if n_symbols is not None:
         model["n_symbols"] = n_symbols
+    sv_emb = weights.get("sv_emb.weight")
+    if sv_emb is not None and len(sv_emb.shape) == 2:  # [gin, sv_dim]
+        model["sv_dim"] = int(sv_emb.shape[1])
     if isinstance(data.get("filter_length"), int):
         model["spec_channels"] = data["filter_length"] // 2 + 1
     return _validated({"kind": "s2", "model": model, "data": data, "train": train}, path)  # type: ignore[return-value]

@@ -49,7 +49,7 @@ class Utterance(BaseModel):
     split: Split = "train"
     clip: str = Field("", description="clip path relative to the dataset directory")
 
-    def feature_path(self, root: Path, name: Literal["hubert", "semantic", "bert"]) -> Path:
+    def feature_path(self, root: Path, name: Literal["hubert", "semantic", "bert", "sv"]) -> Path:
         return Path(root) / "features" / f"{self.id}.{name}.safetensors"
 
     def clip_path(self, root: Path) -> Path:

@@ -7,6 +7,7 @@ Stages, each resumable per item (see `gsvkit.data.state`):
 3. text      transcript → normalised text, phones, word2ph (+ BERT features for zh with --bert)
 4. hubert    clip → HuBERT features at 50 Hz (with --hubert) → features/<id>.hubert.safetensors
 5. semantic  HuBERT features → semantic tokens through the s2 quantizer (with --s2) → features/<id>.semantic...
+   sv        v2Pro/v2ProPlus: clip → speaker embedding (with --sv-model) → features/<id>.sv.safetensors
 6. split, manifest.jsonl, report.md/json, prepare.json (and upstream's files with --upstream-layout)
 
 Bad input never stops the run: it is dropped with its reason and listed in the report (`strict=True` raises
@@ -78,6 +79,7 @@ class Models:
     quantizer: Any = None
     transcriber: Callable | None = None
     bert: Callable | None = None
+    sv: Any = None  # gsvkit.models.sv.SpeakerEncoder
 
     def device(self) -> str:
         if self.cfg.device != "auto":
@@ -113,6 +115,13 @@ class Models:
 
             self.transcriber = FasterWhisperTranscriber(self.cfg.asr_model, device=self.device())
         return self.transcriber
+
+    def get_sv(self) -> Any:
+        if self.sv is None:
+            from gsvkit.checkpoint import load_speaker_encoder
+
+            self.sv = load_speaker_encoder(self.cfg.sv, device=self.device())
+        return self.sv
 
     def get_bert(self) -> Callable:
         if self.bert is None:
@@ -503,19 +512,21 @@ def prepare(
     quantizer: Any = None,
     transcriber: Callable | None = None,
     bert: Callable | None = None,
+    sv: Any = None,
     progress: bool = False,
 ) -> PrepareResult:
     """Build or update the dataset `cfg.out` from `cfg.inputs`; returns the utterances and the run's report.
 
     `text_fn(text, language) -> {norm_text, phones, phone_ids, word2ph}`, `featurizer(wav16k) -> [1, C, T]`,
     `quantizer` (an object with `extract_latent` or a callable), `transcriber(wav16k, language) -> str` and
-    `bert(norm_text, word2ph) -> [1024, n]` replace the models named in `cfg` when given.
+    `bert(norm_text, word2ph) -> [1024, n]` and `sv` (a `SpeakerEncoder`) replace the models named in `cfg` when
+    given.
     """
     from gsvkit.data.upstream_layout import import_upstream, is_upstream_folder, write_upstream_layout
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    models = Models(cfg, text_fn, featurizer, quantizer, transcriber, bert)
+    models = Models(cfg, text_fn, featurizer, quantizer, transcriber, bert, sv)
     run = _Run(cfg, models, progress)
     for path in (cfg.hubert, cfg.bert):
         if path:
@@ -543,6 +554,10 @@ def prepare(
     _write_transcripts(run, clips)
     kept = _stage_text(run, clips)
     kept = _stage_features(run, kept)
+    if cfg.sv or sv is not None:
+        from gsvkit.data.speaker_stage import stage_speaker
+
+        kept = stage_speaker(run, kept, PREPARE_VERSION, sr)
     run.hashes.save()
 
     split = assign_split([(c.id, c.speaker) for c in kept], cfg.val_fraction, cfg.seed, cfg.val)
@@ -579,7 +594,9 @@ def prepare(
         "sample_rate": sr,
         "versions": _versions(),
         "inputs": {str(s.path): s.sha for s in sources},
-        "models": {k: run.model_hash(v) for k in ("hubert", "s2", "bert", "asr_model") if (v := getattr(cfg, k))},
+        "models": {
+            k: run.model_hash(v) for k in ("hubert", "s2", "bert", "asr_model", "sv") if (v := getattr(cfg, k))
+        },
         "utterances": len(items),
     }
     _write_if_changed(out / "prepare.json", json.dumps(info, indent=2, ensure_ascii=False) + "\n")

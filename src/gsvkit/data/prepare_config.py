@@ -46,6 +46,9 @@ class PrepareConfig(_Strict):
     s2: str | None = Field(None, description="s2 (SoVITS) weights whose quantizer gives the semantic tokens")
     bert: str | None = Field(None, description="local chinese-roberta-wwm-ext-large directory (zh only)")
     asr_model: str | None = Field(None, description="faster-whisper model directory for untranscribed audio")
+    sv: str | None = Field(
+        None, description="v2Pro/v2ProPlus: speaker-verification model file (sv/pretrained_eres2netv2w24s4ep4.ckpt)"
+    )
     text_version: Literal["v1", "v2"] = "v2"
     sample_rate: int | None = Field(None, gt=0, description="clip rate; None = the s2 model's, else 32000")
     min_duration: float = Field(0.6, ge=0, description="shorter clips are dropped (s)")

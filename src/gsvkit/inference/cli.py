@@ -63,6 +63,9 @@ def synth(
     s2: Annotated[Path | None, typer.Option("--s2", help="SoVITS weights (overrides the voice's)")] = None,
     hubert: Annotated[Path | None, typer.Option("--hubert", help="HuBERT model directory")] = None,
     bert: Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory")] = None,
+    sv_model: Annotated[
+        Path | None, typer.Option("--sv-model", help="v2Pro/v2ProPlus speaker-verification model file")
+    ] = None,
     ref: Annotated[Path | None, typer.Option("--ref", help="reference clip, 3-10 s (default: the voice's)")] = None,
     ref_text: Annotated[str | None, typer.Option("--ref-text", help="transcript of the reference clip")] = None,
     ref_lang: Annotated[str | None, typer.Option("--ref-lang", help="language of the reference transcript")] = None,
@@ -103,8 +106,8 @@ def synth(
             _fail("give a voice (--voice DIR) or both --s1 and --s2")
         hubert, bert = model_dirs(voice, hubert, bert)
         t0 = time.perf_counter()
-        tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, device=device, int8=int8, backend=backend,
-                  onnx_dir=onnx)  # fmt: skip
+        tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, device=device, int8=int8,
+                  backend=backend, onnx_dir=onnx)  # fmt: skip
         t_load = time.perf_counter() - t0
         res = tts.synthesize_result(
             body,
@@ -160,6 +163,9 @@ def voice_create(
         Path | None, typer.Option("--hubert", help="HuBERT directory: stores the prompt tokens, recorded for use")
     ] = None,
     bert: Annotated[Path | None, typer.Option("--bert", help="Chinese BERT directory, recorded for use")] = None,
+    sv_model: Annotated[
+        Path | None, typer.Option("--sv-model", help="v2Pro: speaker-verification model; stores the embeddings")
+    ] = None,
     description: Annotated[str, typer.Option("--description", help="free text")] = "",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace OUT if it exists")] = False,
 ) -> None:
@@ -193,11 +199,13 @@ def voice_create(
             description=description,
             hubert=hubert,
             bert=bert,
+            sv=sv_model,
             overwrite=overwrite,
         )
     except GsvError as err:
         _fail(str(err))
     stored = " (prompt tokens stored)" if v.prompt_cache.is_file() else ""
+    stored += " (speaker embeddings stored)" if v.speaker_cache.is_file() else ""
     console.print(
         f"created voice [bold]{v.name}[/] in {v.root}: {v.version}, languages {', '.join(v.info.languages)}{stored}",
         highlight=False,

@@ -20,10 +20,11 @@ _ids = itertools.count(1)
 
 def check_pair(s1_cfg: Any, s2_cfg: Any, s1_path: Any = "s1", s2_path: Any = "s2") -> None:
     """Refuse an s1/s2 pair that cannot work together (`S1ModelConfig`, `S2ModelConfig`)."""
-    if s1_cfg.version != s2_cfg.version:
+    if s1_cfg.version != s2_cfg.text_version:
         raise CheckpointError(
             f"{s1_path} is a {s1_cfg.version} GPT model but {s2_path} is a {s2_cfg.version} SoVITS model; "
-            "use s1 and s2 weights of the same version"
+            f"use a {s2_cfg.text_version} GPT with it"
+            + (" (upstream pairs v2Pro/v2ProPlus with s1v3.ckpt)" if s2_cfg.is_pro else "")
         )
     if s1_cfg.vocab_size - 1 != s2_cfg.codebook_size:
         raise CheckpointError(
@@ -50,6 +51,16 @@ class ModelBundle:
     @property
     def version(self) -> str:
         return self.s2_config.model.version
+
+    @property
+    def text_version(self) -> str:
+        """Symbol table and GPT family ("v2" for v2Pro/v2ProPlus too)."""
+        return self.s2_config.model.text_version
+
+    @property
+    def is_pro(self) -> bool:
+        """v2Pro/v2ProPlus: decoding needs a speaker embedding of every reference."""
+        return self.s2_config.model.is_pro
 
     @property
     def sample_rate(self) -> int:

@@ -20,6 +20,7 @@ LANGUAGES: dict[str, tuple[str, ...]] = {
     "v1": ("auto", "en", "zh", "ja", "all_zh", "all_ja"),
     "v2": ("auto", "auto_yue", "en", "zh", "ja", "yue", "ko", "all_zh", "all_ja", "all_yue", "all_ko"),
 }
+LANGUAGES["v2Pro"] = LANGUAGES["v2ProPlus"] = LANGUAGES["v2"]  # same text front end and GPT as v2
 
 # Longest text one call accepts by default; a whole book should be fed chapter by chapter.
 DEFAULT_MAX_TEXT_CHARS = 20_000

@@ -43,7 +43,7 @@ from gsvkit.inference.params import (
     check_language,
     make_params,
 )
-from gsvkit.inference.reference import ReferenceCache, read_prompt_cache
+from gsvkit.inference.reference import ReferenceCache, SpeakerEmbeddings, read_prompt_cache
 from gsvkit.inference.streaming import WindowedDecoder
 from gsvkit.inference.textprep import TextFeatures, TextReader, split_fragments, with_end_punctuation
 from gsvkit.inference.voice import Voice, load_voice
@@ -58,6 +58,7 @@ class Prompt:
     tokens: torch.Tensor | None  # [Tp] long; None = reference-free (no transcript)
     text: TextFeatures | None
     specs: list[torch.Tensor]  # each [1, bins, F]
+    sv_embs: list[torch.Tensor] | None = None  # v2Pro: one [1, sv_dim] speaker embedding per spectrogram
 
 
 @dataclass
@@ -105,7 +106,8 @@ class TTS:
     - `voice`: a voice directory (or loaded `Voice`): weights, default reference, HuBERT/BERT paths.
     - `s1`, `s2`: weight files (gsvkit `.safetensors` or official files); override the voice's.
     - `hubert`: HuBERT directory; needed to read any reference clip except a voice's own when the voice stores
-      its prompt tokens. `bert`: Chinese BERT directory; needed for Chinese text.
+      its prompt tokens. `bert`: Chinese BERT directory; needed for Chinese text. `sv_model`: v2Pro/v2ProPlus
+      speaker-verification model file; needed for any reference whose embedding the voice does not store.
     - `int8`: run s1 with int8 weights (about 2-4x faster on CPU, slightly different samples).
     - `backend`: "torch", or "onnx" to run the graphs `gsv export onnx` wrote to `onnx_dir` with onnxruntime
       (s1/s2 and, when exported, HuBERT; speed 1 and a reference transcript only).
@@ -120,6 +122,7 @@ class TTS:
         s2: PathLike | None = None,
         hubert: PathLike | None = None,
         bert: PathLike | None = None,
+        sv_model: PathLike | None = None,
         device: str = "cpu",
         int8: bool = False,
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
@@ -147,6 +150,7 @@ class TTS:
         self.hubert_path = Path(hubert) if hubert else (voice.hubert_path if voice else None)
         self.bert_path = Path(bert) if bert else (voice.bert_path if voice else None)
         self.cache = ReferenceCache(cache_size)
+        self.speakers = SpeakerEmbeddings(sv_model, self.cache, device)
         self._lock = threading.RLock()  # lazy loads and bundle swaps; never held while synthesizing
         self._switch_lock = threading.Lock()
         if backend == "onnx":
@@ -279,6 +283,7 @@ class TTS:
         aux_refs: Sequence[PathLike],
     ) -> Prompt:
         voice = voice or self.voice
+        speaker = voice
         if ref_audio is None:
             if voice is None:
                 raise GsvError("no reference audio: pass ref_audio (CLI: --ref) or use a voice")
@@ -294,15 +299,17 @@ class TTS:
         data, ident = bundle.s2_config.data, bundle.ident
         specs = [self.cache.spectrogram(ref_path, data, ident, check=True)]
         specs += [self.cache.spectrogram(p, data, ident) for p in aux]
+        m = bundle.s2_config.model
+        embs = self.speakers.for_clips([ref_path, *aux], speaker, data, m.sv_dim) if m.is_pro else None
         ref_text = (ref_text or "").strip()
         if not ref_text:  # reference-free: timbre from the spectrogram only, s1 starts without a prompt
-            return Prompt(tokens=None, text=None, specs=specs)
+            return Prompt(tokens=None, text=None, specs=specs, sv_embs=embs)
         if not ref_lang:
             raise TextError("the reference transcript needs its language: pass ref_lang (CLI: --ref-lang)")
         ref_lang = check_language(ref_lang, bundle.version, what="reference language")
         tokens = self._prompt_tokens(bundle, ref_path, voice)
         text = reader.features(with_end_punctuation(ref_text, ref_lang), ref_lang)
-        return Prompt(tokens=tokens, text=text, specs=specs)
+        return Prompt(tokens=tokens, text=text, specs=specs, sv_embs=embs)
 
     # ------------------------------------------------------------------------------------------ preparing
     def _prepare(
@@ -337,7 +344,7 @@ class TTS:
         pieces = split_fragments(text, lang, p.split)
         if not pieces:
             raise TextError(f"nothing pronounceable in the text {text[:60]!r}")
-        reader = self._reader(bundle.version)
+        reader = self._reader(bundle.text_version)
         prompt = self._prompt(bundle, reader, voice, ref_audio, ref_text, ref_lang, aux_refs)
         seed = p.seed if p.seed is not None else secrets.randbits(32)
         return _Job(bundle, reader, prompt, p, seed), pieces
@@ -392,6 +399,7 @@ class TTS:
             noise_scale=job.params.noise_scale,
             speed=job.params.speed,
             generator=gen,
+            sv_emb=[e.to(device) for e in job.prompt.sv_embs] if job.prompt.sv_embs is not None else None,
         )  # [1, 1, S]
         return wav[0, 0].float().cpu().numpy()
 

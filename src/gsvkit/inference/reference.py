@@ -6,7 +6,10 @@ What upstream computes from the reference clip (`TTS._set_prompt_semantic` / `_g
   32 kHz models; kept for parity, since the prompt tokens of the trailing silence shape how s1 starts);
 - HuBERT features -> `s2.extract_latent` (the fine-tuned ssl_proj + quantizer) -> the prompt tokens;
 - the clip at s2's own rate, scaled down when its peak exceeds 1 (by at most 2x), -> linear spectrogram, which
-  s2's reference encoder turns into the timbre embedding.
+  s2's reference encoder turns into the timbre embedding;
+- v2Pro/v2ProPlus: that same s2-rate waveform, resampled to 16 kHz, -> ERes2NetV2 speaker embedding (one per
+  reference, aux references included). A voice stores them (`speaker.safetensors`), so it speaks without the
+  speaker-verification model.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from gsvkit.errors import AudioError
+from gsvkit.errors import AudioError, CheckpointError
 
 if TYPE_CHECKING:  # pragma: no cover
     from gsvkit.config import S2DataConfig
@@ -75,11 +78,9 @@ def prompt_tokens(wav16k: np.ndarray, hubert: Any, s2: Any, s2_sampling_rate: in
     return codes[0, 0].long().cpu()
 
 
-@torch.no_grad()
-def reference_spectrogram(path: str | os.PathLike, data: S2DataConfig, check: bool = False) -> torch.Tensor:
-    """Linear spectrogram s2's reference encoder expects: [1, bins, F]. `check`: apply `check_reference`."""
+def _s2_rate_reference(path: str | os.PathLike, data: S2DataConfig, check: bool) -> torch.Tensor:
+    """The reference at s2's rate, scaled down by at most 2x when its peak exceeds 1: [T]."""
     from gsvkit.audio.io import load_audio
-    from gsvkit.audio.spectrogram import spectrogram
 
     wav = load_audio(path, data.sampling_rate)
     if check:
@@ -88,7 +89,32 @@ def reference_spectrogram(path: str | os.PathLike, data: S2DataConfig, check: bo
     peak = float(wav.abs().max())
     if peak > 1.0:
         wav = wav / min(2.0, peak)
-    return spectrogram(wav.unsqueeze(0), data)  # [1, bins, F]
+    return wav
+
+
+@torch.no_grad()
+def reference_spectrogram(path: str | os.PathLike, data: S2DataConfig, check: bool = False) -> torch.Tensor:
+    """Linear spectrogram s2's reference encoder expects: [1, bins, F]. `check`: apply `check_reference`."""
+    from gsvkit.audio.spectrogram import spectrogram
+
+    return spectrogram(_s2_rate_reference(path, data, check).unsqueeze(0), data)  # [1, bins, F]
+
+
+@torch.no_grad()
+def reference_speaker_embedding(path: str | os.PathLike, data: S2DataConfig, sv: Any) -> torch.Tensor:
+    """v2Pro: the speaker embedding of a reference clip, [1, sv.dim] float32 on the CPU.
+
+    As upstream, the s2-rate waveform the spectrogram comes from is resampled to 16 kHz (soxr here, torchaudio's
+    sinc resampler upstream: the measured difference is in README.md).
+    """
+    from gsvkit.audio.io import resample
+    from gsvkit.models.sv import SAMPLE_RATE
+
+    wav = resample(_s2_rate_reference(path, data, False).numpy(), data.sampling_rate, SAMPLE_RATE)
+    try:
+        return sv.embed(torch.from_numpy(wav)[None]).cpu()
+    except AudioError as err:
+        raise AudioError(f"{path}: {err}") from None
 
 
 def _file_key(path: str | os.PathLike) -> tuple[str, int, int]:
@@ -140,6 +166,11 @@ class ReferenceCache:
         key = ("spec", *_file_key(path), model_id, check)
         hit = self._get(key)
         return hit if hit is not None else self._put(key, reference_spectrogram(path, data, check))
+
+    def speaker_embedding(self, path: str | os.PathLike, data: S2DataConfig, sv: Any, sv_id: str) -> torch.Tensor:
+        key = ("sv", *_file_key(path), sv_id, data.sampling_rate)
+        hit = self._get(key)
+        return hit if hit is not None else self._put(key, reference_speaker_embedding(path, data, sv))
 
     def tokens(
         self, path: str | os.PathLike, hubert: Any, s2: Any, s2_sampling_rate: int, model_id: str
@@ -204,3 +235,105 @@ def read_prompt_cache(voice: Voice) -> torch.Tensor | None:
     if meta.get("reference_sha256") != sha256_file(voice.reference_audio):
         return None
     return tokens.long()
+
+
+# ---------------------------------------------------------------------- voice speaker-embedding file (v2Pro)
+def write_speaker_cache(voice: Voice, sv_path: str | os.PathLike) -> Path:
+    """Compute the speaker embedding of the voice's reference and aux clips with `sv_path` and store them."""
+    from safetensors.torch import save_file
+
+    from gsvkit.checkpoint import load_speaker_encoder, read_header
+    from gsvkit.inference.voice import sha256_file
+    from gsvkit.utils.io import atomic_path
+
+    config = read_header(voice.s2_path).config
+    model, data = config.model, config.data
+    sv = load_speaker_encoder(sv_path)
+    if sv.dim != model.sv_dim:
+        raise CheckpointError(
+            f"{sv_path}: gives {sv.dim}-d speaker embeddings but {voice.s2_path} takes {model.sv_dim}-d ones; "
+            "use the speaker-verification model this s2 was trained with"
+        )
+    tensors, meta = {}, {"sv_sha256": sha256_file(Path(sv_path))}
+    for name, clip in _speaker_clips(voice):
+        tensors[name] = reference_speaker_embedding(clip, data, sv).contiguous()
+        meta[f"{name}_sha256"] = sha256_file(clip)
+    with atomic_path(voice.speaker_cache) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return voice.speaker_cache
+
+
+def read_speaker_cache(voice: Voice) -> dict[Path, torch.Tensor]:
+    """The stored embeddings whose clip is unchanged, by clip path (empty when there is no usable file)."""
+    from safetensors import safe_open
+
+    from gsvkit.inference.voice import sha256_file
+
+    if not voice.speaker_cache.is_file():
+        return {}
+    try:
+        with safe_open(str(voice.speaker_cache), framework="pt") as f:
+            meta = f.metadata() or {}
+            stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except Exception:  # a damaged cache is only a cache: the embeddings are computed instead (or refused)
+        return {}
+    out = {}
+    for name, clip in _speaker_clips(voice):
+        if name in stored and meta.get(f"{name}_sha256") == sha256_file(clip):
+            out[clip.resolve()] = stored[name].float()
+    return out
+
+
+def _speaker_clips(voice: Voice) -> list[tuple[str, Path]]:
+    return [("reference", voice.reference_audio)] + [(f"aux{i}", p) for i, p in enumerate(voice.aux_references)]
+
+
+class SpeakerEmbeddings:
+    """Speaker embeddings of reference clips for v2Pro/v2ProPlus: a voice's stored ones, else computed with the
+    speaker-verification model (loaded on first need, results kept in the reference cache)."""
+
+    def __init__(self, sv_path: str | os.PathLike | None, cache: ReferenceCache, device: str = "cpu") -> None:
+        self.sv_path = Path(sv_path) if sv_path else None
+        self.cache = cache
+        self.device = device
+        self._sv: Any = None
+        self._stored: dict[Path, dict[Path, torch.Tensor]] = {}
+        self._lock = threading.Lock()
+
+    def _model(self, clip: Path, voice: Voice | None) -> Any:
+        with self._lock:
+            if self._sv is None:
+                sv_path = self.sv_path or (voice.sv_path if voice is not None else None)
+                if sv_path is None:
+                    where = f"voice {voice.name!r} stores none for it" if voice is not None else "no voice stores it"
+                    raise CheckpointError(
+                        f"{clip}: a v2Pro/v2ProPlus model needs this reference's speaker embedding and {where}; "
+                        "pass the speaker-verification model (sv=PATH, CLI: --sv-model PATH: upstream's "
+                        "sv/pretrained_eres2netv2w24s4ep4.ckpt), or recreate the voice with it"
+                    )
+                from gsvkit.checkpoint import load_speaker_encoder
+
+                self._sv = load_speaker_encoder(sv_path, self.device)
+            return self._sv
+
+    def for_clips(self, clips: list[Path], voice: Voice | None, data: S2DataConfig, sv_dim: int) -> list[torch.Tensor]:
+        """One [1, sv_dim] embedding per clip, in order."""
+        stored: dict[Path, torch.Tensor] = {}
+        if voice is not None:
+            with self._lock:
+                if voice.root not in self._stored:
+                    self._stored[voice.root] = read_speaker_cache(voice)
+                stored = self._stored[voice.root]
+        out = []
+        for clip in clips:
+            emb = stored.get(Path(clip).resolve())
+            if emb is None:
+                sv = self._model(Path(clip), voice)
+                emb = self.cache.speaker_embedding(clip, data, sv, str(id(sv)))
+            if emb.shape[-1] != sv_dim:
+                raise CheckpointError(
+                    f"{clip}: its speaker embedding has {emb.shape[-1]} values but the s2 model takes {sv_dim}; "
+                    "use the speaker-verification model the s2 weights were trained with"
+                )
+            out.append(emb)
+        return out

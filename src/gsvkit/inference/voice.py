@@ -7,11 +7,13 @@ alice/
   s2.safetensors      SoVITS (semantic tokens -> waveform), gsvkit checkpoint format
   reference.wav       default reference clip (3-10 s; its transcript and language are in voice.json)
   prompt.safetensors  optional: the reference's semantic tokens, so synthesis needs no HuBERT model
+  speaker.safetensors v2Pro/v2ProPlus: the speaker embedding of the reference and aux clips, so synthesis needs no
+                      speaker-verification model
 ```
 
 Every file a voice names lives inside its directory (relative names only), so a voice can be copied, zipped or
 served from a voices directory without reaching anywhere else on disk. Only the shared feature models (HuBERT,
-BERT) may be named by absolute path, because they are large and shared between voices.
+BERT, the speaker-verification model) may be named by absolute path, because they are large and shared between voices.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from gsvkit.utils.io import atomic_write_text
 
 VOICE_FILE = "voice.json"
 PROMPT_FILE = "prompt.safetensors"
+SPEAKER_FILE = "speaker.safetensors"
 VOICE_FORMAT = "gsvkit-voice"
 
 
@@ -68,7 +71,9 @@ class VoiceInfo(BaseModel):
     format: Literal["gsvkit-voice"] = VOICE_FORMAT
     format_version: Literal[1] = 1
     name: str = Field(min_length=1, max_length=200)
-    version: Literal["v1", "v2"] = Field(description="model version of both s1 and s2")
+    version: Literal["v1", "v2", "v2Pro", "v2ProPlus"] = Field(
+        description="s2 model version (s1 is the matching GPT: v2's for v2Pro/v2ProPlus)"
+    )
     s1: str = "s1.safetensors"
     s2: str = "s2.safetensors"
     reference: ReferenceInfo
@@ -77,6 +82,7 @@ class VoiceInfo(BaseModel):
     description: str = ""
     hubert: str | None = Field(None, description="HuBERT model directory (absolute, or relative to the voice)")
     bert: str | None = Field(None, description="Chinese BERT model directory (absolute, or relative to the voice)")
+    sv: str | None = Field(None, description="v2Pro: speaker-verification model file (absolute, or relative)")
     provenance: Provenance
 
 
@@ -122,6 +128,14 @@ class Voice:
     @property
     def prompt_cache(self) -> Path:
         return self.root / PROMPT_FILE
+
+    @property
+    def speaker_cache(self) -> Path:
+        return self.root / SPEAKER_FILE
+
+    @property
+    def sv_path(self) -> Path | None:
+        return self._model_dir(self.info.sv)
 
     @property
     def hubert_path(self) -> Path | None:
@@ -283,13 +297,16 @@ def create_voice(
     description: str = "",
     hubert: str | os.PathLike | None = None,
     bert: str | os.PathLike | None = None,
+    sv: str | os.PathLike | None = None,
     overwrite: bool = False,
 ) -> Voice:
     """Bundle trained weights and a reference clip into a voice directory.
 
     The weights may be gsvkit checkpoints or official GPT-SoVITS files; both are written as gsvkit
     `.safetensors`. The reference must be 3-10 s (checked here, not at first use). With `hubert`, the reference's
-    semantic tokens are stored too, so the voice then speaks without a HuBERT model at hand.
+    semantic tokens are stored too, so the voice then speaks without a HuBERT model at hand. v2Pro/v2ProPlus
+    voices need `sv` (upstream's `sv/pretrained_eres2netv2w24s4ep4.ckpt`): the speaker embeddings of the clips are
+    stored, so the voice speaks without it.
     """
     from gsvkit import __version__
     from gsvkit.checkpoint import load_checkpoint, save_checkpoint
@@ -308,6 +325,11 @@ def create_voice(
         raise CheckpointError(f"{s2}: holds a {ck2.kind} model, expected s2 (SoVITS)")
     check_pair(ck1.config.model, ck2.config.model, s1, s2)
     version = ck2.config.model.version
+    if ck2.config.model.is_pro and not sv:
+        raise DataError(
+            f"{s2}: a {version} voice stores its reference's speaker embedding, which needs the speaker-verification "
+            "model: pass sv=PATH (CLI: --sv-model PATH), upstream's sv/pretrained_eres2netv2w24s4ep4.ckpt"
+        )
     ref_lang = check_language(ref_lang, version, what="reference language")
     langs = [check_language(x, version) for x in languages] if languages else list(LANGUAGES[version])
     load_reference_16k(ref_audio)  # raises a clear AudioError for missing/short/long/silent clips
@@ -338,6 +360,7 @@ def create_voice(
             description=description,
             hubert=str(Path(hubert).resolve()) if hubert else None,
             bert=str(Path(bert).resolve()) if bert else None,
+            sv=str(Path(sv).resolve()) if sv else None,
             provenance=Provenance(
                 consent=consent.strip(),
                 speaker=speaker,
@@ -354,6 +377,10 @@ def create_voice(
             from gsvkit.inference.reference import write_prompt_cache
 
             write_prompt_cache(load_voice(tmp), hubert)
+        if ck2.config.model.is_pro:
+            from gsvkit.inference.reference import write_speaker_cache
+
+            write_speaker_cache(load_voice(tmp), sv)  # type: ignore[arg-type]
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

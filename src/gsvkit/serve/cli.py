@@ -18,7 +18,7 @@ def _fail(message: str) -> None:
 
 
 def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, device: str, int8: bool,
-         backend: str = "torch", onnx: Path | None = None):  # fmt: skip
+         backend: str = "torch", onnx: Path | None = None, sv_model: Path | None = None):  # fmt: skip
     from gsvkit.inference.pipeline import TTS
     from gsvkit.inference.voice import scan_voices
 
@@ -28,8 +28,8 @@ def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, devi
     from gsvkit.inference.cli import model_dirs
 
     hubert, bert = model_dirs(voice, hubert, bert)
-    return TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, device=device, int8=int8, backend=backend,
-               onnx_dir=onnx)  # fmt: skip
+    return TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, device=device, int8=int8,
+               backend=backend, onnx_dir=onnx)  # fmt: skip
 
 
 def serve(
@@ -46,6 +46,9 @@ def serve(
     s2: Annotated[Path | None, typer.Option("--s2", help="SoVITS weights loaded at start")] = None,
     hubert: Annotated[Path | None, typer.Option("--hubert", help="HuBERT model directory")] = None,
     bert: Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory")] = None,
+    sv_model: Annotated[
+        Path | None, typer.Option("--sv-model", help="v2Pro/v2ProPlus speaker-verification model file")
+    ] = None,
     ref_dir: Annotated[
         list[Path] | None, typer.Option("--ref-dir", help="folder ref_audio_path may point into (repeatable)")
     ] = None,
@@ -78,7 +81,7 @@ def serve(
         _fail(f"the server needs the 'serve' extra ({err.name} is missing): pip install 'gsvkit[serve]'")
     voices_dir = voices_dir or models_dir
     try:
-        tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8, backend, onnx)
+        tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8, backend, onnx, sv_model)
         settings = ServerSettings(
             models_dir=models_dir,
             voices_dir=voices_dir,
@@ -105,6 +108,9 @@ def webui(
     s2: Annotated[Path | None, typer.Option("--s2", help="SoVITS weights")] = None,
     hubert: Annotated[Path | None, typer.Option("--hubert", help="HuBERT model directory")] = None,
     bert: Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory")] = None,
+    sv_model: Annotated[
+        Path | None, typer.Option("--sv-model", help="v2Pro/v2ProPlus speaker-verification model file")
+    ] = None,
     work_dir: Annotated[Path, typer.Option("--work-dir", help="where the training tab keeps datasets and runs")] = Path(
         "webui-work"
     ),
@@ -119,7 +125,7 @@ def webui(
     except ImportError as err:
         _fail(f"the web UI needs the 'webui' extra ({err.name} is missing): pip install 'gsvkit[webui]'")
     try:
-        tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8)
+        tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8, sv_model=sv_model)
         ui = build_ui(tts, voices_dir=voices_dir, work_dir=work_dir)
     except GsvError as err:
         _fail(str(err))

@@ -60,12 +60,15 @@ class S2DataModule(_Base):
     def __init__(self, root: Path, cfg: S2Config) -> None:
         super().__init__(root, cfg.train.batch_size, cfg.train.seed, cfg.train.num_workers)
         self.cfg = cfg
-        self.train_utts, self.val_utts = load_utterances(self.root, "s2", cfg.train.require_validation)
+        self.train_utts, self.val_utts = load_utterances(
+            self.root, "s2", cfg.train.require_validation, needs_sv=cfg.model.is_pro
+        )
         t = cfg.train
         self.train_utts = [u for u in self.train_utts if not u.duration or t.min_clip_sec < u.duration < t.max_clip_sec]
         self.train_set: S2Dataset | None = None
         self.val_set: S2Dataset | None = None
         self.val_refs: list[torch.Tensor] = []
+        self.val_ref_sv: list[torch.Tensor | None] = []  # the reference's speaker embedding (v2Pro)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -78,7 +81,9 @@ class S2DataModule(_Base):
         refs = [reference_for(u, self.val_utts, self.train_utts) for u in self.val_utts]
         missing = [r for r in refs if r.id not in by_id]
         extra = {it.id: it for it in S2Dataset(self.root, missing, cfg).items} if missing else {}
-        self.val_refs = [(by_id.get(r.id) or extra[r.id]).spec for r in refs]
+        ref_items = [by_id.get(r.id) or extra[r.id] for r in refs]
+        self.val_refs = [it.spec for it in ref_items]
+        self.val_ref_sv = [it.sv for it in ref_items]
 
     def train_dataloader(self) -> StatefulLoader:
         return self._train_loader(self.train_set, collate_s2)

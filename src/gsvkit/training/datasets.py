@@ -27,6 +27,8 @@ _NEEDS = {
     "s2": {"clip": "slice/resample (clips/)", "hubert": "hubert features", "phones": "text (phones)"},
     "s1": {"semantic": "semantic tokens", "phones": "text (phones)"},
 }
+# v2Pro/v2ProPlus s2 also reads each clip's speaker embedding.
+_SV_NEED = {"sv": "speaker embedding (gsv prepare --sv-model)"}
 
 
 def dataset_hash(root: Path) -> str:
@@ -36,11 +38,12 @@ def dataset_hash(root: Path) -> str:
 
 
 def load_utterances(
-    root: Path, stage: str, require_validation: bool = True
+    root: Path, stage: str, require_validation: bool = True, needs_sv: bool = False
 ) -> tuple[list[Utterance], list[Utterance]]:
     """(train, val) utterances of a prepared dataset, checking that `stage` ("s1"/"s2") has all it needs.
 
-    An empty val split is an error unless `require_validation` is False (then `val` may be empty).
+    An empty val split is an error unless `require_validation` is False (then `val` may be empty). `needs_sv`:
+    the clips' speaker embeddings are needed too (v2Pro/v2ProPlus s2).
     """
     root = Path(root)
     if not root.is_dir():
@@ -49,7 +52,7 @@ def load_utterances(
     if not items:
         raise DataError(f"{root / MANIFEST}: the dataset has no utterances")
     for utt in items:
-        for need, stage_name in _NEEDS[stage].items():
+        for need, stage_name in {**_NEEDS[stage], **(_SV_NEED if needs_sv else {})}.items():
             if need == "phones":
                 ok = bool(utt.phone_ids)
                 where = f"utterance {utt.id!r} has no phone_ids"
@@ -60,9 +63,10 @@ def load_utterances(
                 ok = utt.feature_path(root, need).is_file()  # type: ignore[arg-type]
                 where = f"{utt.feature_path(root, need)} is missing"  # type: ignore[arg-type]
             if not ok:
+                how = " with --sv-model PATH (upstream's sv/pretrained_eres2netv2w24s4ep4.ckpt)" if need == "sv" else ""
                 raise DataError(
                     f"{root}: the dataset lacks the '{stage_name}' stage needed by {stage} ({where}); "
-                    f"run `gsv prepare` again to complete it"
+                    f"run `gsv prepare` again{how} to complete it"
                 )
     train = [u for u in items if u.split == "train"]
     val = [u for u in items if u.split == "val"]
@@ -103,6 +107,7 @@ class S2Item:
     spec: torch.Tensor  # [bins, F]
     wav: torch.Tensor  # [S]
     phones: torch.Tensor  # [L] long
+    sv: torch.Tensor | None = None  # [sv_dim] speaker embedding (v2Pro/v2ProPlus)
 
 
 class S2Dataset(Dataset):
@@ -141,7 +146,8 @@ class S2Dataset(Dataset):
             ssl = ssl[:, :frames]
             wav = wav[: frames * hop]
             phones = torch.tensor(utt.phone_ids, dtype=torch.long)
-            self.items.append(S2Item(utt.id, utt.speaker, ssl, spec, wav, phones))
+            sv = _speaker_embedding(utt.feature_path(root, "sv"), cfg.model.sv_dim) if cfg.model.is_pro else None
+            self.items.append(S2Item(utt.id, utt.speaker, ssl, spec, wav, phones, sv))
         self.index = [i for _ in range(repeat) for i in range(len(self.items))]
 
     def __len__(self) -> int:
@@ -152,6 +158,16 @@ class S2Dataset(Dataset):
 
     def lengths(self) -> list[int]:
         return [self.items[i].spec.shape[-1] for i in self.index]
+
+
+def _speaker_embedding(path: Path, dim: int) -> torch.Tensor:
+    sv = _load_tensor(path, "sv").float().reshape(-1)  # [sv_dim]
+    if sv.numel() != dim:
+        raise DataError(
+            f"{path}: a {sv.numel()}-d speaker embedding but the model takes {dim}; the dataset was prepared with "
+            "another speaker-verification model (re-run `gsv prepare --sv-model` with the matching one)"
+        )
+    return sv
 
 
 def _even_up(n: int) -> int:
@@ -171,6 +187,7 @@ class S2Batch:
     phone_lengths: torch.Tensor  # [B]
     speakers: list[str]
     ids: list[str]
+    sv: torch.Tensor | None = None  # [B, sv_dim] (v2Pro/v2ProPlus)
 
     def __len__(self) -> int:
         return self.ssl.shape[0]
@@ -181,7 +198,7 @@ class S2Batch:
 
     def select(self, idx: slice) -> S2Batch:
         """A sub-batch (micro-batch) of rows `idx`."""
-        return S2Batch(**{k: v[idx] for k, v in self.__dict__.items()})
+        return S2Batch(**{k: (v[idx] if v is not None else None) for k, v in self.__dict__.items()})
 
 
 def collate_s2(items: list[S2Item]) -> S2Batch:
@@ -206,6 +223,7 @@ def collate_s2(items: list[S2Item]) -> S2Batch:
         wav=wav, wav_lengths=torch.tensor([it.wav.shape[-1] for it in items]),
         phones=phones, phone_lengths=torch.tensor([it.phones.shape[-1] for it in items]),
         speakers=[it.speaker for it in items], ids=[it.id for it in items],
+        sv=torch.stack([it.sv for it in items]) if items[0].sv is not None else None,
     )
 
 

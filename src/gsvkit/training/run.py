@@ -371,6 +371,7 @@ def train_s2(
     save_config(cfg, stage_dir / "config.yaml")
     dm.setup("fit")
     module.val_refs = dm.val_refs
+    module.val_ref_sv = dm.val_ref_sv
     return _fit("s2", module, dm, cfg, stage_dir, resume_from, devices, accelerator, progress,
                 dataset_hash(Path(dataset)))
 

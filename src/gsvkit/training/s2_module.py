@@ -56,6 +56,7 @@ class S2Module(ManualStepModule):
         self.scheduled_freeze = frozen_names(self.net_g, freeze.modules)
         self.frozen = {f"net_g.{n}" for n in self.scheduled_freeze}
         self.val_refs: list[torch.Tensor] = []  # filled by the data module: reference spectrogram per val clip
+        self.val_ref_sv: list[torch.Tensor | None] = []  # and its speaker embedding [sv_dim] (v2Pro)
         sim = cfg.train.speaker_similarity
         self.speaker_sim = SpeakerSimilarityMetric(sim, cfg.data.sampling_rate) if sim.enabled else None
 
@@ -98,7 +99,9 @@ class S2Module(ManualStepModule):
                 ssl = spec_augment(ssl, batch.ssl_lengths, t.spec_augment)
             if t.spec_augment.spec:
                 spec = spec_augment(spec, batch.spec_lengths, t.spec_augment)
-        out = self.net_g(ssl, batch.ssl_lengths, spec, batch.spec_lengths, batch.phones, batch.phone_lengths)
+        out = self.net_g(
+            ssl, batch.ssl_lengths, spec, batch.spec_lengths, batch.phones, batch.phone_lengths, sv_emb=batch.sv
+        )
         seg_frames = out.y_hat.shape[-1] // data.hop_length
         with torch.autocast(device_type=self.device.type, enabled=False):
             mel = spec_to_mel(batch.spec.float(), data)  # targets from the clean spectrogram, as upstream
@@ -200,12 +203,14 @@ class S2Module(ManualStepModule):
         g = self.net_g
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed + batch_idx)
         ref = self.val_refs[batch_idx].to(self.device)[None]  # [1, bins, F]
+        ref_sv = self.val_ref_sv[batch_idx] if self.val_ref_sv else None
+        sv = [ref_sv.to(self.device)[None]] if ref_sv is not None else None  # one [1, sv_dim] per reference
         for i in range(len(batch)):
             n = int(batch.spec_lengths[i])
             ssl = batch.ssl[i : i + 1, :, : n // 2 * 2]  # [1, C, 2N]
             codes = g.extract_latent(ssl)  # [1, 1, N]
             phones = batch.phones[i : i + 1, : int(batch.phone_lengths[i])]
-            y_hat = g.decode(codes, phones, [ref], noise_scale=0.5, generator=gen)[0].float()  # [1, S]
+            y_hat = g.decode(codes, phones, [ref], noise_scale=0.5, generator=gen, sv_emb=sv)[0].float()  # [1, S]
             # One token is 2 * hop samples: both signals are cut to the same whole number of frames.
             frames = min(y_hat.shape[-1], int(batch.wav_lengths[i])) // data.hop_length
             if frames < 1:

@@ -6,7 +6,7 @@ Files written to the output folder (with `onnx.json` describing them and the con
 |-------------------|-----------------------------------------------------------------------------------|
 | hubert.onnx       | wav16k [1, S] -> ssl [1, C, T50]                                                  |
 | s2_latent.onnx    | ssl [1, C, T] -> codes [1, 1, T/2]                          (reference -> prompt) |
-| s2_ref.onnx       | refer [1, bins, F] -> ge [1, gin, 1]                        (timbre embedding)    |
+| s2_ref.onnx       | refer [1, bins, F] (+ sv_emb [1, sv_dim] for v2Pro) -> ge [1, gin, 1] (timbre)    |
 | s2_decode.onnx    | codes [1, 1, N], phones [1, L], ge, noise [1, C, 2N], noise_scale [] -> wav [1,1,S] |
 | s1_prefill.onnx   | phones [1, Tx], bert [1, 1024, Tx], prompt [1, Tp], text_pe [Tx, D], audio_pe [Tp, D] |
 |                   |   -> logits [1, V], keys/values [layers, 1, heads, Tx+Tp, head_dim]               |
@@ -101,8 +101,8 @@ class S2Ref(nn.Module):
         super().__init__()
         self.s2 = s2
 
-    def forward(self, refer):  # noqa: ANN001, ANN201
-        return self.s2._one_reference(refer)  # [1, gin, 1]
+    def forward(self, refer, sv_emb=None):  # noqa: ANN001, ANN201
+        return self.s2._one_reference(refer, sv_emb)  # [1, gin, 1]; v2Pro: with the speaker embedding, PReLU'd
 
 
 class S2Decode(nn.Module):
@@ -119,7 +119,7 @@ class S2Decode(nn.Module):
             quantized = quantized.repeat_interleave(2, dim=2)  # nearest x2, as F.interpolate(size=2N)
         y_lengths = torch.ones(1, dtype=torch.long) * quantized.shape[2]
         text_lengths = torch.ones(1, dtype=torch.long) * phones.shape[1]
-        _, m_p, logs_p, y_mask = s2.enc_p(quantized, y_lengths, phones, text_lengths, ge, 1.0)
+        _, m_p, logs_p, y_mask = s2.enc_p(quantized, y_lengths, phones, text_lengths, s2._mrte_ge(ge), 1.0)
         z_p = m_p + noise * torch.exp(logs_p) * noise_scale
         z = s2.flow(z_p, y_mask, g=ge, reverse=True)
         return s2.dec(z * y_mask, g=ge)
@@ -205,10 +205,14 @@ def export_onnx(
     _export(S2Latent(s2), (torch.randn(1, c2.ssl_dim, 40),), out / "s2_latent.onnx", ["ssl"], ["codes"],
             {"ssl": {2: t_ssl}})  # fmt: skip
     f = Dim("frames", min=8, max=8192)
-    _export(S2Ref(s2), (torch.rand(1, c2.spec_channels, 60),), out / "s2_ref.onnx", ["refer"], ["ge"],
-            {"refer": {2: f}})  # fmt: skip
+    # v2Pro: the speaker-verification branch is in the graph; the ERes2NetV2 encoder is not (a voice stores the
+    # embeddings of its clips, and any other clip is embedded in torch).
+    sv = (torch.randn(1, c2.sv_dim),) if c2.is_pro else ()
+    _export(S2Ref(s2), (torch.rand(1, c2.spec_channels, 60), *sv), out / "s2_ref.onnx",
+            ["refer", *(["sv_emb"] if sv else [])], ["ge"],
+            {"refer": {2: f}, **({"sv_emb": None} if sv else {})})  # fmt: skip
     codes = torch.randint(0, c2.codebook_size, (1, 1, 12))
-    ge = s2._one_reference(torch.rand(1, c2.spec_channels, 60))
+    ge = s2._one_reference(torch.rand(1, c2.spec_channels, 60), *sv)
     noise = torch.randn(1, c2.inter_channels, 24)
     _export(S2Decode(s2), (codes, torch.randint(0, c2.symbols, (1, 9)), ge, noise, torch.tensor(0.5)),
             out / "s2_decode.onnx", ["codes", "phones", "ge", "noise", "noise_scale"], ["wav"],

@@ -146,8 +146,17 @@ class OrtS2:
         (codes,) = self.latent.run(None, {"ssl": ssl.float().numpy()})
         return torch.from_numpy(codes)  # [1, 1, T/2]
 
-    def reference_embedding(self, refer: Sequence[torch.Tensor]) -> np.ndarray:
-        ges = [self.ref.run(None, {"refer": r.float().numpy()})[0] for r in refer]
+    def reference_embedding(
+        self, refer: Sequence[torch.Tensor], sv_emb: Sequence[torch.Tensor] | None = None
+    ) -> np.ndarray:
+        if self.cfg.is_pro:
+            if sv_emb is None or len(sv_emb) != len(refer):
+                raise ParameterError(f"this {self.cfg.version} model needs one speaker embedding per reference")
+            pairs = zip(refer, sv_emb, strict=True)
+            feeds = [{"refer": r.float().numpy(), "sv_emb": e.float().numpy()} for r, e in pairs]
+        else:
+            feeds = [{"refer": r.float().numpy()} for r in refer]
+        ges = [self.ref.run(None, feed)[0] for feed in feeds]
         return np.mean(np.stack(ges, 0), 0).astype(np.float32)  # [1, gin, 1]
 
     @torch.inference_mode()
@@ -159,6 +168,7 @@ class OrtS2:
         noise_scale: float = 0.5,
         speed: float = 1.0,
         generator: torch.Generator | None = None,
+        sv_emb: torch.Tensor | Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         if speed != 1.0:
             raise ParameterError("speed other than 1 is not available with the ONNX backend; use the torch backend")
@@ -170,7 +180,7 @@ class OrtS2:
             {
                 "codes": codes.long().numpy(),
                 "phones": phones.long().numpy(),
-                "ge": self.reference_embedding(refer),
+                "ge": self.reference_embedding(refer, [sv_emb] if isinstance(sv_emb, torch.Tensor) else sv_emb),
                 "noise": noise.numpy(),
                 "noise_scale": np.array(noise_scale, dtype=np.float32),
             },

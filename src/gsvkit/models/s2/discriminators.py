@@ -16,6 +16,7 @@ from gsvkit.models.modules import LRELU_SLOPE, get_padding, weight_norm
 __all__ = ["DiscriminatorP", "DiscriminatorS", "MultiPeriodDiscriminator"]
 
 PERIODS = (2, 3, 5, 7, 11)
+PRO_PERIODS = (2, 3, 5, 7, 11, 17, 23)  # v2Pro/v2ProPlus add two longer periods
 
 
 def _norm(module: nn.Module, use_spectral_norm: bool) -> nn.Module:
@@ -103,8 +104,9 @@ class MultiPeriodDiscriminator(nn.Module):
         if use_spectral_norm is None:
             use_spectral_norm = cfg.use_spectral_norm if cfg is not None else False
         div = cfg.discriminator_channel_divisor if cfg is not None else 1
+        periods = PRO_PERIODS if cfg is not None and cfg.is_pro else PERIODS
         discs: list[nn.Module] = [DiscriminatorS(use_spectral_norm, channel_divisor=div)]
-        discs += [DiscriminatorP(p, use_spectral_norm=use_spectral_norm, channel_divisor=div) for p in PERIODS]
+        discs += [DiscriminatorP(p, use_spectral_norm=use_spectral_norm, channel_divisor=div) for p in periods]
         self.discriminators = nn.ModuleList(discs)
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor):

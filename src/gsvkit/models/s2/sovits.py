@@ -9,6 +9,10 @@ module and parameter names, so an official state dict loads with strict matching
     z_p = m_p + eps * exp(logs_p) * noise_scale --flow^-1(ge)--> z --dec (HiFi-GAN, x640, ge)--> wav [B, 1, 640T]
 
 Training adds the posterior encoder enc_q (linear spectrogram -> z) and the forward flow z -> z_p.
+
+v2Pro/v2ProPlus (`cfg.is_pro`) add a speaker-verification branch: ge = PReLU(ref_enc(spec) + sv_emb(e)) with e the
+reference's [B, 20480] ERes2NetV2 embedding (gsvkit.models.sv), gin 1024; MRTE gets ge_to512(ge), flow and decoder
+the 1024-d ge. With several references each has its own e and the ge are averaged after the PReLU.
 """
 
 from __future__ import annotations
@@ -258,7 +262,7 @@ class S2TrainOutput:
 
 
 class SynthesizerTrn(nn.Module):
-    """GPT-SoVITS s2 (v1/v2), built from an `S2ModelConfig`; state-dict keys are upstream's."""
+    """GPT-SoVITS s2 (v1/v2/v2Pro/v2ProPlus), built from an `S2ModelConfig`; state-dict keys are upstream's."""
 
     def __init__(self, cfg: S2ModelConfig) -> None:
         super().__init__()
@@ -294,6 +298,11 @@ class SynthesizerTrn(nn.Module):
             # Upstream runs them in eval mode under no_grad: they never learn, so they need no gradients.
             self.ssl_proj.requires_grad_(False)
             self.quantizer.requires_grad_(False)
+        self.is_pro = cfg.is_pro
+        if self.is_pro:
+            self.sv_emb = nn.Linear(cfg.sv_dim, cfg.gin_channels)
+            self.ge_to512 = nn.Linear(cfg.gin_channels, cfg.mrte_channels)  # MRTE adds ge to its 512-d stream
+            self.prelu = nn.PReLU(num_parameters=cfg.gin_channels)
         self.train()  # applies the frozen parts' eval mode from the start
 
     def _new_posterior_encoder(self) -> PosteriorEncoder:
@@ -326,8 +335,8 @@ class SynthesizerTrn(nn.Module):
         encoder (`add_posterior_encoder()` makes a fresh one for training). Anything else missing, unexpected or
         of the wrong shape raises CheckpointError listing the keys.
         """
-        if config is None and version not in ("v1", "v2"):
-            raise CheckpointError(f"s2 version {version!r} is not supported here (supported: v1, v2)")
+        if config is None and version not in ("v1", "v2", "v2Pro", "v2ProPlus"):
+            raise CheckpointError(f"s2 version {version!r} is not supported here (supported: v1, v2, v2Pro, v2ProPlus)")
         cfg = config if config is not None else official_config("s2", version).model  # type: ignore[arg-type]
         emb = state_dict.get("enc_p.text_embedding.weight")
         if emb is not None and emb.shape[0] != cfg.symbols:
@@ -369,20 +378,53 @@ class SynthesizerTrn(nn.Module):
         return model.eval()
 
     # ----------------------------------------------------------------------------------------- inference
-    def reference_embedding(self, refer: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-        """ge [B, gin, 1] from one reference spectrogram [B, bins, F] or a list of them (their ge averaged)."""
-        if isinstance(refer, torch.Tensor):
-            return self._one_reference(refer)
-        if len(refer) == 0:
-            raise ValueError("refer: give at least one reference spectrogram")
-        return torch.stack([self._one_reference(r) for r in refer], 0).mean(0)
+    def reference_embedding(
+        self,
+        refer: torch.Tensor | Sequence[torch.Tensor],
+        sv_emb: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """ge [B, gin, 1] from one reference spectrogram [B, bins, F] or a list of them (their ge averaged).
 
-    def _one_reference(self, refer: torch.Tensor) -> torch.Tensor:
+        v2Pro/v2ProPlus need `sv_emb`: one [B, sv_dim] speaker embedding per reference (a tensor for one
+        reference, a list of the same length as `refer` for several).
+        """
+        refs = [refer] if isinstance(refer, torch.Tensor) else list(refer)
+        if not refs:
+            raise ValueError("refer: give at least one reference spectrogram")
+        if self.is_pro:
+            if sv_emb is None:
+                raise ValueError(
+                    f"this {self.version} model needs sv_emb: one [B, {self.cfg.sv_dim}] speaker embedding per "
+                    "reference (gsvkit.models.sv.SpeakerEncoder.embed)"
+                )
+            embs = [sv_emb] if isinstance(sv_emb, torch.Tensor) else list(sv_emb)
+            if len(embs) != len(refs):
+                raise ValueError(f"sv_emb: {len(embs)} embeddings for {len(refs)} references; give one per reference")
+        else:
+            embs = [None] * len(refs)
+        ges = [self._one_reference(r, e) for r, e in zip(refs, embs, strict=True)]
+        return ges[0] if isinstance(refer, torch.Tensor) else torch.stack(ges, 0).mean(0)
+
+    def _one_reference(self, refer: torch.Tensor, sv_emb: torch.Tensor | None = None) -> torch.Tensor:
         if refer.dim() != 3 or refer.size(1) < self.ref_bins:
             raise ValueError(f"refer: expected a spectrogram [B, >= {self.ref_bins}, F], got {tuple(refer.shape)}")
         refer = refer.to(self.ssl_proj.weight.dtype)  # spectrograms come as fp32; the model may be half precision
         mask = torch.ones(refer.size(0), 1, refer.size(2), dtype=refer.dtype, device=refer.device)  # [B, 1, F]
-        return self.ref_enc(refer[:, : self.ref_bins] * mask, mask)
+        return self._add_speaker(self.ref_enc(refer[:, : self.ref_bins] * mask, mask), sv_emb)
+
+    def _add_speaker(self, ge: torch.Tensor, sv_emb: torch.Tensor | None) -> torch.Tensor:
+        """v2Pro: ge [B, gin, 1] + sv_emb(e [B, sv_dim]) -> PReLU; other versions: ge unchanged."""
+        if not self.is_pro:
+            return ge
+        if sv_emb is None or sv_emb.dim() != 2 or sv_emb.size(1) != self.cfg.sv_dim:
+            got = None if sv_emb is None else tuple(sv_emb.shape)
+            raise ValueError(f"sv_emb: expected [B, {self.cfg.sv_dim}] speaker embeddings, got {got}")
+        sv = self.sv_emb(sv_emb.to(device=ge.device, dtype=self.sv_emb.weight.dtype))  # [B, gin]
+        return self.prelu(ge + sv.unsqueeze(-1))
+
+    def _mrte_ge(self, ge: torch.Tensor) -> torch.Tensor:
+        """The ge MRTE adds to its stream: v2Pro projects the 1024-d ge to MRTE's width."""
+        return self.ge_to512(ge.transpose(1, 2)).transpose(1, 2) if self.is_pro else ge
 
     def _upsample_codes(self, quantized: torch.Tensor) -> torch.Tensor:
         if self.semantic_frame_rate == "25hz":  # 25 Hz codes -> 50 Hz spectrogram frames
@@ -404,8 +446,11 @@ class SynthesizerTrn(nn.Module):
         noise_scale: float = 0.5,
         speed: float = 1.0,
         generator: torch.Generator | None = None,
+        sv_emb: torch.Tensor | Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Synthesize: codes [B, 1, N] long, phones [B, L] long, refer [B, bins, F] or a list -> wav [B, 1, S].
+
+        v2Pro/v2ProPlus: `sv_emb` holds one [B, sv_dim] speaker embedding per reference.
 
         S = hop * (2N) at speed 1, hop * (int(2N / speed) + 1) otherwise. The noise is drawn even when
         noise_scale is 0 (so the random stream advances as upstream's does); pass `generator` to make it
@@ -416,7 +461,7 @@ class SynthesizerTrn(nn.Module):
         _check_ids("codes", codes, self.cfg.codebook_size)
         _check_ids("phones", phones, self.cfg.symbols)
         with torch.inference_mode():
-            wav = self._decode(codes, phones, refer, noise_scale, speed, generator)
+            wav = self._decode(codes, phones, refer, noise_scale, speed, generator, sv_emb)
         return wav.clone()  # an ordinary tensor (see extract_latent)
 
     def _decode(
@@ -427,13 +472,14 @@ class SynthesizerTrn(nn.Module):
         noise_scale: float,
         speed: float,
         generator: torch.Generator | None,
+        sv_emb: torch.Tensor | Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        ge = self.reference_embedding(refer)
+        ge = self.reference_embedding(refer, sv_emb)
         b = codes.size(0)
         quantized = self._upsample_codes(self.quantizer.decode(codes.transpose(0, 1)))  # [B, D, 2N]
         y_lengths = torch.full((b,), quantized.size(2), dtype=torch.long, device=codes.device)
         text_lengths = torch.full((b,), phones.size(-1), dtype=torch.long, device=phones.device)
-        _, m_p, logs_p, y_mask = self.enc_p(quantized, y_lengths, phones, text_lengths, ge, speed)
+        _, m_p, logs_p, y_mask = self.enc_p(quantized, y_lengths, phones, text_lengths, self._mrte_ge(ge), speed)
         z_p = m_p + _randn_like(m_p, generator) * torch.exp(logs_p) * noise_scale
         z = self.flow(z_p, y_mask, g=ge, reverse=True)
         return self.dec(z * y_mask, g=ge)
@@ -448,15 +494,18 @@ class SynthesizerTrn(nn.Module):
         phone_lengths: torch.Tensor,
         noise_scale: float = 0.5,
         generator: torch.Generator | None = None,
+        sv_emb: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Whole-utterance reconstruction for validation: a batch's own spectrogram is the reference.
 
-        Returns (wav [B, 1, T * hop], y_mask [B, 1, T]); samples past `spec_lengths * hop` are padding.
+        v2Pro/v2ProPlus take the batch's speaker embeddings `sv_emb` [B, sv_dim] (upstream's `infer` has no Pro
+        branch; this follows its `decode`). Returns (wav [B, 1, T * hop], y_mask [B, 1, T]); samples past
+        `spec_lengths * hop` are padding.
         """
         spec_mask = _length_mask(spec_lengths, spec.size(2), spec.dtype)
-        ge = self.ref_enc(spec[:, : self.ref_bins] * spec_mask, spec_mask)
+        ge = self._add_speaker(self.ref_enc(spec[:, : self.ref_bins] * spec_mask, spec_mask), sv_emb)
         quantized = self._upsample_codes(self.quantizer.decode(self.quantizer.encode(self.ssl_proj(ssl))))
-        _, m_p, logs_p, y_mask = self.enc_p(quantized, spec_lengths, phones, phone_lengths, ge)
+        _, m_p, logs_p, y_mask = self.enc_p(quantized, spec_lengths, phones, phone_lengths, self._mrte_ge(ge))
         z_p = m_p + _randn_like(m_p, generator) * torch.exp(logs_p) * noise_scale
         z = self.flow(z_p, y_mask, g=ge, reverse=True)
         return self.dec(z * y_mask, g=ge), y_mask
@@ -471,8 +520,11 @@ class SynthesizerTrn(nn.Module):
         phones: torch.Tensor,
         phone_lengths: torch.Tensor,
         generator: torch.Generator | None = None,
+        sv_emb: torch.Tensor | None = None,
     ) -> S2TrainOutput:
         """Training step: ssl [B, ssl_dim, Ts] (50 Hz), spec [B, bins, T] (T == 2 * (Ts // 2)), phones [B, L].
+
+        v2Pro/v2ProPlus also take the clips' speaker embeddings `sv_emb` [B, sv_dim].
 
         As upstream, masks come from `spec_lengths` (ssl_lengths is accepted for symmetry and not used), the
         reference embedding is computed from the target spectrogram itself, and the decoder sees a random
@@ -484,7 +536,7 @@ class SynthesizerTrn(nn.Module):
                 "train from a pretrained G file, or call model.add_posterior_encoder() first"
             )
         y_mask = _length_mask(spec_lengths, spec.size(2), spec.dtype)
-        ge = self.ref_enc(spec[:, : self.ref_bins] * y_mask, y_mask)  # [B, gin, 1]
+        ge = self._add_speaker(self.ref_enc(spec[:, : self.ref_bins] * y_mask, y_mask), sv_emb)  # [B, gin, 1]
         # Like upstream, the code lookup runs outside autocast: nearest-code distances in half precision would pick
         # different codes than the ones extract_latent gave the s1 training data.
         with (
@@ -498,7 +550,7 @@ class SynthesizerTrn(nn.Module):
                 f"ssl frames ({ssl.size(2)} -> {quantized.size(2)} after the 25 Hz round trip) do not match "
                 f"spectrogram frames ({spec.size(2)}); pad/crop the batch so they are equal and even"
             )
-        _, m_p, logs_p, x_mask = self.enc_p(quantized, spec_lengths, phones, phone_lengths, ge)
+        _, m_p, logs_p, x_mask = self.enc_p(quantized, spec_lengths, phones, phone_lengths, self._mrte_ge(ge))
         z, m_q, logs_q, z_mask = self.enc_q(spec, spec_lengths, g=ge, generator=generator)
         z_p = self.flow(z, z_mask, g=ge)
         z_slice, ids_slice = rand_slice_segments(z, spec_lengths, self.segment_size, generator=generator)
