@@ -68,7 +68,7 @@ def test_early_stopping_on_a_plateau_exports_the_best_epoch(dataset, tmp_path, m
     assert set(exported) == {k.removeprefix("model.") for k in best if k.startswith("model.")}
     for k, v in exported.items():
         assert torch.equal(v, best["model." + k].half()), k
-    last = read_checkpoint(sorted((tmp_path / "run" / "s1" / "checkpoints").glob("*.ckpt"))[-1])["state_dict"]
+    last = read_checkpoint(sorted((tmp_path / "run" / "s1" / "checkpoints").glob("epoch=*.ckpt"))[-1])["state_dict"]
     assert any(not torch.equal(last[k], best[k]) for k in best if k.startswith("model."))  # training went on
 
 
@@ -80,8 +80,8 @@ def test_resume_continues_to_the_same_weights(dataset, tmp_path):
     assert part.last_epoch == 1 and full.last_epoch == 3
     resumed = train_s1(dataset, tmp_path / "b", resume=True, progress=False, overrides=["train.epochs=3"])
     assert resumed.last_epoch == 3
-    a = read_checkpoint(sorted((tmp_path / "a" / "s1" / "checkpoints").glob("*.ckpt"))[-1])
-    b = read_checkpoint(sorted((tmp_path / "b" / "s1" / "checkpoints").glob("*.ckpt"))[-1])
+    a = read_checkpoint(sorted((tmp_path / "a" / "s1" / "checkpoints").glob("epoch=*.ckpt"))[-1])
+    b = read_checkpoint(sorted((tmp_path / "b" / "s1" / "checkpoints").glob("epoch=*.ckpt"))[-1])
     assert a["global_step"] == b["global_step"]
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
@@ -145,6 +145,6 @@ def test_full_disk_during_a_save_keeps_earlier_checkpoints(dataset, tmp_path, mo
     with pytest.raises(CheckpointError, match="earlier checkpoints .* are intact"):
         train_s1(dataset, tmp_path / "run", config=TINY_S1, overrides=FAST, progress=False)
     ckpt_dir = tmp_path / "run" / "s1" / "checkpoints"
-    names = sorted(p.name for p in ckpt_dir.glob("*.ckpt"))
+    names = sorted(p.name for p in ckpt_dir.glob("epoch=*.ckpt"))
     assert names == ["epoch=0001-step=0000003.ckpt"] and not list(ckpt_dir.glob(".*.tmp"))
     assert read_checkpoint(ckpt_dir / names[0])["epoch"] == 0

@@ -30,6 +30,8 @@ from gsvkit.errors import CheckpointError, DataError, GsvError
 log = logging.getLogger(__name__)
 
 DEFAULT_MONITOR = {"s2": "val/mel_l1", "s1": "val/loss"}
+# Validation metrics each stage logs (val/speaker_sim only with train.speaker_similarity on): what may be monitored.
+VAL_METRICS = {"s2": ("val/mel_l1", "val/recon_mel_l1", "val/speaker_sim"), "s1": ("val/loss", "val/top3_acc")}
 _QUIET = (r".*module\(s\) in eval mode.*", r".*smaller than the logging interval.*", r".*LeafSpec.*")
 
 
@@ -118,6 +120,13 @@ def _check_compatible(stage: str, cfg: S1Config | S2Config, ckpt, path: Path) ->
         )
 
 
+def check_monitor(stage: str, monitor: str) -> None:
+    """Refuse a metric the stage never logs: it would silently disable early stopping and best-epoch ranking."""
+    if monitor not in VAL_METRICS[stage]:
+        raise ConfigError(f"train.early_stopping.monitor: {stage} logs no metric {monitor!r}; "
+                          f"choose one of {', '.join(VAL_METRICS[stage])}")
+
+
 def _precision(p: str) -> str:
     if p != "auto":
         return p
@@ -165,15 +174,15 @@ def _fit(
         msg = (f"{stage}: the dataset has no validation split and train.require_validation is false: training "
                f"runs all {t.epochs} epochs with no validation, no early stopping and no best-checkpoint choice; "
                "the last epoch is exported")
-        log.warning(msg)
-        print(f"warning: {msg}")
+        _warn(msg)
 
     def on_saved(path: Path, record: dict) -> None:
         if t.checkpoint.export_every_kept and not record.get("interrupted"):
             export_inference(module, cfg, stage_dir / "exports" / f"{stage}-epoch={record['epoch']:04d}.safetensors",
                              record, data_hash)
 
-    policy = CheckpointPolicy(ckpt_dir, t.checkpoint, monitor, t.early_stopping.mode, on_saved=on_saved)
+    policy = CheckpointPolicy(ckpt_dir, t.checkpoint, monitor, t.early_stopping.mode, on_saved=on_saved,
+                              report=_warn)
     callbacks: list = [policy]
     early = None
     if t.early_stopping.enabled and validate:
@@ -284,6 +293,11 @@ def _fit(
     return result
 
 
+def _warn(msg: str) -> None:
+    log.warning(msg)
+    print(f"warning: {msg}")
+
+
 def _prepare_run_dir(stage_dir: Path, resume: bool) -> Path | None:
     """The checkpoint to resume from (None for a fresh run); refuses to overwrite a run without --resume."""
     from gsvkit.training.callbacks import find_resume_checkpoint, list_checkpoints
@@ -295,7 +309,7 @@ def _prepare_run_dir(stage_dir: Path, resume: bool) -> Path | None:
                 f"{stage_dir} already holds a training run; pass --resume to continue it or choose another --out"
             )
         return None
-    found = find_resume_checkpoint(ckpt_dir, report=lambda msg: log.warning(msg) or print(f"warning: {msg}"))
+    found = find_resume_checkpoint(ckpt_dir, report=_warn)
     if found is None:
         raise CheckpointError(f"{ckpt_dir}: no readable checkpoint to resume from; start without --resume")
     return found
@@ -314,6 +328,7 @@ def _setup_stage(stage: str, out, config, pretrained, resume: bool, overrides):
         cfg = apply_overrides(load_config(stage_dir / "config.yaml"), list(overrides))
     else:
         cfg = _resolve_config(stage, config, ckpt, list(overrides))
+    check_monitor(stage, cfg.train.early_stopping.monitor or DEFAULT_MONITOR[stage])
     return stage_dir, resume_from, ckpt, cfg
 
 
