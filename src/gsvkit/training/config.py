@@ -84,6 +84,10 @@ class EMAConfig(_Section):
     enabled: bool = False
     decay: float = Field(0.999, gt=0.0, lt=1.0)
     start_step: int = Field(0, ge=0, description="optimizer steps before averaging starts (copies until then)")
+    warmup: bool = Field(
+        True, description="n steps into averaging use decay min(decay, (1+n)/(10+n)), so early averages follow "
+        "training (off: the fixed decay from the first step)",
+    )
 
 
 class FreezeConfig(_Section):

@@ -42,7 +42,8 @@ class S1Module(ManualStepModule):
         self.cfg = cfg
         self.model = model if model is not None else Text2SemanticDecoder(cfg.model)
         self.model.h.layer_drop = cfg.train.stochastic_depth
-        self.ema = EMA(self.model, cfg.train.ema.decay, cfg.train.ema.start_step) if cfg.train.ema.enabled else None
+        ema = cfg.train.ema
+        self.ema = EMA(self.model, ema.decay, ema.start_step, ema.warmup) if ema.enabled else None
         freeze = cfg.train.freeze
         names = frozen_names(self.model, freeze.modules)
         if freeze.last_k_layers is not None:

@@ -51,7 +51,8 @@ class S2Module(ManualStepModule):
         if self.net_g.enc_q is None:
             self.net_g.add_posterior_encoder()
         self.net_d = net_d if net_d is not None else MultiPeriodDiscriminator(cfg.model)
-        self.ema = EMA(self.net_g, cfg.train.ema.decay, cfg.train.ema.start_step) if cfg.train.ema.enabled else None
+        ema = cfg.train.ema
+        self.ema = EMA(self.net_g, ema.decay, ema.start_step, ema.warmup) if ema.enabled else None
         freeze = cfg.train.freeze
         self.scheduled_freeze = frozen_names(self.net_g, freeze.modules)
         self.frozen = {f"net_g.{n}" for n in self.scheduled_freeze}
