@@ -85,6 +85,8 @@ class S1Module(ManualStepModule):
         self.log("loss", metrics.get("loss", float("nan")), prog_bar=True, on_step=True, batch_size=len(batch))
 
     def _micro_step(self, batch: S1Batch, scale: float, last: bool) -> dict[str, torch.Tensor]:
+        if "model" in self.stepped:  # an OOM after the step (schedule, EMA): the batch is done
+            return {}
         m = self._compute_loss(batch)
         if self.check_finite(m["loss"]):
             self.manual_backward(m["loss"] / self._batch_targets / self.train_cfg.accumulate_grad_batches)
@@ -92,6 +94,7 @@ class S1Module(ManualStepModule):
             opt = self.optimizers()
             opt.step()
             opt.zero_grad(set_to_none=True)
+            self.stepped.add("model")
             self.opt_steps += 1
             if not self.cfg.train.plateau.enabled:
                 self.lr_schedulers().step()

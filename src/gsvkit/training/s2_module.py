@@ -150,28 +150,34 @@ class S2Module(ManualStepModule):
 
     def _micro_step(self, batch: S2Batch, scale: float, last: bool) -> dict[str, torch.Tensor]:
         opt_g, opt_d = self.optimizers()
+        if "g" in self.stepped:  # an OOM after G stepped on this batch: it is done
+            return {}
         fwd = self._generator_forward(batch)
 
-        self.toggle_optimizer(opt_d)
-        d = self._compute_loss(fwd, "d")
-        if self.check_finite(d["loss"]):
-            self.manual_backward(d["loss"] * scale)
-        if last:
-            opt_d.step()
-            opt_d.zero_grad(set_to_none=True)
-        self.untoggle_optimizer(opt_d)
+        d: dict[str, torch.Tensor] = {}
+        # After an OOM in the generator part, D has already stepped on this batch: it is not stepped twice.
+        if "d" not in self.stepped:
+            # The context restores requires_grad even when an OOM escapes it (the retry needs gradients).
+            with self.toggled_optimizer(opt_d):
+                d = self._compute_loss(fwd, "d")
+                if self.check_finite(d["loss"]):
+                    self.manual_backward(d["loss"] * scale)
+                if last:
+                    opt_d.step()
+                    opt_d.zero_grad(set_to_none=True)
+                    self.stepped.add("d")
 
-        self.toggle_optimizer(opt_g)
-        g = self._compute_loss(fwd, "g")
-        if self.check_finite(g["loss"]):
-            self.manual_backward(g["loss"] * scale)
-        if last:
-            opt_g.step()
-            opt_g.zero_grad(set_to_none=True)
-            self.opt_steps += 1
-            if self.ema is not None:
-                self.ema.update(self.net_g, self.opt_steps)
-        self.untoggle_optimizer(opt_g)
+        with self.toggled_optimizer(opt_g):
+            g = self._compute_loss(fwd, "g")
+            if self.check_finite(g["loss"]):
+                self.manual_backward(g["loss"] * scale)
+            if last:
+                opt_g.step()
+                opt_g.zero_grad(set_to_none=True)
+                self.stepped.add("g")
+                self.opt_steps += 1
+                if self.ema is not None:
+                    self.ema.update(self.net_g, self.opt_steps)
         return {k: v for k, v in {**d, **g}.items() if k != "loss"}
 
     def on_train_epoch_start(self) -> None:

@@ -96,6 +96,7 @@ class ManualStepModule(LightningModule):
         self.grad_norms: dict[int, float] = {}
         self.frozen: set[str] = set()  # parameter names whose gradients are dropped (freeze schedules)
         self.oom_events = 0
+        self.stepped: set[str] = set()  # optimizers that stepped on the current loader batch (OOM retries skip them)
 
     # ----------------------------------------------------------------- randomness
     def reseed(self) -> None:
@@ -114,9 +115,12 @@ class ManualStepModule(LightningModule):
         """Call `step_fn(micro, scale, last)` per micro-batch, retrying with smaller ones after an OOM.
 
         `scale` is the micro-batch's share of the accumulation window's loss; `last` is True for the micro-batch
-        after which the optimizers step.
+        after which the optimizers step. An OOM can strike anywhere in `step_fn` (forward, loss, backward, after an
+        optimizer step): the retry starts the batch over with smaller micro-batches, except that `step_fn` skips
+        the optimizers already in `self.stepped`, so none steps twice on one batch.
         """
         ends = self.window_ends()
+        self.stepped = set()
         while True:
             self.reseed()
             try:
@@ -135,8 +139,9 @@ class ManualStepModule(LightningModule):
                 self.oom_events += 1
                 # The window restarts: gradients of earlier micro-batches in it are dropped with the failed ones.
                 self.zero_grad(set_to_none=True)
-                self.window_fill = 0
-                ends = self.window_ends()
+                if not self.stepped:
+                    self.window_fill = 0
+                    ends = self.window_ends()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 msg = (
