@@ -163,6 +163,7 @@ def _fit(
     from gsvkit.training.export import export_inference
 
     t = cfg.train
+    module.dataset_hash = data_hash
     monitor = t.early_stopping.monitor or DEFAULT_MONITOR[stage]
     ckpt_dir = stage_dir / "checkpoints"
     # Only reachable with train.require_validation: false (the data module refuses an empty split otherwise).

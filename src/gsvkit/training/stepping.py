@@ -96,6 +96,7 @@ class ManualStepModule(LightningModule):
         self.grad_norms: dict[int, float] = {}
         self.frozen: set[str] = set()  # parameter names whose gradients are dropped (freeze schedules)
         self.oom_events = 0
+        self.dataset_hash: str | None = None  # set by the runner; travels in checkpoints with the config
         self.stepped: set[str] = set()  # optimizers that stepped on the current loader batch (OOM retries skip them)
 
     # ----------------------------------------------------------------- randomness
@@ -188,6 +189,8 @@ class ManualStepModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["gsvkit"] = {
             "stage": self.stage,
+            "config": self.cfg.model_dump(mode="json"),  # a checkpoint is exportable on its own (gsv export)
+            "dataset_hash": self.dataset_hash,
             "micro_step": self.micro_step,
             "opt_steps": self.opt_steps,
             "window_fill": self.window_fill,
