@@ -230,7 +230,8 @@ class CheckpointPolicy(Checkpoint):
         self.monitor = monitor
         self.mode = mode
         self.records: list[dict] = []
-        self.interrupted_path: Path | None = None
+        self.interrupted_path: Path | None = None  # where a resume continues after Ctrl-C/SIGTERM
+        self.interrupted_note = ""  # when it happened, in words
         self._on_saved = on_saved
         self._report = report
 
@@ -295,10 +296,24 @@ class CheckpointPolicy(Checkpoint):
         # Ctrl-C, or SIGTERM (a scheduler preempting the job): both leave a resumable checkpoint.
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
+        epochs = trainer.fit_loop.epoch_progress.current
+        batches_done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        if epochs.completed >= epochs.ready:
+            # Between epochs: the epoch's own checkpoint is the resume point (nothing newer to save).
+            self.interrupted_path = self.dirpath / self.records[-1]["name"] if self.records else None
+            self.interrupted_note = "" if self.records else "before the first epoch ended"
+            return
+        if batches_done >= trainer.num_training_batches:
+            # Training batches done, epoch end (validation, ranking, early stopping) not: Lightning cannot resume
+            # into that, so the previous epoch's checkpoint stays the resume point and this epoch is redone.
+            self.interrupted_path = self.dirpath / self.records[-1]["name"] if self.records else None
+            self.interrupted_note = (f"during the end of epoch {epochs.ready}, which is trained again on resume"
+                                     if self.records else "during the end of the first epoch")
+            return
         # Mid-epoch state: Lightning's loop progress and our sampler position make it resumable.
         record = {
-            "name": checkpoint_name(trainer.current_epoch, trainer.global_step, "interrupted"),
-            "epoch": trainer.current_epoch,
+            "name": checkpoint_name(epochs.ready, trainer.global_step, "interrupted"),
+            "epoch": epochs.ready,  # 1-based: the epoch that was running
             "step": trainer.global_step,
             "score": None,
             "metrics": {},
@@ -308,6 +323,7 @@ class CheckpointPolicy(Checkpoint):
         }
         self._save(trainer, record)
         self.interrupted_path = self.dirpath / record["name"]
+        self.interrupted_note = f"during epoch {epochs.ready}"
 
     # ---------------------------------------------------------------- saving
     def _save(self, trainer: Trainer, record: dict) -> None:

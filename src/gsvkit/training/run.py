@@ -236,11 +236,15 @@ def _fit(
     except SystemExit:
         # Lightning turns Ctrl-C into on_exception (our checkpoint) + sys.exit(1), SIGTERM into SIGTERMException.
         signal.signal(signal.SIGINT, previous_sigint)
+        when = f" {policy.interrupted_note}" if policy.interrupted_note else ""
         if policy.interrupted_path is not None:
             raise TrainingInterrupted(
-                f"interrupted; a resumable checkpoint is at {policy.interrupted_path}. "
+                f"interrupted{when}; a resumable checkpoint is at {policy.interrupted_path}. "
                 f"Continue with the same command plus --resume"
             ) from None
+        if policy.interrupted_note:
+            raise TrainingInterrupted(f"interrupted {policy.interrupted_note}; no checkpoint was written yet: "
+                                      "start again with the same command (without --resume)") from None
         raise
     signal.signal(signal.SIGINT, previous_sigint)
 
