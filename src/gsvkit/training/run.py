@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MONITOR = {"s2": "val/mel_l1", "s1": "val/loss"}
 # Validation metrics each stage logs (val/speaker_sim only with train.speaker_similarity on): what may be monitored.
 VAL_METRICS = {"s2": ("val/mel_l1", "val/recon_mel_l1", "val/speaker_sim"), "s1": ("val/loss", "val/top3_acc")}
-_QUIET = (r".*module\(s\) in eval mode.*", r".*smaller than the logging interval.*", r".*LeafSpec.*")
+_QUIET = (r".*module\(s\) in eval mode.*", r".*smaller than the logging interval.*", r".*LeafSpec.*",
+          # fp16 loss scaling skips a step whose gradients overflowed, by design; the schedule still advances.
+          r".*lr_scheduler.step\(\)` before `optimizer.step\(\)`.*")
 
 
 class TrainingInterrupted(GsvError):
@@ -59,6 +61,7 @@ class TrainResult:
     val_curve: list[tuple[int, float]] = field(default_factory=list)
     opt_steps: int = 0  # optimizer steps of the model (global_step counts both s2 optimizers)
     validation: bool = True  # False: no val split (train.require_validation: false); the last epoch was exported
+    precision: str = ""  # what trained: 32, 16-mixed (fp16 + loss scaling) or bf16-mixed ("auto" resolved)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,6 +164,7 @@ def _fit(
 
     from gsvkit.training.callbacks import AtomicCheckpointIO, CheckpointPolicy, SmoothedEarlyStopping
     from gsvkit.training.export import export_inference
+    from gsvkit.training.stepping import StepScaledPrecision
 
     t = cfg.train
     module.dataset_hash = data_hash
@@ -204,11 +208,17 @@ def _fit(
         strategy = DDPStrategy(
             find_unused_parameters=True, process_group_backend="gloo" if accelerator == "cpu" else None
         )
+    precision = _precision(t.precision)
+    plugins: list = [AtomicCheckpointIO()]
+    if precision == "16-mixed":
+        # fp16 autocast + GradScaler on every device (Lightning would silently use bf16 on CPU).
+        plugins.append(StepScaledPrecision("cuda" if accelerator == "gpu" else "cpu"))
+    log.info("%s: precision %s on %s", stage, precision, accelerator)
     trainer = Trainer(
         accelerator=accelerator,
         devices=devices,
         strategy=strategy,
-        precision=_precision(t.precision),  # type: ignore[arg-type]
+        precision=None if precision == "16-mixed" else precision,  # type: ignore[arg-type]
         max_epochs=t.epochs,
         max_steps=t.max_steps * (2 if stage == "s2" and t.max_steps > 0 else 1),  # global_step counts G and D
         min_epochs=t.early_stopping.min_epochs if early is not None else None,
@@ -218,7 +228,7 @@ def _fit(
         log_every_n_steps=t.log_every_n_steps,
         callbacks=callbacks,
         logger=loggers,
-        plugins=[AtomicCheckpointIO()],
+        plugins=plugins,
         default_root_dir=stage_dir,
         deterministic=t.deterministic,
         use_distributed_sampler=False,
@@ -290,6 +300,7 @@ def _fit(
         dataset_hash=data_hash,
         val_curve=curve,
         validation=validate,
+        precision=precision,
     )
     if trainer.is_global_zero:
         from gsvkit.utils.io import atomic_write_text

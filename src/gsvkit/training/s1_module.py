@@ -95,6 +95,7 @@ class S1Module(ManualStepModule):
             opt.step()
             opt.zero_grad(set_to_none=True)
             self.stepped.add("model")
+            self.update_scaler()
             self.opt_steps += 1
             if not self.cfg.train.plateau.enabled:
                 self.lr_schedulers().step()

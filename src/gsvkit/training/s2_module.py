@@ -175,6 +175,7 @@ class S2Module(ManualStepModule):
                 opt_g.step()
                 opt_g.zero_grad(set_to_none=True)
                 self.stepped.add("g")
+                self.update_scaler()  # once per GAN step, after both optimizers
                 self.opt_steps += 1
                 if self.ema is not None:
                     self.ema.update(self.net_g, self.opt_steps)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
 from gsvkit.training.config import CommonTrainConfig
@@ -47,6 +48,25 @@ class MicroBatches:
             return False
         self.splits *= 2
         return True
+
+
+class StepScaledPrecision(MixedPrecision):
+    """fp16 autocast with a GradScaler whose scale is updated once per training step, after all of its optimizers
+    stepped (torch's recipe for several optimizers; Lightning's plugin updates after each one, so a GAN step would
+    move the scale twice). Works on CPU too, where Lightning would swap `16-mixed` for bf16.
+    The module calls `update()` (see `ManualStepModule.update_scaler`)."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__("16-mixed", device, scaler=torch.amp.GradScaler(device=device))
+
+    def optimizer_step(self, optimizer, model, closure, **kwargs):  # type: ignore[override]
+        closure()  # manual optimization: the backward already ran; the closure only runs hooks
+        self.scaler.unscale_(optimizer)  # before clipping in on_before_optimizer_step
+        self._after_closure(model, optimizer)
+        return self.scaler.step(optimizer, **kwargs)  # skips the step when gradients are not finite
+
+    def update(self) -> None:
+        self.scaler.update()
 
 
 def rng_state() -> dict:
@@ -155,6 +175,12 @@ class ManualStepModule(LightningModule):
         self.window_fill = 0 if ends else self.window_fill + 1
         metrics["micro_splits"] = float(self.micro.splits)
         return metrics
+
+    def update_scaler(self) -> None:
+        """End of a training step's optimizer steps: move the fp16 loss scale (once, however many optimizers)."""
+        plugin = self.trainer.precision_plugin
+        if isinstance(plugin, StepScaledPrecision):
+            plugin.update()
 
     def _optimizer_list(self) -> list:
         opts = self.optimizers()
