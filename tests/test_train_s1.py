@@ -110,12 +110,43 @@ def test_ctrl_c_writes_a_resumable_checkpoint(dataset, tmp_path, monkeypatch):
     assert not list((tmp_path / "run" / "s1" / "checkpoints").glob("*interrupted.ckpt"))  # superseded, rotated
 
 
-def test_bf16_mixed_on_cpu(dataset, tmp_path):
+def test_bf16_mixed_on_cpu_with_ema_stochastic_depth_and_freezing(dataset, tmp_path, monkeypatch):
+    from gsvkit.models.s1.gpt import Transformer, TransformerLayer
+
+    calls = {"stack": 0, "layers": 0}
+    init: dict = {}
+    real_stack, real_layer = Transformer.forward, TransformerLayer.forward
+
+    def stack(self, *a, **k):
+        calls["stack"] += int(self.training)
+        return real_stack(self, *a, **k)
+
+    def layer(self, *a, **k):
+        calls["layers"] += int(self.training)
+        return real_layer(self, *a, **k)
+
+    monkeypatch.setattr(Transformer, "forward", stack)
+    monkeypatch.setattr(TransformerLayer, "forward", layer)
+    monkeypatch.setattr(S1Module, "on_train_start",
+                        lambda self: init.update({k: v.clone() for k, v in self.model.state_dict().items()}),
+                        raising=False)
     r = train_s1(dataset, tmp_path / "run", config=TINY_S1, progress=False,
-                 overrides=["train.epochs=1", "train.precision=bf16-mixed", "train.ema.enabled=true",
-                            "train.stochastic_depth=0.2", "train.freeze.last_k_layers=1",
-                            "train.freeze.unfreeze_at_epoch=1"])
-    assert r.export and r.val_curve and all(v == v for _, v in r.val_curve)
+                 overrides=["train.epochs=2", "train.precision=bf16-mixed", "train.ema.enabled=true",
+                            "train.stochastic_depth=0.5", "train.freeze.last_k_layers=1",
+                            "train.freeze.unfreeze_at_epoch=1", "train.early_stopping.enabled=false"])
+    assert r.export and r.precision == "bf16-mixed" and r.val_curve and all(v == v for _, v in r.val_curve)
+    assert calls["layers"] < 2 * calls["stack"]  # stochastic depth skipped some of the 2 layers
+    epochs = sorted((tmp_path / "run" / "s1" / "checkpoints").glob("epoch=*.ckpt"))
+    first, second = (read_checkpoint(p)["state_dict"] for p in epochs[:2])
+    # Epoch 1: only the last layer and the head train; from epoch 2 everything does.
+    for name in ("h.layers.0.linear1.weight", "ar_text_embedding.word_embeddings.weight"):
+        assert torch.equal(first["model." + name], init[name]), name
+        assert not torch.equal(second["model." + name], init[name]), name
+    for name in ("h.layers.1.linear1.weight", "ar_predict_layer.weight"):
+        assert not torch.equal(first["model." + name], init[name]), name
+    # The export holds the EMA average, not the raw weights of its epoch.
+    exported, raw = load_file(r.export), read_checkpoint(r.best_checkpoint)["state_dict"]
+    assert any(not torch.equal(v, raw["model." + k].half()) for k, v in exported.items())
 
 
 def test_pretrained_from_an_export_and_incompatible_version(dataset, tmp_path):
