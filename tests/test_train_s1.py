@@ -62,7 +62,8 @@ def test_early_stopping_on_a_plateau_exports_the_best_epoch(dataset, tmp_path, m
     r = train_s1(dataset, tmp_path / "run", config=TINY_S1, progress=False,
                  overrides=["train.epochs=10", "train.batch_size=4", "train.early_stopping.patience=3"])
     assert r.best_epoch == 3 and r.best_value == pytest.approx(3.0) and r.last_epoch == 6
-    assert "early stopping" in r.stop_reason
+    assert r.stop_reason == ("early stopping: val/loss did not fall by more than min_delta 0.0001 for 3 validation "
+                             "checks in a row (patience 3); best 3 at epoch 3")
     best = read_checkpoint(r.best_checkpoint)["state_dict"]
     exported = load_file(r.export)
     assert set(exported) == {k.removeprefix("model.") for k in best if k.startswith("model.")}
@@ -110,7 +111,7 @@ def test_ctrl_c_writes_a_resumable_checkpoint(dataset, tmp_path, monkeypatch):
     assert not list((tmp_path / "run" / "s1" / "checkpoints").glob("*interrupted.ckpt"))  # superseded, rotated
 
 
-def test_bf16_mixed_on_cpu_with_ema_stochastic_depth_and_freezing(dataset, tmp_path, monkeypatch):
+def test_bf16_mixed_on_cpu_with_ema_stochastic_depth_and_freezing(dataset, tmp_path, monkeypatch, capsys):
     from gsvkit.models.s1.gpt import Transformer, TransformerLayer
 
     calls = {"stack": 0, "layers": 0}
@@ -136,6 +137,7 @@ def test_bf16_mixed_on_cpu_with_ema_stochastic_depth_and_freezing(dataset, tmp_p
                             "train.freeze.unfreeze_at_epoch=1", "train.early_stopping.enabled=false"])
     assert r.export and r.precision == "bf16-mixed" and r.val_curve and all(v == v for _, v in r.val_curve)
     assert calls["layers"] < 2 * calls["stack"]  # stochastic depth skipped some of the 2 layers
+    assert "epoch 2: unfreezing" in capsys.readouterr().out  # 1-based, as the file names
     epochs = sorted((tmp_path / "run" / "s1" / "checkpoints").glob("epoch=*.ckpt"))
     first, second = (read_checkpoint(p)["state_dict"] for p in epochs[:2])
     # Epoch 1: only the last layer and the head train; from epoch 2 everything does.

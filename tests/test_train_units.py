@@ -105,7 +105,18 @@ def _run_es(cfg: EarlyStoppingConfig, values: list[float]) -> tuple[SmoothedEarl
 def test_early_stopping_patience_and_best_epoch():
     es, stopped = _run_es(EarlyStoppingConfig(patience=3), [5, 4, 3, 3.00001, 3.5, 3.2, 1.0])
     assert stopped == 6 and es.best_epoch == 3
-    assert "did not improve" in es.stopping_reason_message
+    assert es.stopping_reason_message == ("val/loss did not fall by more than min_delta 0.0001 for 3 validation "
+                                          "checks in a row (patience 3); best 3 at epoch 3")
+
+
+def test_progress_bar_numbers_epochs_from_one():
+    import types
+
+    from gsvkit.training.callbacks import EpochProgressBar
+
+    bar = EpochProgressBar()
+    bar._trainer = types.SimpleNamespace(max_epochs=10)
+    assert bar._get_train_description(0).strip() == "Epoch 1/10"  # the first epoch, as in epoch=0001-….ckpt
 
 
 def test_early_stopping_smoothing_ignores_a_single_spike():
@@ -118,7 +129,8 @@ def test_early_stopping_smoothing_ignores_a_single_spike():
 
 def test_early_stopping_stops_on_nan():
     es, stopped = _run_es(EarlyStoppingConfig(), [3.0, float("nan")])
-    assert stopped == 2 and "not finite" in es.stopping_reason_message
+    assert stopped == 2
+    assert es.stopping_reason_message == "val/loss was nan at epoch 2, not a finite number (early_stopping.stop_on_nan)"
 
 
 def test_early_stopping_state_round_trip():

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from gsvkit.errors import CheckpointError
@@ -423,7 +423,25 @@ class SmoothedEarlyStopping(EarlyStopping):
         should_stop, reason = super()._evaluate_stopping_criteria(value)
         if float(self.best_score) != previous_best:
             self.best_epoch = epoch
+        if should_stop:
+            reason = self._plain_reason(raw, float(value), epoch)
         return should_stop, reason
+
+    def _plain_reason(self, raw: float, value: float, epoch: int) -> str:
+        """Why it stopped, in the config's terms (Lightning's own message names records and 'signals')."""
+        from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+
+        name = f"{self.monitor} (smoothed, {self.smoothing:g})" if self.smoothing else self.monitor
+        if self.stopping_reason == EarlyStoppingReason.NON_FINITE_METRIC:
+            return f"{self.monitor} was {raw} at epoch {epoch}, not a finite number (early_stopping.stop_on_nan)"
+        if self.stopping_reason == EarlyStoppingReason.DIVERGENCE_THRESHOLD:
+            return (f"{name} reached {value:.5g} at epoch {epoch}, past early_stopping.divergence_threshold "
+                    f"{self.divergence_threshold:g}")
+        direction = "fall" if self.mode == "min" else "rise"
+        delta = abs(float(self.min_delta))
+        return (f"{name} did not {direction} by more than min_delta {delta:g} for {self.wait_count} "
+                f"validation checks in a row (patience {self.patience}); best {float(self.best_score):.5g} "
+                f"at epoch {self.best_epoch}")
 
     def _run_early_stopping_check(self, trainer: Trainer) -> None:
         self._trainer_epoch = trainer.current_epoch + 1
@@ -439,3 +457,11 @@ class SmoothedEarlyStopping(EarlyStopping):
         self.smoothed = state_dict.get("smoothed")
         self.best_epoch = state_dict.get("best_epoch")
         self.history = [tuple(h) for h in state_dict.get("history", [])]
+
+
+class EpochProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, numbering epochs from 1 like file names, summaries and `gsv info`."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        text = f"Epoch {current_epoch + 1}" + (f"/{self.trainer.max_epochs}" if self.trainer.max_epochs else "")
+        return f"{text:{len(self.validation_description)}}"  # as wide as "Validation": no flicker

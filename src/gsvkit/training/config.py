@@ -98,7 +98,7 @@ class FreezeConfig(_Section):
         None, ge=0, description="s1 only: train just the last k transformer layers and the output head"
     )
     unfreeze_at_epoch: int | None = Field(
-        None, ge=0, description="epoch from which everything above trains again (freeze-then-unfreeze)"
+        None, ge=0, description="epochs trained with the freeze; from epoch N+1 (1-based) everything trains again"
     )
 
 

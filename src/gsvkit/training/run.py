@@ -158,11 +158,10 @@ def _fit(
 ) -> TrainResult:
     import torch
     from lightning.pytorch import Trainer
-    from lightning.pytorch.callbacks import RichProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from lightning.pytorch.strategies import DDPStrategy
 
-    from gsvkit.training.callbacks import AtomicCheckpointIO, CheckpointPolicy, SmoothedEarlyStopping
+    from gsvkit.training.callbacks import AtomicCheckpointIO, CheckpointPolicy, EpochProgressBar, SmoothedEarlyStopping
     from gsvkit.training.export import export_inference
     from gsvkit.training.stepping import StepScaledPrecision
 
@@ -194,7 +193,7 @@ def _fit(
         early = SmoothedEarlyStopping(t.early_stopping, monitor)
         callbacks.insert(0, early)
     if progress:
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(EpochProgressBar(leave=True))
     version = _next_version(stage_dir / "logs")
     loggers = [
         CSVLogger(stage_dir / "logs", name="csv", version=version),

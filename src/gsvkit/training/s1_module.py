@@ -106,7 +106,7 @@ class S1Module(ManualStepModule):
     def on_train_epoch_start(self) -> None:
         unfreeze = self.cfg.train.freeze.unfreeze_at_epoch
         if unfreeze is not None and self.current_epoch >= unfreeze and self.frozen:
-            self.print(f"epoch {self.current_epoch}: unfreezing {len(self.frozen)} parameter tensors")
+            self.print(f"epoch {self.current_epoch + 1}: unfreezing {len(self.frozen)} parameter tensors")
             self.frozen = set()
 
     # ------------------------------------------------------------------------------------ validation

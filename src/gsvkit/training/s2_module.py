@@ -184,7 +184,7 @@ class S2Module(ManualStepModule):
     def on_train_epoch_start(self) -> None:
         unfreeze = self.cfg.train.freeze.unfreeze_at_epoch
         if unfreeze is not None and self.current_epoch >= unfreeze and self.frozen:
-            self.print(f"epoch {self.current_epoch}: unfreezing {len(self.frozen)} parameter tensors")
+            self.print(f"epoch {self.current_epoch + 1}: unfreezing {len(self.frozen)} parameter tensors")
             self.frozen = set()
 
     def on_train_epoch_end(self) -> None:
