@@ -102,3 +102,10 @@ def test_best_and_last_names_and_top_k_zero_keeps_the_best(dataset, tmp_path, mo
     assert os.path.samefile(ckpt_dir / "best.ckpt", ckpt_dir / epoch_files[0])
     assert os.path.samefile(ckpt_dir / "last.ckpt", ckpt_dir / epoch_files[1])
     assert read_checkpoint(ckpt_dir / "best.ckpt")["global_step"] == 4
+
+
+def test_mixup_on_a_single_speaker_dataset_says_it_does_nothing(dataset, tmp_path, capsys):
+    train_s2(dataset, tmp_path / "run", config=TINY_S2, progress=False,
+             overrides=["train.mixup.enabled=true", "train.epochs=1", "train.batch_size=4",
+                        "train.min_items_per_epoch=0", "train.val_audio_samples=0"])
+    assert "the training split has one speaker: it does nothing here" in capsys.readouterr().out

@@ -71,7 +71,11 @@ class SpecAugmentConfig(_Section):
 
 
 class MixupConfig(_Section):
-    """Mix a little of another speaker's SSL features into s2's content input (off by default)."""
+    """Mix a little of another speaker's SSL features into s2's content input (off by default).
+
+    Needs several speakers in the training split: on a single-speaker dataset (the one-minute case) it does
+    nothing, and `gsv train` says so at the start.
+    """
 
     enabled: bool = False
     prob: float = Field(0.5, ge=0.0, le=1.0)

@@ -401,6 +401,9 @@ def train_s2(
     save_config(cfg, stage_dir / "config.yaml")
     dm.setup("fit")
     module.val_refs = dm.val_refs
+    if cfg.train.mixup.enabled and len({u.speaker for u in dm.train_utts}) < 2:
+        _warn("s2: train.mixup mixes features of another speaker, but the training split has one speaker: it does "
+              "nothing here (it needs a multi-speaker dataset)")
     return _fit("s2", module, dm, cfg, stage_dir, resume_from, devices, accelerator, progress,
                 dataset_hash(Path(dataset)))
 
