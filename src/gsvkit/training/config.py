@@ -40,7 +40,7 @@ class EarlyStoppingConfig(_Section):
 class CheckpointConfig(_Section):
     """Which full-state checkpoints are kept: top-k best + the newest `keep_last` + a save schedule."""
 
-    top_k: int = Field(3, ge=0, description="best checkpoints kept by the monitored metric")
+    top_k: int = Field(3, ge=0, description="best checkpoints kept by the monitored metric (the best always is)")
     keep_last: int = Field(2, ge=1, description="rotation: the newest K checkpoints are always kept")
     schedule: list[tuple[int | None, int]] = Field(
         [(10, 2), (50, 5), (None, 10)],
