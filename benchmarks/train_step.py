@@ -6,11 +6,15 @@ generator loss (adversarial, feature matching, 45 x mel L1, KL, commitment) + ba
 clips of `--seconds` s (upstream batch 4, 20480-sample decoder slices), s1 batch of `--s1-batch` items with
 `--seconds` s of semantic tokens (25 Hz) and 12 phones per second.
 
+s1 runs at dropout 0 and at the default 0.1 (upstream's): on CPU, attention dropout runs in checkpointed query
+chunks (`gsvkit.models.s1.gpt.chunked_dropout_attention`), on CUDA in the memory-efficient kernel.
+
 Each stage runs in its own subprocess so its peak memory (max RSS on CPU, max allocated on CUDA) is its own.
 
     python benchmarks/train_step.py                 # CPU, both stages
     python benchmarks/train_step.py --device cuda   # GPU, fp32 and 16-mixed autocast
-    python benchmarks/train_step.py --only s2 --s2-version v2ProPlus   # s2 of another family (random sv embeddings)
+    python benchmarks/train_step.py --stages s2 --s2-version v2ProPlus   # s2 of another family (random sv embeddings)
+    python benchmarks/train_step.py --stages s1 --s1-batch 2 --seconds 8   # a small s1-only run
 """
 
 from __future__ import annotations
@@ -83,14 +87,14 @@ def bench_s2(batch: int, seconds: float, steps: int, device: str, amp: bool, ver
             "step_s": sum(times) / len(times)}  # fmt: skip
 
 
-def bench_s1(batch: int, seconds: float, steps: int, device: str, amp: bool) -> dict:
+def bench_s1(batch: int, seconds: float, steps: int, device: str, amp: bool, dropout: float = 0.1) -> dict:
     import torch
 
     from gsvkit.config import official_config
     from gsvkit.models.s1 import Text2SemanticDecoder
 
     cfg = official_config("s1")
-    model = Text2SemanticDecoder(cfg.model).to(device).train()
+    model = Text2SemanticDecoder(cfg.model.model_copy(update={"dropout": dropout})).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), 2e-4, betas=(0.9, 0.95))
     ts, tx = int(seconds * 25), int(seconds * 12)
     g = torch.Generator().manual_seed(0)
@@ -114,7 +118,8 @@ def bench_s1(batch: int, seconds: float, steps: int, device: str, amp: bool) -> 
             torch.cuda.synchronize()
         if i:
             times.append(time.perf_counter() - t)
-    return {"stage": "s1", "batch": batch, "seconds": seconds, "amp": amp, "step_s": sum(times) / len(times)}
+    return {"stage": "s1", "batch": batch, "seconds": seconds, "amp": amp, "dropout": dropout,
+            "step_s": sum(times) / len(times)}
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -125,7 +130,7 @@ def _child(args: argparse.Namespace) -> None:
     if args.stage == "s2":
         res = bench_s2(args.s2_batch, args.seconds, args.steps, args.device, args.amp, args.s2_version)
     else:
-        res = bench_s1(args.s1_batch, args.seconds, args.steps, args.device, args.amp)
+        res = bench_s1(args.s1_batch, args.seconds, args.steps, args.device, args.amp, args.dropout)
     if args.device == "cuda":
         res["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -144,26 +149,29 @@ def main() -> None:
     p.add_argument("--s1-batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--s2-version", default="v2", choices=["v1", "v2", "v2Pro", "v2ProPlus"])
-    p.add_argument("--only", choices=["s2", "s1"], help="run one stage only")
+    p.add_argument("--stages", default="s2,s1", help="comma-separated stages to run")
     p.add_argument("--stage", choices=["s2", "s1"], help=argparse.SUPPRESS)
+    p.add_argument("--dropout", type=float, default=0.1, help=argparse.SUPPRESS)
     p.add_argument("--amp", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.stage:
         _child(args)
         return
-    stages = (args.only,) if args.only else ("s2", "s1")
-    runs = [(s, False) for s in stages]
-    if args.device == "cuda":
-        runs += [(s, True) for s in stages]
-    print(f"{'stage':<6}{'device':<7}{'precision':<11}{'batch':>6}{'clip s':>8}{'step s':>9}{'peak MiB':>10}")
-    for stage, amp in runs:
+    stages = [s for s in ("s2", "s1") if s in args.stages.split(",")]
+    precisions = [False, True] if args.device == "cuda" else [False]
+    runs = [(s, amp, d) for amp in precisions for s in stages for d in ((0.0, 0.1) if s == "s1" else (None,))]
+    print(f"{'stage':<6}{'device':<7}{'precision':<11}{'dropout':>8}{'batch':>6}{'clip s':>8}{'step s':>9}"
+          f"{'peak MiB':>10}")
+    for stage, amp, dropout in runs:
         cmd = [sys.executable, __file__, "--stage", stage, "--device", args.device, "--steps", str(args.steps),
                "--seconds", str(args.seconds), "--s2-batch", str(args.s2_batch), "--s1-batch", str(args.s1_batch),
-               "--threads", str(args.threads), "--s2-version", args.s2_version] + (["--amp"] if amp else [])
+               "--threads", str(args.threads), "--s2-version", args.s2_version] + (["--amp"] if amp else []) + (
+               ["--dropout", str(dropout)] if dropout is not None else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         r = json.loads(out)
         prec = "16-mixed" if r["amp"] else "32"
-        print(f"{stage:<6}{r['device']:<7}{prec:<11}{r['batch']:>6}{r['seconds']:>8.1f}{r['step_s']:>9.2f}"
+        drop = "-" if dropout is None else f"{dropout:.1f}"
+        print(f"{stage:<6}{r['device']:<7}{prec:<11}{drop:>8}{r['batch']:>6}{r['seconds']:>8.1f}{r['step_s']:>9.2f}"
               f"{r['peak_mb']:>10.0f}", flush=True)
 
 

@@ -62,13 +62,14 @@ def test_early_stopping_on_a_plateau_exports_the_best_epoch(dataset, tmp_path, m
     r = train_s1(dataset, tmp_path / "run", config=TINY_S1, progress=False,
                  overrides=["train.epochs=10", "train.batch_size=4", "train.early_stopping.patience=3"])
     assert r.best_epoch == 3 and r.best_value == pytest.approx(3.0) and r.last_epoch == 6
-    assert "early stopping" in r.stop_reason
+    assert r.stop_reason == ("early stopping: val/loss did not fall by more than min_delta 0.0001 for 3 validation "
+                             "checks in a row (patience 3); best 3 at epoch 3")
     best = read_checkpoint(r.best_checkpoint)["state_dict"]
     exported = load_file(r.export)
     assert set(exported) == {k.removeprefix("model.") for k in best if k.startswith("model.")}
     for k, v in exported.items():
         assert torch.equal(v, best["model." + k].half()), k
-    last = read_checkpoint(sorted((tmp_path / "run" / "s1" / "checkpoints").glob("*.ckpt"))[-1])["state_dict"]
+    last = read_checkpoint(sorted((tmp_path / "run" / "s1" / "checkpoints").glob("epoch=*.ckpt"))[-1])["state_dict"]
     assert any(not torch.equal(last[k], best[k]) for k in best if k.startswith("model."))  # training went on
 
 
@@ -80,8 +81,8 @@ def test_resume_continues_to_the_same_weights(dataset, tmp_path):
     assert part.last_epoch == 1 and full.last_epoch == 3
     resumed = train_s1(dataset, tmp_path / "b", resume=True, progress=False, overrides=["train.epochs=3"])
     assert resumed.last_epoch == 3
-    a = read_checkpoint(sorted((tmp_path / "a" / "s1" / "checkpoints").glob("*.ckpt"))[-1])
-    b = read_checkpoint(sorted((tmp_path / "b" / "s1" / "checkpoints").glob("*.ckpt"))[-1])
+    a = read_checkpoint(sorted((tmp_path / "a" / "s1" / "checkpoints").glob("epoch=*.ckpt"))[-1])
+    b = read_checkpoint(sorted((tmp_path / "b" / "s1" / "checkpoints").glob("epoch=*.ckpt"))[-1])
     assert a["global_step"] == b["global_step"]
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
@@ -110,12 +111,44 @@ def test_ctrl_c_writes_a_resumable_checkpoint(dataset, tmp_path, monkeypatch):
     assert not list((tmp_path / "run" / "s1" / "checkpoints").glob("*interrupted.ckpt"))  # superseded, rotated
 
 
-def test_bf16_mixed_on_cpu(dataset, tmp_path):
+def test_bf16_mixed_on_cpu_with_ema_stochastic_depth_and_freezing(dataset, tmp_path, monkeypatch, capsys):
+    from gsvkit.models.s1.gpt import Transformer, TransformerLayer
+
+    calls = {"stack": 0, "layers": 0}
+    init: dict = {}
+    real_stack, real_layer = Transformer.forward, TransformerLayer.forward
+
+    def stack(self, *a, **k):
+        calls["stack"] += int(self.training)
+        return real_stack(self, *a, **k)
+
+    def layer(self, *a, **k):
+        calls["layers"] += int(self.training)
+        return real_layer(self, *a, **k)
+
+    monkeypatch.setattr(Transformer, "forward", stack)
+    monkeypatch.setattr(TransformerLayer, "forward", layer)
+    monkeypatch.setattr(S1Module, "on_train_start",
+                        lambda self: init.update({k: v.clone() for k, v in self.model.state_dict().items()}),
+                        raising=False)
     r = train_s1(dataset, tmp_path / "run", config=TINY_S1, progress=False,
-                 overrides=["train.epochs=1", "train.precision=bf16-mixed", "train.ema.enabled=true",
-                            "train.stochastic_depth=0.2", "train.freeze.last_k_layers=1",
-                            "train.freeze.unfreeze_at_epoch=1"])
-    assert r.export and r.val_curve and all(v == v for _, v in r.val_curve)
+                 overrides=["train.epochs=2", "train.precision=bf16-mixed", "train.ema.enabled=true",
+                            "train.stochastic_depth=0.5", "train.freeze.last_k_layers=1",
+                            "train.freeze.unfreeze_at_epoch=1", "train.early_stopping.enabled=false"])
+    assert r.export and r.precision == "bf16-mixed" and r.val_curve and all(v == v for _, v in r.val_curve)
+    assert calls["layers"] < 2 * calls["stack"]  # stochastic depth skipped some of the 2 layers
+    assert "epoch 2: unfreezing" in capsys.readouterr().out  # 1-based, as the file names
+    epochs = sorted((tmp_path / "run" / "s1" / "checkpoints").glob("epoch=*.ckpt"))
+    first, second = (read_checkpoint(p)["state_dict"] for p in epochs[:2])
+    # Epoch 1: only the last layer and the head train; from epoch 2 everything does.
+    for name in ("h.layers.0.linear1.weight", "ar_text_embedding.word_embeddings.weight"):
+        assert torch.equal(first["model." + name], init[name]), name
+        assert not torch.equal(second["model." + name], init[name]), name
+    for name in ("h.layers.1.linear1.weight", "ar_predict_layer.weight"):
+        assert not torch.equal(first["model." + name], init[name]), name
+    # The export holds the EMA average, not the raw weights of its epoch.
+    exported, raw = load_file(r.export), read_checkpoint(r.best_checkpoint)["state_dict"]
+    assert any(not torch.equal(v, raw["model." + k].half()) for k, v in exported.items())
 
 
 def test_pretrained_from_an_export_and_incompatible_version(dataset, tmp_path):
@@ -145,6 +178,6 @@ def test_full_disk_during_a_save_keeps_earlier_checkpoints(dataset, tmp_path, mo
     with pytest.raises(CheckpointError, match="earlier checkpoints .* are intact"):
         train_s1(dataset, tmp_path / "run", config=TINY_S1, overrides=FAST, progress=False)
     ckpt_dir = tmp_path / "run" / "s1" / "checkpoints"
-    names = sorted(p.name for p in ckpt_dir.glob("*.ckpt"))
+    names = sorted(p.name for p in ckpt_dir.glob("epoch=*.ckpt"))
     assert names == ["epoch=0001-step=0000003.ckpt"] and not list(ckpt_dir.glob(".*.tmp"))
     assert read_checkpoint(ckpt_dir / names[0])["epoch"] == 0

@@ -31,12 +31,38 @@ SWITCHES = ["train.ema.enabled=true", "train.spec_augment.ssl=true", "train.spec
 
 @pytest.fixture(scope="module")
 def full_run(dataset, tmp_path_factory):
+    """Two epochs with every switch on, watching what the augmentations did and the weights training started from."""
+    import gsvkit.training.s2_module as s2m
+
     out = tmp_path_factory.mktemp("s2full")
-    return out, train_s2(dataset, out, config=TINY_S2, overrides=BASE + SWITCHES + ["train.epochs=2"], progress=False)
+    seen: dict = {"masked": set(), "mixed": 0, "init": None}
+
+    def spy_augment(x, lengths, cfg):
+        y = s2m.__dict__["_real_spec_augment"](x, lengths, cfg)
+        if not torch.equal(x, y):
+            seen["masked"].add("spec" if x.shape[1] == 129 else "ssl")
+        return y
+
+    def spy_mixup(ssl, speakers, cfg):
+        y = s2m.__dict__["_real_speaker_mixup"](ssl, speakers, cfg)
+        seen["mixed"] += int(not torch.equal(ssl, y))
+        return y
+
+    def on_train_start(self):
+        seen["init"] = {k: v.detach().clone() for k, v in self.net_g.state_dict().items()}
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(s2m, "_real_spec_augment", s2m.spec_augment, raising=False)
+        mp.setattr(s2m, "_real_speaker_mixup", s2m.speaker_mixup, raising=False)
+        mp.setattr(s2m, "spec_augment", spy_augment)
+        mp.setattr(s2m, "speaker_mixup", spy_mixup)
+        mp.setattr(s2m.S2Module, "on_train_start", on_train_start, raising=False)
+        r = train_s2(dataset, out, config=TINY_S2, overrides=BASE + SWITCHES + ["train.epochs=2"], progress=False)
+    return out, r, seen
 
 
 def test_s2_trains_with_regularisation_and_exports(full_run):
-    out, r = full_run
+    out, r, _ = full_run
     assert r.last_epoch == 2 and [e for e, _ in r.val_curve] == [1, 2]
     assert r.monitor == "val/mel_l1" and all(v > 0 for _, v in r.val_curve)
     ck = load_checkpoint(r.export)
@@ -58,9 +84,28 @@ def test_s2_trains_with_regularisation_and_exports(full_run):
     assert groups[1]["lr"] == pytest.approx(groups[0]["lr"] * 0.4)
 
 
+def test_s2_regularisers_act(full_run):
+    out, r, seen = full_run
+    assert seen["masked"] == {"ssl", "spec"}  # SpecAugment masked both inputs
+    assert seen["mixed"] > 0  # mixup mixed another speaker's features in (two speakers)
+    import csv
+
+    rows = list(csv.DictReader((out / "s2" / "logs" / "csv" / "v00" / "metrics.csv").open()))
+    kl = [float(row["train/g/kl_weight"]) for row in rows if row.get("train/g/kl_weight")]
+    assert kl[0] < kl[-1] == pytest.approx(1.0)  # annealed up to c_kl over kl_anneal_steps=3
+    assert all(a <= b for a, b in zip(kl, kl[1:], strict=False))
+    # Frozen enc_p.text_embedding for epoch 1, trained again from epoch 2 (unfreeze_at_epoch=1).
+    epochs = sorted((out / "s2" / "checkpoints").glob("epoch=*.ckpt"))
+    key = "enc_p.text_embedding.weight"
+    first, second = (read_checkpoint(p)["state_dict"]["net_g." + key] for p in epochs[:2])
+    assert torch.equal(first, seen["init"][key]) and not torch.equal(second, first)
+    other = "dec.conv_post.weight"
+    assert not torch.equal(read_checkpoint(epochs[0])["state_dict"]["net_g." + other], seen["init"][other])
+
+
 def test_s2_resume_equals_uninterrupted(dataset, full_run, tmp_path):
     """One epoch, then --resume for the second: the same weights, optimizer state and validation curve."""
-    out, a = full_run
+    out, a, _ = full_run
     b1 = train_s2(dataset, tmp_path / "b", config=TINY_S2, overrides=BASE + SWITCHES + ["train.epochs=1"],
                   progress=False)
     assert b1.last_epoch == 1
@@ -111,4 +156,5 @@ def test_s2_fp16_and_oom_backoff_on_gpu(dataset, tmp_path, monkeypatch):
                  overrides=BASE + ["train.epochs=1", "train.precision=16-mixed"])
     assert r.export and 2 in seen and 1 in seen
     state = read_checkpoint(r.best_checkpoint)
-    assert state["gsvkit"]["splits"] == 2 and "MixedPrecision" in str(state.keys()) or state.get("MixedPrecision")
+    assert state["gsvkit"]["splits"] == 2
+    assert "scale" in state["StepScaledPrecision"]  # fp16 with loss scaling, its state in the checkpoint

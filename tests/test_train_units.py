@@ -105,7 +105,18 @@ def _run_es(cfg: EarlyStoppingConfig, values: list[float]) -> tuple[SmoothedEarl
 def test_early_stopping_patience_and_best_epoch():
     es, stopped = _run_es(EarlyStoppingConfig(patience=3), [5, 4, 3, 3.00001, 3.5, 3.2, 1.0])
     assert stopped == 6 and es.best_epoch == 3
-    assert "did not improve" in es.stopping_reason_message
+    assert es.stopping_reason_message == ("val/loss did not fall by more than min_delta 0.0001 for 3 validation "
+                                          "checks in a row (patience 3); best 3 at epoch 3")
+
+
+def test_progress_bar_numbers_epochs_from_one():
+    import types
+
+    from gsvkit.training.callbacks import EpochProgressBar
+
+    bar = EpochProgressBar()
+    bar._trainer = types.SimpleNamespace(max_epochs=10)
+    assert bar._get_train_description(0).strip() == "Epoch 1/10"  # the first epoch, as in epoch=0001-….ckpt
 
 
 def test_early_stopping_smoothing_ignores_a_single_spike():
@@ -118,7 +129,8 @@ def test_early_stopping_smoothing_ignores_a_single_spike():
 
 def test_early_stopping_stops_on_nan():
     es, stopped = _run_es(EarlyStoppingConfig(), [3.0, float("nan")])
-    assert stopped == 2 and "not finite" in es.stopping_reason_message
+    assert stopped == 2
+    assert es.stopping_reason_message == "val/loss was nan at epoch 2, not a finite number (early_stopping.stop_on_nan)"
 
 
 def test_early_stopping_state_round_trip():
@@ -152,7 +164,7 @@ def test_ema_average_and_swap():
     m = torch.nn.Linear(2, 2)
     with torch.no_grad():
         m.weight.fill_(0.0)
-    ema = EMA(m, decay=0.5)
+    ema = EMA(m, decay=0.5, warmup=False)
     with torch.no_grad():
         m.weight.fill_(1.0)
     ema.update(m, step=1)
@@ -160,6 +172,26 @@ def test_ema_average_and_swap():
     with ema.swapped_in(m):
         assert torch.allclose(m.weight, torch.full((2, 2), 0.5))
     assert torch.allclose(m.weight, torch.ones(2, 2))
+
+
+def test_ema_warmup_follows_early_training():
+    """Weights moving 0 -> 1 over 50 steps: with warm-up the average follows them; at a fixed 0.999 it stays at 0."""
+    from gsvkit.training.ema import EMA
+
+    m = torch.nn.Linear(2, 2, bias=False)
+    averages = {}
+    for warmup in (True, False):
+        with torch.no_grad():
+            m.weight.fill_(0.0)
+        ema = EMA(m, decay=0.999, warmup=warmup)
+        for step in range(1, 51):
+            with torch.no_grad():
+                m.weight.fill_(step / 50)
+            ema.update(m, step)
+        averages[warmup] = float(ema.averaged_state_dict(m)["weight"].mean())
+    assert averages[True] > 0.7 and averages[False] < 0.05
+    assert EMA(m, decay=0.999).decay_at(100_000) == 0.999  # warm-up ends at the configured decay
+    assert EMA(m, decay=0.999, start_step=10).decay_at(5) == 0.0  # plain copies before start_step
 
 
 def test_spec_augment_masks_inside_lengths():
@@ -171,6 +203,14 @@ def test_spec_augment_masks_inside_lengths():
     lengths = torch.tensor([50, 30, 10])
     y = spec_augment(x, lengths, SpecAugmentConfig(time_masks=2, time_width=0.3, freq_masks=1, freq_width=0.3))
     assert (y == 0).any() and (y == 1).any()
+    for i, n in enumerate(lengths.tolist()):
+        # Past an item's length only whole-channel (frequency) masks reach: every padded frame looks the same.
+        rows = y[i, :, n:]
+        assert torch.equal(rows, rows[:, :1].expand_as(rows)) or n == 50
+    # With time masks only, no frame past any length is touched, and some frame inside is.
+    t_only = spec_augment(x, lengths, SpecAugmentConfig(time_masks=3, time_width=0.5, freq_masks=0))
+    for i, n in enumerate(lengths.tolist()):
+        assert bool((t_only[i, :, n:] == 1).all()) and bool((t_only[i, :, :n] == 0).any())
     assert torch.equal(spec_augment(x, lengths, SpecAugmentConfig(time_masks=0, freq_masks=0)), x)
     ssl = torch.stack([torch.zeros(4, 6), torch.ones(4, 6)])
     mixed = speaker_mixup(ssl, ["a", "b"], MixupConfig(enabled=True, prob=1.0, max_weight=0.5))
@@ -256,7 +296,10 @@ def test_bucket_sampler_deterministic_sharded_and_resumable():
     a.set_epoch(2)
     full = list(a)
     assert sorted(i for b in full for i in b) == list(range(40))
-    assert list(BucketBatchSampler(lengths, 4, seed=3)) != full or True
+    assert list(BucketBatchSampler(lengths, 4, seed=3)) != full  # epoch 0 is shuffled differently from epoch 2
+    again = BucketBatchSampler(lengths, 4, seed=3)
+    again.set_epoch(2)
+    assert list(again) == full  # (seed, epoch) decides the order
     r0 = BucketBatchSampler(lengths, 4, seed=3, num_replicas=2, rank=0)
     r1 = BucketBatchSampler(lengths, 4, seed=3, num_replicas=2, rank=1)
     assert len(list(r0)) == len(list(r1)) == 5 and not set(map(tuple, r0)) & set(map(tuple, r1))

@@ -54,7 +54,7 @@ def convert(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace OUT if it exists")] = False,
 ) -> None:
     """Convert a weight file to gsvkit's safe, self-describing .safetensors format."""
-    from gsvkit.checkpoint import convert_checkpoint
+    from gsvkit.checkpoint import convert_checkpoint, read_header
     from gsvkit.errors import GsvError
 
     dtype = None
@@ -63,7 +63,13 @@ def convert(
 
         dtype = torch.float16 if fp16 else torch.float32
     try:
-        header = convert_checkpoint(src, out, dtype=dtype, overwrite=overwrite)
+        if src.suffix == ".ckpt" and _is_training_checkpoint(src):
+            # Our own training checkpoint: exported with the config it was trained with.
+            from gsvkit.training.export import export_checkpoint
+
+            header = read_header(export_checkpoint(src, out, dtype=dtype, overwrite=overwrite))
+        else:
+            header = convert_checkpoint(src, out, dtype=dtype, overwrite=overwrite)
     except GsvError as err:
         fail(str(err))
     console.print(
@@ -83,6 +89,9 @@ def info(
     from gsvkit.checkpoint import load_checkpoint, read_header
     from gsvkit.errors import GsvError
 
+    if file.suffix == ".ckpt" and _is_training_checkpoint(file):
+        _training_checkpoint_info(file, as_json, verify)
+        return
     try:
         header = read_header(file)
         if verify:
@@ -116,6 +125,34 @@ def info(
     training = {k: v for k, v in header.info.items() if k != "upstream_config"}
     console.print("[bold]training info[/]")
     console.print_json(json.dumps(training))
+    console.print("[bold]config[/]")
+    console.print_json(json.dumps(summary["config"]))
+
+
+def _is_training_checkpoint(path: Path) -> bool:
+    from gsvkit.training.export import is_training_checkpoint
+
+    return is_training_checkpoint(path)
+
+
+def _training_checkpoint_info(file: Path, as_json: bool, verify: bool) -> None:
+    """`gsv info` of a checkpoint written by `gsv train` (every tensor is read and its checksum checked)."""
+    from gsvkit.errors import GsvError
+    from gsvkit.training.export import training_checkpoint_info
+
+    try:
+        summary = training_checkpoint_info(file)
+    except GsvError as err:
+        fail(str(err))
+    if verify:
+        summary["verified"] = True
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    for key in ("file", "kind", "version", "epoch", "step", "interrupted", "parameters", "checksum", "dataset_hash"):
+        console.print(f"[bold]{key:<14}[/]{summary[key]}", highlight=False)
+    console.print("[bold]validation[/]")
+    console.print_json(json.dumps(summary["val_metrics"]))
     console.print("[bold]config[/]")
     console.print_json(json.dumps(summary["config"]))
 
@@ -271,8 +308,10 @@ _register_models()
 
 def _register_training() -> None:
     # `gsv train s2|s1|all`, `gsv runs show`, `gsv demo`; Lightning and torch load when a command runs.
-    from gsvkit.training.cli import demo_cmd, runs_app, train_app
+    from gsvkit.inference.cli import export_app
+    from gsvkit.training.cli import demo_cmd, export_checkpoint_cmd, runs_app, train_app
 
+    export_app.command("checkpoint")(export_checkpoint_cmd)
     app.add_typer(train_app, name="train")
     app.add_typer(runs_app, name="runs")
     app.command("demo")(demo_cmd)

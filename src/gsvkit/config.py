@@ -196,7 +196,9 @@ class S1ModelConfig(StrictModel):
     head: int = Field(16, gt=0)
     linear_units: int = Field(2048, gt=0)
     n_layer: int = Field(24, gt=0)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    dropout: float = Field(
+        0.1, ge=0.0, lt=1.0, description="positional and transformer dropout (upstream's hard-coded 0.1)"
+    )
     eos: int = Field(1024, ge=0)
     bert_dim: int = Field(1024, gt=0)
 

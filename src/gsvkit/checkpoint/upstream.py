@@ -114,6 +114,7 @@ _S2_TRAIN_FIELDS = (
     "c_kl",
     "text_low_lr_rate",
 )
+# No "dropout": upstream's model ignores that config value (0) and hard-codes 0.1, which is our default.
 _S1_MODEL_FIELDS = {
     "vocab_size": "vocab_size",
     "embedding_dim": "embedding_dim",
@@ -121,7 +122,6 @@ _S1_MODEL_FIELDS = {
     "head": "head",
     "linear_units": "linear_units",
     "n_layer": "n_layer",
-    "dropout": "dropout",
     "EOS": "eos",
 }
 _S1_SECTIONS = {

@@ -1,4 +1,5 @@
-"""`gsv train s2|s1|all`, `gsv runs show` and `gsv demo`: thin wrappers over `gsvkit.training.run` and friends.
+"""`gsv train s2|s1|all`, `gsv runs show`, `gsv export checkpoint` and `gsv demo`: thin wrappers over
+`gsvkit.training.run` and friends.
 
 Importing this module imports no torch or Lightning; they load when a command runs.
 """
@@ -155,6 +156,18 @@ def runs_show_cmd(
         console.print(show_run(run, width=width), highlight=False, markup=False)
     except GsvError as err:
         _fail(str(err))
+
+
+def export_checkpoint_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A kept checkpoint: runs/EXP/s2/checkpoints/epoch=0004-….ckpt")],
+    out: Annotated[Path, typer.Argument(help="Output inference file (.safetensors).")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Export any kept epoch of a training run as an fp16 inference file (as training exports the best one)."""
+    from gsvkit.training.export import export_checkpoint
+
+    path = _run(export_checkpoint, checkpoint, out, overwrite=overwrite)
+    console.print(f"wrote [bold]{path}[/] from {checkpoint}", highlight=False)
 
 
 def demo_cmd(

@@ -40,7 +40,7 @@ class EarlyStoppingConfig(_Section):
 class CheckpointConfig(_Section):
     """Which full-state checkpoints are kept: top-k best + the newest `keep_last` + a save schedule."""
 
-    top_k: int = Field(3, ge=0, description="best checkpoints kept by the monitored metric")
+    top_k: int = Field(3, ge=0, description="best checkpoints kept by the monitored metric (the best always is)")
     keep_last: int = Field(2, ge=1, description="rotation: the newest K checkpoints are always kept")
     schedule: list[tuple[int | None, int]] = Field(
         [(10, 2), (50, 5), (None, 10)],
@@ -71,7 +71,11 @@ class SpecAugmentConfig(_Section):
 
 
 class MixupConfig(_Section):
-    """Mix a little of another speaker's SSL features into s2's content input (off by default)."""
+    """Mix a little of another speaker's SSL features into s2's content input (off by default).
+
+    Needs several speakers in the training split: on a single-speaker dataset (the one-minute case) it does
+    nothing, and `gsv train` says so at the start.
+    """
 
     enabled: bool = False
     prob: float = Field(0.5, ge=0.0, le=1.0)
@@ -84,6 +88,10 @@ class EMAConfig(_Section):
     enabled: bool = False
     decay: float = Field(0.999, gt=0.0, lt=1.0)
     start_step: int = Field(0, ge=0, description="optimizer steps before averaging starts (copies until then)")
+    warmup: bool = Field(
+        True, description="n steps into averaging use decay min(decay, (1+n)/(10+n)), so early averages follow "
+        "training (off: the fixed decay from the first step)",
+    )
 
 
 class FreezeConfig(_Section):
@@ -94,7 +102,7 @@ class FreezeConfig(_Section):
         None, ge=0, description="s1 only: train just the last k transformer layers and the output head"
     )
     unfreeze_at_epoch: int | None = Field(
-        None, ge=0, description="epoch from which everything above trains again (freeze-then-unfreeze)"
+        None, ge=0, description="epochs trained with the freeze; from epoch N+1 (1-based) everything trains again"
     )
 
 

@@ -14,12 +14,17 @@ class EMA(nn.Module):
 
     Being a module, its tensors follow the LightningModule across devices and are part of its state_dict, so the
     average survives checkpoints and resumes. Before `start_step` the shadow simply copies the weights.
+
+    With `warmup`, the n-th averaging step uses `min(decay, (1 + n) / (10 + n))` (the warm-up of TensorFlow's and
+    timm's EMA): at decay 0.999 a plain average would stay near the starting weights for thousands of steps, and
+    validation and export, which use the average, would judge untrained weights.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999, start_step: int = 0) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.999, start_step: int = 0, warmup: bool = True) -> None:
         super().__init__()
         self.decay = decay
         self.start_step = start_step
+        self.warmup = warmup
         self._names = [k for k, v in model.state_dict().items() if torch.is_floating_point(v)]
         for i, k in enumerate(self._names):
             self.register_buffer(f"w{i}", model.state_dict()[k].detach().clone())
@@ -28,10 +33,17 @@ class EMA(nn.Module):
     def _shadow(self) -> dict[str, torch.Tensor]:
         return {k: getattr(self, f"w{i}") for i, k in enumerate(self._names)}
 
+    def decay_at(self, step: int) -> float:
+        """The decay used by the update after optimizer step `step` (1-based)."""
+        if step < self.start_step:
+            return 0.0
+        n = step - self.start_step
+        return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
+
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         current = model.state_dict()
-        d = self.decay if step >= self.start_step else 0.0
+        d = self.decay_at(step)
         for k, s in self._shadow().items():
             s.mul_(d).add_(current[k].detach().to(s.dtype), alpha=1.0 - d)
         self.updates += 1

@@ -30,7 +30,11 @@ from gsvkit.errors import CheckpointError, DataError, GsvError
 log = logging.getLogger(__name__)
 
 DEFAULT_MONITOR = {"s2": "val/mel_l1", "s1": "val/loss"}
-_QUIET = (r".*module\(s\) in eval mode.*", r".*smaller than the logging interval.*", r".*LeafSpec.*")
+# Validation metrics each stage logs (val/speaker_sim only with train.speaker_similarity on): what may be monitored.
+VAL_METRICS = {"s2": ("val/mel_l1", "val/recon_mel_l1", "val/speaker_sim"), "s1": ("val/loss", "val/top3_acc")}
+_QUIET = (r".*module\(s\) in eval mode.*", r".*smaller than the logging interval.*", r".*LeafSpec.*",
+          # fp16 loss scaling skips a step whose gradients overflowed, by design; the schedule still advances.
+          r".*lr_scheduler.step\(\)` before `optimizer.step\(\)`.*")
 
 
 class TrainingInterrupted(GsvError):
@@ -57,6 +61,7 @@ class TrainResult:
     val_curve: list[tuple[int, float]] = field(default_factory=list)
     opt_steps: int = 0  # optimizer steps of the model (global_step counts both s2 optimizers)
     validation: bool = True  # False: no val split (train.require_validation: false); the last epoch was exported
+    precision: str = ""  # what trained: 32, 16-mixed (fp16 + loss scaling) or bf16-mixed ("auto" resolved)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +123,13 @@ def _check_compatible(stage: str, cfg: S1Config | S2Config, ckpt, path: Path) ->
         )
 
 
+def check_monitor(stage: str, monitor: str) -> None:
+    """Refuse a metric the stage never logs: it would silently disable early stopping and best-epoch ranking."""
+    if monitor not in VAL_METRICS[stage]:
+        raise ConfigError(f"train.early_stopping.monitor: {stage} logs no metric {monitor!r}; "
+                          f"choose one of {', '.join(VAL_METRICS[stage])}")
+
+
 def _precision(p: str) -> str:
     if p != "auto":
         return p
@@ -146,14 +158,15 @@ def _fit(
 ) -> TrainResult:
     import torch
     from lightning.pytorch import Trainer
-    from lightning.pytorch.callbacks import RichProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from lightning.pytorch.strategies import DDPStrategy
 
-    from gsvkit.training.callbacks import AtomicCheckpointIO, CheckpointPolicy, SmoothedEarlyStopping
+    from gsvkit.training.callbacks import AtomicCheckpointIO, CheckpointPolicy, EpochProgressBar, SmoothedEarlyStopping
     from gsvkit.training.export import export_inference
+    from gsvkit.training.stepping import StepScaledPrecision
 
     t = cfg.train
+    module.dataset_hash = data_hash
     monitor = t.early_stopping.monitor or DEFAULT_MONITOR[stage]
     ckpt_dir = stage_dir / "checkpoints"
     # Only reachable with train.require_validation: false (the data module refuses an empty split otherwise).
@@ -165,22 +178,22 @@ def _fit(
         msg = (f"{stage}: the dataset has no validation split and train.require_validation is false: training "
                f"runs all {t.epochs} epochs with no validation, no early stopping and no best-checkpoint choice; "
                "the last epoch is exported")
-        log.warning(msg)
-        print(f"warning: {msg}")
+        _warn(msg)
 
     def on_saved(path: Path, record: dict) -> None:
         if t.checkpoint.export_every_kept and not record.get("interrupted"):
             export_inference(module, cfg, stage_dir / "exports" / f"{stage}-epoch={record['epoch']:04d}.safetensors",
                              record, data_hash)
 
-    policy = CheckpointPolicy(ckpt_dir, t.checkpoint, monitor, t.early_stopping.mode, on_saved=on_saved)
+    policy = CheckpointPolicy(ckpt_dir, t.checkpoint, monitor, t.early_stopping.mode, on_saved=on_saved,
+                              report=_warn)
     callbacks: list = [policy]
     early = None
     if t.early_stopping.enabled and validate:
         early = SmoothedEarlyStopping(t.early_stopping, monitor)
         callbacks.insert(0, early)
     if progress:
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(EpochProgressBar(leave=True))
     version = _next_version(stage_dir / "logs")
     loggers = [
         CSVLogger(stage_dir / "logs", name="csv", version=version),
@@ -194,11 +207,17 @@ def _fit(
         strategy = DDPStrategy(
             find_unused_parameters=True, process_group_backend="gloo" if accelerator == "cpu" else None
         )
+    precision = _precision(t.precision)
+    plugins: list = [AtomicCheckpointIO()]
+    if precision == "16-mixed":
+        # fp16 autocast + GradScaler on every device (Lightning would silently use bf16 on CPU).
+        plugins.append(StepScaledPrecision("cuda" if accelerator == "gpu" else "cpu"))
+    log.info("%s: precision %s on %s", stage, precision, accelerator)
     trainer = Trainer(
         accelerator=accelerator,
         devices=devices,
         strategy=strategy,
-        precision=_precision(t.precision),  # type: ignore[arg-type]
+        precision=None if precision == "16-mixed" else precision,  # type: ignore[arg-type]
         max_epochs=t.epochs,
         max_steps=t.max_steps * (2 if stage == "s2" and t.max_steps > 0 else 1),  # global_step counts G and D
         min_epochs=t.early_stopping.min_epochs if early is not None else None,
@@ -208,7 +227,7 @@ def _fit(
         log_every_n_steps=t.log_every_n_steps,
         callbacks=callbacks,
         logger=loggers,
-        plugins=[AtomicCheckpointIO()],
+        plugins=plugins,
         default_root_dir=stage_dir,
         deterministic=t.deterministic,
         use_distributed_sampler=False,
@@ -226,11 +245,15 @@ def _fit(
     except SystemExit:
         # Lightning turns Ctrl-C into on_exception (our checkpoint) + sys.exit(1), SIGTERM into SIGTERMException.
         signal.signal(signal.SIGINT, previous_sigint)
+        when = f" {policy.interrupted_note}" if policy.interrupted_note else ""
         if policy.interrupted_path is not None:
             raise TrainingInterrupted(
-                f"interrupted; a resumable checkpoint is at {policy.interrupted_path}. "
+                f"interrupted{when}; a resumable checkpoint is at {policy.interrupted_path}. "
                 f"Continue with the same command plus --resume"
             ) from None
+        if policy.interrupted_note:
+            raise TrainingInterrupted(f"interrupted {policy.interrupted_note}; no checkpoint was written yet: "
+                                      "start again with the same command (without --resume)") from None
         raise
     signal.signal(signal.SIGINT, previous_sigint)
 
@@ -276,12 +299,18 @@ def _fit(
         dataset_hash=data_hash,
         val_curve=curve,
         validation=validate,
+        precision=precision,
     )
     if trainer.is_global_zero:
         from gsvkit.utils.io import atomic_write_text
 
         atomic_write_text(stage_dir / "summary.json", json.dumps(result.to_dict(), indent=1))
     return result
+
+
+def _warn(msg: str) -> None:
+    log.warning(msg)
+    print(f"warning: {msg}")
 
 
 def _prepare_run_dir(stage_dir: Path, resume: bool) -> Path | None:
@@ -295,7 +324,7 @@ def _prepare_run_dir(stage_dir: Path, resume: bool) -> Path | None:
                 f"{stage_dir} already holds a training run; pass --resume to continue it or choose another --out"
             )
         return None
-    found = find_resume_checkpoint(ckpt_dir, report=lambda msg: log.warning(msg) or print(f"warning: {msg}"))
+    found = find_resume_checkpoint(ckpt_dir, report=_warn)
     if found is None:
         raise CheckpointError(f"{ckpt_dir}: no readable checkpoint to resume from; start without --resume")
     return found
@@ -314,6 +343,7 @@ def _setup_stage(stage: str, out, config, pretrained, resume: bool, overrides):
         cfg = apply_overrides(load_config(stage_dir / "config.yaml"), list(overrides))
     else:
         cfg = _resolve_config(stage, config, ckpt, list(overrides))
+    check_monitor(stage, cfg.train.early_stopping.monitor or DEFAULT_MONITOR[stage])
     return stage_dir, resume_from, ckpt, cfg
 
 
@@ -372,6 +402,9 @@ def train_s2(
     dm.setup("fit")
     module.val_refs = dm.val_refs
     module.val_ref_sv = dm.val_ref_sv
+    if cfg.train.mixup.enabled and len({u.speaker for u in dm.train_utts}) < 2:
+        _warn("s2: train.mixup mixes features of another speaker, but the training split has one speaker: it does "
+              "nothing here (it needs a multi-speaker dataset)")
     return _fit("s2", module, dm, cfg, stage_dir, resume_from, devices, accelerator, progress,
                 dataset_hash(Path(dataset)))
 

@@ -42,7 +42,8 @@ class S1Module(ManualStepModule):
         self.cfg = cfg
         self.model = model if model is not None else Text2SemanticDecoder(cfg.model)
         self.model.h.layer_drop = cfg.train.stochastic_depth
-        self.ema = EMA(self.model, cfg.train.ema.decay, cfg.train.ema.start_step) if cfg.train.ema.enabled else None
+        ema = cfg.train.ema
+        self.ema = EMA(self.model, ema.decay, ema.start_step, ema.warmup) if ema.enabled else None
         freeze = cfg.train.freeze
         names = frozen_names(self.model, freeze.modules)
         if freeze.last_k_layers is not None:
@@ -84,6 +85,8 @@ class S1Module(ManualStepModule):
         self.log("loss", metrics.get("loss", float("nan")), prog_bar=True, on_step=True, batch_size=len(batch))
 
     def _micro_step(self, batch: S1Batch, scale: float, last: bool) -> dict[str, torch.Tensor]:
+        if "model" in self.stepped:  # an OOM after the step (schedule, EMA): the batch is done
+            return {}
         m = self._compute_loss(batch)
         if self.check_finite(m["loss"]):
             self.manual_backward(m["loss"] / self._batch_targets / self.train_cfg.accumulate_grad_batches)
@@ -91,6 +94,8 @@ class S1Module(ManualStepModule):
             opt = self.optimizers()
             opt.step()
             opt.zero_grad(set_to_none=True)
+            self.stepped.add("model")
+            self.update_scaler()
             self.opt_steps += 1
             if not self.cfg.train.plateau.enabled:
                 self.lr_schedulers().step()
@@ -101,7 +106,7 @@ class S1Module(ManualStepModule):
     def on_train_epoch_start(self) -> None:
         unfreeze = self.cfg.train.freeze.unfreeze_at_epoch
         if unfreeze is not None and self.current_epoch >= unfreeze and self.frozen:
-            self.print(f"epoch {self.current_epoch}: unfreezing {len(self.frozen)} parameter tensors")
+            self.print(f"epoch {self.current_epoch + 1}: unfreezing {len(self.frozen)} parameter tensors")
             self.frozen = set()
 
     # ------------------------------------------------------------------------------------ validation

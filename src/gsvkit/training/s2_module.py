@@ -51,7 +51,8 @@ class S2Module(ManualStepModule):
         if self.net_g.enc_q is None:
             self.net_g.add_posterior_encoder()
         self.net_d = net_d if net_d is not None else MultiPeriodDiscriminator(cfg.model)
-        self.ema = EMA(self.net_g, cfg.train.ema.decay, cfg.train.ema.start_step) if cfg.train.ema.enabled else None
+        ema = cfg.train.ema
+        self.ema = EMA(self.net_g, ema.decay, ema.start_step, ema.warmup) if ema.enabled else None
         freeze = cfg.train.freeze
         self.scheduled_freeze = frozen_names(self.net_g, freeze.modules)
         self.frozen = {f"net_g.{n}" for n in self.scheduled_freeze}
@@ -152,34 +153,41 @@ class S2Module(ManualStepModule):
 
     def _micro_step(self, batch: S2Batch, scale: float, last: bool) -> dict[str, torch.Tensor]:
         opt_g, opt_d = self.optimizers()
+        if "g" in self.stepped:  # an OOM after G stepped on this batch: it is done
+            return {}
         fwd = self._generator_forward(batch)
 
-        self.toggle_optimizer(opt_d)
-        d = self._compute_loss(fwd, "d")
-        if self.check_finite(d["loss"]):
-            self.manual_backward(d["loss"] * scale)
-        if last:
-            opt_d.step()
-            opt_d.zero_grad(set_to_none=True)
-        self.untoggle_optimizer(opt_d)
+        d: dict[str, torch.Tensor] = {}
+        # After an OOM in the generator part, D has already stepped on this batch: it is not stepped twice.
+        if "d" not in self.stepped:
+            # The context restores requires_grad even when an OOM escapes it (the retry needs gradients).
+            with self.toggled_optimizer(opt_d):
+                d = self._compute_loss(fwd, "d")
+                if self.check_finite(d["loss"]):
+                    self.manual_backward(d["loss"] * scale)
+                if last:
+                    opt_d.step()
+                    opt_d.zero_grad(set_to_none=True)
+                    self.stepped.add("d")
 
-        self.toggle_optimizer(opt_g)
-        g = self._compute_loss(fwd, "g")
-        if self.check_finite(g["loss"]):
-            self.manual_backward(g["loss"] * scale)
-        if last:
-            opt_g.step()
-            opt_g.zero_grad(set_to_none=True)
-            self.opt_steps += 1
-            if self.ema is not None:
-                self.ema.update(self.net_g, self.opt_steps)
-        self.untoggle_optimizer(opt_g)
+        with self.toggled_optimizer(opt_g):
+            g = self._compute_loss(fwd, "g")
+            if self.check_finite(g["loss"]):
+                self.manual_backward(g["loss"] * scale)
+            if last:
+                opt_g.step()
+                opt_g.zero_grad(set_to_none=True)
+                self.stepped.add("g")
+                self.update_scaler()  # once per GAN step, after both optimizers
+                self.opt_steps += 1
+                if self.ema is not None:
+                    self.ema.update(self.net_g, self.opt_steps)
         return {k: v for k, v in {**d, **g}.items() if k != "loss"}
 
     def on_train_epoch_start(self) -> None:
         unfreeze = self.cfg.train.freeze.unfreeze_at_epoch
         if unfreeze is not None and self.current_epoch >= unfreeze and self.frozen:
-            self.print(f"epoch {self.current_epoch}: unfreezing {len(self.frozen)} parameter tensors")
+            self.print(f"epoch {self.current_epoch + 1}: unfreezing {len(self.frozen)} parameter tensors")
             self.frozen = set()
 
     def on_train_epoch_end(self) -> None:

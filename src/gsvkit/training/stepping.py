@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
 from gsvkit.training.config import CommonTrainConfig
@@ -47,6 +48,25 @@ class MicroBatches:
             return False
         self.splits *= 2
         return True
+
+
+class StepScaledPrecision(MixedPrecision):
+    """fp16 autocast with a GradScaler whose scale is updated once per training step, after all of its optimizers
+    stepped (torch's recipe for several optimizers; Lightning's plugin updates after each one, so a GAN step would
+    move the scale twice). Works on CPU too, where Lightning would swap `16-mixed` for bf16.
+    The module calls `update()` (see `ManualStepModule.update_scaler`)."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__("16-mixed", device, scaler=torch.amp.GradScaler(device=device))
+
+    def optimizer_step(self, optimizer, model, closure, **kwargs):  # type: ignore[override]
+        closure()  # manual optimization: the backward already ran; the closure only runs hooks
+        self.scaler.unscale_(optimizer)  # before clipping in on_before_optimizer_step
+        self._after_closure(model, optimizer)
+        return self.scaler.step(optimizer, **kwargs)  # skips the step when gradients are not finite
+
+    def update(self) -> None:
+        self.scaler.update()
 
 
 def rng_state() -> dict:
@@ -96,6 +116,8 @@ class ManualStepModule(LightningModule):
         self.grad_norms: dict[int, float] = {}
         self.frozen: set[str] = set()  # parameter names whose gradients are dropped (freeze schedules)
         self.oom_events = 0
+        self.dataset_hash: str | None = None  # set by the runner; travels in checkpoints with the config
+        self.stepped: set[str] = set()  # optimizers that stepped on the current loader batch (OOM retries skip them)
 
     # ----------------------------------------------------------------- randomness
     def reseed(self) -> None:
@@ -114,9 +136,12 @@ class ManualStepModule(LightningModule):
         """Call `step_fn(micro, scale, last)` per micro-batch, retrying with smaller ones after an OOM.
 
         `scale` is the micro-batch's share of the accumulation window's loss; `last` is True for the micro-batch
-        after which the optimizers step.
+        after which the optimizers step. An OOM can strike anywhere in `step_fn` (forward, loss, backward, after an
+        optimizer step): the retry starts the batch over with smaller micro-batches, except that `step_fn` skips
+        the optimizers already in `self.stepped`, so none steps twice on one batch.
         """
         ends = self.window_ends()
+        self.stepped = set()
         while True:
             self.reseed()
             try:
@@ -135,8 +160,9 @@ class ManualStepModule(LightningModule):
                 self.oom_events += 1
                 # The window restarts: gradients of earlier micro-batches in it are dropped with the failed ones.
                 self.zero_grad(set_to_none=True)
-                self.window_fill = 0
-                ends = self.window_ends()
+                if not self.stepped:
+                    self.window_fill = 0
+                    ends = self.window_ends()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 msg = (
@@ -149,6 +175,12 @@ class ManualStepModule(LightningModule):
         self.window_fill = 0 if ends else self.window_fill + 1
         metrics["micro_splits"] = float(self.micro.splits)
         return metrics
+
+    def update_scaler(self) -> None:
+        """End of a training step's optimizer steps: move the fp16 loss scale (once, however many optimizers)."""
+        plugin = self.trainer.precision_plugin
+        if isinstance(plugin, StepScaledPrecision):
+            plugin.update()
 
     def _optimizer_list(self) -> list:
         opts = self.optimizers()
@@ -183,6 +215,8 @@ class ManualStepModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["gsvkit"] = {
             "stage": self.stage,
+            "config": self.cfg.model_dump(mode="json"),  # a checkpoint is exportable on its own (gsv export)
+            "dataset_hash": self.dataset_hash,
             "micro_step": self.micro_step,
             "opt_steps": self.opt_steps,
             "window_fill": self.window_fill,

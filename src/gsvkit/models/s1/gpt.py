@@ -150,8 +150,41 @@ class SelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # [B, H, S, hd]
         p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # [B, H, T, hd]
+        if p > 0 and q.device.type == "cpu" and torch.is_grad_enabled():
+            out = chunked_dropout_attention(q, k, v, attn_mask, p)
+        else:
+            # On CUDA the memory-efficient kernel applies dropout and masks without a [T, S] matrix per head.
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # [B, H, T, hd]
         return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+ATTENTION_CHUNK = 128  # query rows per chunk of CPU attention with dropout
+
+
+def chunked_dropout_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None, p: float
+) -> torch.Tensor:
+    """Attention with dropout on the weights, `ATTENTION_CHUNK` query rows at a time, each chunk recomputed in
+    the backward pass instead of stored: q [B, H, T, hd], k/v [B, H, S, hd] → [B, H, T, hd].
+
+    CPU has no fused attention kernel with dropout; the plain one keeps the full [B, H, T, S] weights and dropout
+    mask of every layer for the backward pass (at the official size and 800 tokens that is most of a step's
+    memory). Here only one chunk's weights exist at a time; checkpointing restores the RNG state, so the backward
+    pass sees the same dropout mask.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    t = q.shape[2]
+    rows_in_mask = attn_mask is not None and attn_mask.dim() >= 2 and attn_mask.shape[-2] == t
+    outs = []
+    for i in range(0, t, ATTENTION_CHUNK):
+        m = attn_mask[..., i : i + ATTENTION_CHUNK, :] if rows_in_mask else attn_mask
+        outs.append(checkpoint(_attend, q[:, :, i : i + ATTENTION_CHUNK], k, v, m, p, use_reentrant=False))
+    return torch.cat(outs, dim=2)
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, p: float) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
 
 
 class TransformerLayer(nn.Module):
@@ -273,11 +306,13 @@ class Text2SemanticDecoder(nn.Module):
         self.cfg = cfg
         self.eos = cfg.eos
         d = cfg.embedding_dim
-        # Upstream hard-codes 0.1 for the positional and transformer dropouts; here every dropout is cfg.dropout.
+        # Upstream hard-codes 0.1 for the positional and transformer (attention, FFN, residual) dropouts, which
+        # are cfg.dropout here (default 0.1); its token-embedding dropout is its config's dropout, 0 in every
+        # official config, so none here.
         self.bert_proj = nn.Linear(cfg.bert_dim, d)
-        self.ar_text_embedding = TokenEmbedding(cfg.phone_vocab, d, cfg.dropout)
+        self.ar_text_embedding = TokenEmbedding(cfg.phone_vocab, d)
         self.ar_text_position = SinePositionalEmbedding(d, cfg.dropout)
-        self.ar_audio_embedding = TokenEmbedding(cfg.vocab_size, d, cfg.dropout)
+        self.ar_audio_embedding = TokenEmbedding(cfg.vocab_size, d)
         self.ar_audio_position = SinePositionalEmbedding(d, cfg.dropout)
         if layer_drop is None:
             layer_drop = float(getattr(cfg, "layer_drop", 0.0) or 0.0)
