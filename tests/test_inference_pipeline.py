@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from gsvkit.errors import AudioError, CheckpointError, DataError, GsvError, TextError
+from gsvkit.errors import AudioError, CheckpointError, ConsentError, DataError, GsvError, TextError
 from gsvkit.inference.params import ParameterError
 
 TEXT = "Hello world. This is a small test of the speech pipeline."
@@ -381,13 +381,13 @@ def test_voice_files_and_listing(voice_dir, assets, tmp_path):
     from gsvkit.inference.voice import create_voice, load_voice, scan_voices
 
     v = load_voice(voice_dir)
-    assert v.info.provenance.consent.startswith("synthetic") and v.info.provenance.s2_sha256
+    assert v.info.provenance.consent.statement.startswith("synthetic") and v.info.provenance.s2_sha256
     assert v.reference_audio.is_file() and v.prompt_cache.is_file() and "ko" in v.info.languages
     assert [e.voice.name for e in scan_voices(voice_dir.parent)] == ["tiny"]
     with pytest.raises(DataError, match="not empty"):
         create_voice(voice_dir, s1=assets["s1"], s2=assets["s2"], ref_audio=assets["ref"], ref_text="x",
                      ref_lang="en", consent="c")  # fmt: skip
-    with pytest.raises(DataError, match="consent"):
+    with pytest.raises(ConsentError, match="consent record"):
         create_voice(tmp_path / "v", s1=assets["s1"], s2=assets["s2"], ref_audio=assets["ref"], ref_text="x",
                      ref_lang="en", consent=" ")  # fmt: skip
     short = tmp_path / "short.wav"

@@ -257,6 +257,17 @@ def _register_training() -> None:
 _register_training()
 
 
+def _register_safety() -> None:
+    # `gsv detect` and `gsv audit`; the watermark network loads when a command runs.
+    from gsvkit.safety.cli import audit, detect
+
+    app.command("detect")(detect)
+    app.command("audit")(audit)
+
+
+_register_safety()
+
+
 @app.command()
 def text(
     content: Annotated[str, typer.Argument(help="Text to turn into phones.")],
