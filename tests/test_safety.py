@@ -184,3 +184,22 @@ def test_one_audit_line_per_synthesis_and_gsv_audit(assets, tmp_path):
     assert [json.loads(x)["seed"] for x in r.output.splitlines()] == [3, 4]
     r = CliRunner().invoke(app, ["audit", "--log", str(tmp_path / "none.jsonl")])
     assert r.exit_code == 2 and "no audit log" in r.output
+
+
+def test_synth_cli_records_watermark_off_and_consent(assets, tmp_path):
+    from gsvkit.cli import app
+
+    log = tmp_path / "audit.jsonl"
+    base = ["synth", "--voice", str(assets["voice"]), "--hubert", str(assets["hubert"]), "-l", "en",
+            "--max-new-tokens", "20", "--audit-log", str(log), "Hello there."]  # fmt: skip
+    r = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "a.wav"), "--no-watermark"])
+    assert r.exit_code == 0, r.output
+    assert "watermark off" in r.output
+    ref = ["--ref", str(assets["ref"]), "--ref-text", "Some words.", "--ref-lang", "en"]
+    r = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "b.wav"), *ref])
+    assert r.exit_code == 2 and "consent declaration" in r.output and not (tmp_path / "b.wav").exists()
+    r = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "b.wav"), *ref, "--consent", CONSENT])
+    assert r.exit_code == 0, r.output
+    recs = _lines(log)
+    assert [x["watermark"] for x in recs][0] == "off" and recs[1]["watermark"].startswith("perth-implicit:")
+    assert recs[0]["consent"] is None and recs[1]["consent"] == CONSENT
