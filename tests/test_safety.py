@@ -203,3 +203,17 @@ def test_synth_cli_records_watermark_off_and_consent(assets, tmp_path):
     recs = _lines(log)
     assert [x["watermark"] for x in recs][0] == "off" and recs[1]["watermark"].startswith("perth-implicit:")
     assert recs[0]["consent"] is None and recs[1]["consent"] == CONSENT
+
+
+def test_voice_create_refuses_a_watermarked_reference(assets, tmp_path):
+    from gsvkit.inference.voice import create_voice
+    from gsvkit.safety.watermark import get_watermarker
+
+    made = tmp_path / "made.wav"
+    sf.write(made, get_watermarker().apply(speechlike(4.0, seed=3), 16000), 16000)
+    kw = {"s1": assets["s1"], "s2": assets["s2"], "ref_audio": made, "ref_text": "x", "ref_lang": "en",
+          "consent": "synthetic test voice"}  # fmt: skip
+    with pytest.raises(SyntheticAudioError, match="--allow-synthetic-reference"):
+        create_voice(tmp_path / "v", **kw)
+    assert not (tmp_path / "v").exists()
+    assert create_voice(tmp_path / "v", allow_synthetic_reference=True, **kw).reference_audio.is_file()
