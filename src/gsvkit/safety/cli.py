@@ -22,6 +22,9 @@ def _fail(message: str) -> None:
 def detect(
     files: Annotated[list[Path], typer.Argument(help="audio files (wav, flac, ogg, mp3, ...)")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    threshold: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="score at or above which a file counts as watermarked")
+    ] = 0.5,
 ) -> None:
     """Say whether each file carries gsvkit's output watermark, with the detector's score (0-1).
 
@@ -31,7 +34,7 @@ def detect(
 
     try:
         wm = get_watermarker()
-        results = [{"file": str(f), **wm.detect_file(f).as_dict()} for f in files]
+        results = [{"file": str(f), **wm.detect_file(f, threshold).as_dict()} for f in files]
     except GsvError as err:
         _fail(str(err))
     if as_json:

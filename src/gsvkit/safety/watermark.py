@@ -177,13 +177,13 @@ class Watermarker:
         out = out[: audio.size] if out.size >= audio.size else np.pad(out, (0, audio.size - out.size))
         return np.clip(out, -1.0, 1.0).astype(np.float32)
 
-    def detect(self, audio: np.ndarray, sample_rate: int) -> Detection:
+    def detect(self, audio: np.ndarray, sample_rate: int, threshold: float = WATERMARK_THRESHOLD) -> Detection:
         """Score float32 mono `audio`; a long signal is scored in 30 s windows and its highest score counts."""
         from gsvkit.audio.io import resample
 
         x = resample(np.asarray(audio, dtype=np.float32).reshape(-1), sample_rate, _SR)
         if x.size < _N_FFT or not np.any(x):
-            return Detection(watermarked=False, score=0.0)
+            return Detection(watermarked=False, score=0.0, threshold=threshold)
         step = int(_WINDOW_S * _SR)
         best = 0.0
         with torch.inference_mode():
@@ -193,13 +193,13 @@ class Watermarker:
                     continue  # a short tail is scored with its window's neighbour only
                 mag, _ = self._analyse(torch.from_numpy(piece).to(self.device))
                 best = max(best, float(self.net.decoder(mag)[0].clamp(0.0, 1.0)))
-        return Detection(watermarked=best >= WATERMARK_THRESHOLD, score=round(best, 4))
+        return Detection(watermarked=best >= threshold, score=round(best, 4), threshold=threshold)
 
-    def detect_file(self, path: str | Path) -> Detection:
+    def detect_file(self, path: str | Path, threshold: float = WATERMARK_THRESHOLD) -> Detection:
         from gsvkit.audio.io import read_audio
 
         wav, sr = read_audio(path)
-        return self.detect(wav, sr)
+        return self.detect(wav, sr, threshold)
 
 
 _lock = threading.Lock()
