@@ -141,9 +141,9 @@ def test_zero_shot_needs_consent(assets, tmp_path):
     tts.synthesize(TEXT, "en", consent=CONSENT, user="tester", **kw)
     (rec,) = _lines(log)
     assert rec["consent"] == CONSENT and rec["voice"] is None and rec["user"] == "tester"
-    from gsvkit.safety.audit import sha256_path
+    from gsvkit.inference.voice import sha256_file
 
-    assert rec["reference_sha256"] == [sha256_path(assets["ref"])]
+    assert rec["reference_sha256"] == [sha256_file(assets["ref"])]
 
 
 def test_voice_consent_is_structured_and_old_strings_still_load(assets, tmp_path):

@@ -11,19 +11,15 @@ the audit line of that synthesis.
 
 from __future__ import annotations
 
-import datetime as _dt
 import getpass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gsvkit.errors import ConsentError
+from gsvkit.safety.audit import now_utc_iso
 
 MIN_DECLARATION_CHARS = 8  # long enough to say something ("the speaker agreed"), short enough not to annoy
-
-
-def now_utc() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
 def os_user() -> str:
@@ -87,7 +83,7 @@ def new_consent(
             "given": rec.given or given,
             "scope": rec.scope or scope,
             "recorded_by": rec.recorded_by or recorded_by or os_user(),
-            "recorded_at": rec.recorded_at or now_utc(),
+            "recorded_at": rec.recorded_at or now_utc_iso(),
         }
     )
     if not rec.statement.strip() and not rec.speaker:

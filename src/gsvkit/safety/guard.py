@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from gsvkit.safety.audit import AuditLog, now_utc_iso, sha256_path, sha256_text
+from gsvkit.inference.voice import sha256_file
+from gsvkit.safety.audit import AuditLog, now_utc_iso, sha256_text
 from gsvkit.safety.consent import check_declaration, os_user
 
 WATERMARK_OFF = "off"
@@ -60,7 +61,7 @@ class Guard:
 
             override = "allow_synthetic_reference=True (--allow-synthetic-reference)"
             refuse_synthetic(path, "this reference clip", override)
-        digest = sha256_path(path)
+        digest = sha256_file(path)
         with self._lock:
             self._checked[key] = digest
         return digest

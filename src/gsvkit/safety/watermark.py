@@ -54,19 +54,20 @@ class Detection:
         return asdict(self)
 
 
+class _Conv(nn.Module):
+    def __init__(self, i: int, o: int, k: int, act: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(i, o, k, padding=(k - 1) // 2)
+        self.act = nn.LeakyReLU() if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, i, T] -> [B, o, T]
+        return self.act(self.conv(x))
+
+
 def _conv_stack(c_in: int, c_out: int) -> nn.Sequential:
     # 1x1 in, five k=7 layers, 1x1 out; LeakyReLU after all but the last (the packaged architecture).
-    class Conv(nn.Module):
-        def __init__(self, i: int, o: int, k: int, act: bool = True) -> None:
-            super().__init__()
-            self.conv = nn.Conv1d(i, o, k, padding=(k - 1) // 2)
-            self.act = nn.LeakyReLU() if act else nn.Identity()
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.act(self.conv(x))
-
     return nn.Sequential(
-        Conv(c_in, _HIDDEN, 1), *[Conv(_HIDDEN, _HIDDEN, 7) for _ in range(5)], Conv(_HIDDEN, c_out, 1, act=False)
+        _Conv(c_in, _HIDDEN, 1), *[_Conv(_HIDDEN, _HIDDEN, 7) for _ in range(5)], _Conv(_HIDDEN, c_out, 1, act=False)
     )
 
 
