@@ -49,7 +49,7 @@ class KeyEntry(BaseModel):
         if (self.key is None) == (self.key_sha256 is None):
             raise ValueError("give exactly one of key and key_sha256")
         if self.key is not None:
-            check_key_value(self.key, f"key of {self.name!r}")
+            check_key_value(self.key, f"key of {self.name!r}", in_file=True)
         return self
 
     @property
@@ -65,13 +65,12 @@ class KeysFile(BaseModel):
     keys: list[KeyEntry] = Field(min_length=1)
 
 
-def check_key_value(value: str | None, what: str = "the API key") -> str:
+def check_key_value(value: str | None, what: str = "the API key", in_file: bool = False) -> str:
     """A key that would protect nothing (empty or blank) is an error, not "authentication off"."""
     if value is None or not value.strip():
-        raise AuthError(
-            f"{what} is empty: give a secret, or leave it unset (unset {ENV_KEY}, drop --api-key) to serve "
-            "without authentication"
-        )
+        unset = f", or leave it unset (unset {ENV_KEY}, drop --api-key) to serve without authentication"
+        hint = "" if in_file else unset
+        raise AuthError(f"{what} is empty: give a secret{hint}")
     return value
 
 
