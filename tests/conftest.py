@@ -23,3 +23,10 @@ def pytest_runtest_makereport(item, call):
         return
     report.outcome = "failed"
     report.longrepr = f"skipped on CI, which installs every dependency: {reason}"
+
+
+@pytest.fixture(autouse=True)
+def _audit_log_in_tmp(tmp_path_factory, monkeypatch):
+    """Synthesis appends to an audit log; keep the suite's lines out of the user's home."""
+    if "GSVKIT_AUDIT_LOG" not in os.environ:
+        monkeypatch.setenv("GSVKIT_AUDIT_LOG", str(tmp_path_factory.mktemp("audit") / "audit.jsonl"))

@@ -58,7 +58,7 @@ def test_evaluate_checkpoints_with_a_reference(setup):
     items = items_from_list(setup["list"])[:1]
     report = evaluate_checkpoints(setup["s1"], setup["s2"], items, ref_audio=setup["ref"],
                                   ref_text="This is my reference voice.", hubert=setup["hubert"], params=SHORT,
-                                  metrics=METRICS)
+                                  metrics=METRICS, consent="synthetic test clip")
     assert report.items[0].error is None and report.summary["mel_distance"] > 0
     assert report.settings["s1"] == str(setup["s1"])
 
@@ -68,7 +68,8 @@ def test_eval_run_cli_writes_reports(setup, tmp_path: Path):
 
     out = tmp_path / "report"
     args = ["eval", "run", str(setup["root"] / "run"), "--data", str(setup["list"]), "--ref", str(setup["ref"]),
-            "--ref-text", "This is my reference voice.", "--hubert", str(setup["hubert"]), "--limit", "1",
+            "--ref-text", "This is my reference voice.", "--consent", "synthetic test clip",
+            "--hubert", str(setup["hubert"]), "--limit", "1",
             "--metric", "duration_ratio", "--out", str(out), "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

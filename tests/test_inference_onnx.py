@@ -79,7 +79,8 @@ def test_pipeline_on_onnx(exported):
     from gsvkit.inference.params import ParameterError
     from gsvkit.inference.pipeline import TTS
 
-    ref = {"ref_audio": exported["ref"], "ref_text": "This is my reference voice.", "ref_lang": "en"}
+    ref = {"ref_audio": exported["ref"], "ref_text": "This is my reference voice.", "ref_lang": "en",
+           "consent": "synthetic test clip"}  # fmt: skip
     torch_tts = TTS(s1=exported["s1"], s2=exported["s2"], hubert=exported["hubert"])
     onnx_tts = TTS(backend="onnx", onnx_dir=exported["onnx"])
     assert onnx_tts.status()["backend"] == "onnx" and onnx_tts.sample_rate == 16000
@@ -102,6 +103,7 @@ def test_cli_synth_on_onnx(exported, tmp_path):
     out = tmp_path / "o.wav"
     args = ["synth", "--backend", "onnx", "--onnx", str(exported["onnx"]), "--ref", str(exported["ref"])]
     args += ["--ref-text", "This is my reference voice.", "--ref-lang", "en", "Hello from onnx.", "-l", "en"]
+    args += ["--consent", "synthetic test clip"]
     r = runner.invoke(app, [*args, "-o", str(out), "--max-new-tokens", "20"])
     assert r.exit_code == 0, r.output
     assert sf.info(out).frames > 0

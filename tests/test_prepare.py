@@ -441,3 +441,23 @@ def test_lufs_and_denoise_options(tmp_path, models):
     a, _ = read_audio(tmp_path / "ds" / "clips" / "a.wav")
     b, _ = read_audio(tmp_path / "ds_dn" / "clips" / "a.wav")
     assert a.shape == b.shape and not np.allclose(a, b)
+
+
+def test_watermarked_recordings_are_refused_unless_allowed(tmp_path, models):
+    from gsvkit.safety.watermark import get_watermarker
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    sf.write(inp / "real.wav", speech(2.0, 16000, 150, 1), 16000)
+    sf.write(inp / "made.wav", get_watermarker().apply(speech(2.0, 16000, 170, 2), 16000), 16000)
+    listing = tmp_path / "meta.list"
+    listing.write_text("in/real.wav|spk|EN|a real recording\nin/made.wav|spk|EN|a generated one\n", encoding="utf-8")
+    base = {"inputs": [str(inp), str(listing)], "hubert": None, "s2": None, "val": ["real"]}
+    result = prepare(PrepareConfig(out=str(tmp_path / "ds"), **base), text_fn=fake_text)
+    assert {u.id for u in result.items} == {"real"}
+    (drop,) = [d for d in result.report.dropped if "made.wav" in d.where]
+    assert drop.stage == "clips" and "watermark" in drop.reason and "--allow-synthetic" in drop.reason
+    with pytest.raises(DataError, match="watermark"):
+        prepare(PrepareConfig(out=str(tmp_path / "ds2"), strict=True, **base), text_fn=fake_text)
+    allowed = prepare(PrepareConfig(out=str(tmp_path / "ds3"), allow_synthetic=True, **base), text_fn=fake_text)
+    assert {u.id for u in allowed.items} == {"real", "made"}

@@ -101,7 +101,7 @@ def test_synth_explicit_models_and_reference(setup, tmp_path):
     r = synth(
         ["--s1", str(setup["s1"]), "--s2", str(setup["s2"]), "--hubert", str(setup["hubert"]),
          "--ref", str(setup["ref"]), "--ref-text", "Hello, this is Bob speaking.", "--ref-lang", "en",
-         "Explicit files work too.", "-o", str(out), "-l", "en"]
+         "--consent", "synthetic test clip, no person", "Explicit files work too.", "-o", str(out), "-l", "en"]
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     assert sf.info(out).frames > 0
@@ -113,7 +113,10 @@ def test_synth_explicit_models_and_reference(setup, tmp_path):
         (["", "-l", "en"], "empty"),
         (["Hello.", "-l", "xx"], "not supported"),
         (["Hello.", "-l", "en", "--top-k", "0"], "top_k"),
-        (["Hello.", "-l", "en", "--ref", "/nonexistent.wav", "--ref-text", "hi", "--ref-lang", "en"], "not found"),
+        (["Hello.", "-l", "en", "--ref", "/nonexistent.wav", "--ref-text", "hi", "--ref-lang", "en",
+          "--consent", "a test declaration"], "not found"),
+        (["Hello.", "-l", "en", "--ref", "/nonexistent.wav", "--ref-text", "hi", "--ref-lang", "en"],
+         "needs a consent declaration"),
         (["Hello.", "-o", "out.mp3"], ".wav, .flac or .ogg"),
         (["こんにちは。", "-l", "ja"], "made for en, zh"),
     ],

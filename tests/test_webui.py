@@ -45,8 +45,8 @@ def app(tmp_path_factory):
     return WebApp(tts, voices_dir=voices, work_dir=root / "work"), root
 
 
-def args(voice="kim", text="Hello from the page.", ref=None, ref_text="Kim speaking here.", seed=3):
-    return [voice, text, "en", ref, ref_text, "en", 15, 1.0, 1.0, 1.35, 1.0, seed, "cut5", 0.3]
+def args(voice="kim", text="Hello from the page.", ref=None, ref_text="Kim speaking here.", seed=3, consent=""):
+    return [voice, text, "en", ref, ref_text, "en", 15, 1.0, 1.0, 1.35, 1.0, seed, "cut5", 0.3, consent]
 
 
 def test_voices_and_defaults(app):
@@ -65,8 +65,11 @@ def test_synthesize_and_stream(app):
     np.testing.assert_array_equal(pcm, again)
     chunks = list(ui.stream(*args()))
     assert len(chunks) > 1 and all(c[0] == 16000 for c in chunks)
-    (_, other), _ = ui.synthesize(*args(ref=str(root / "ref.wav"), ref_text="Another transcript."))
-    assert len(other) > 0
+    with pytest.raises(gr.Error, match="consent declaration"):
+        ui.synthesize(*args(ref=str(root / "ref.wav"), ref_text="Another transcript."))
+    (_, other), info = ui.synthesize(*args(ref=str(root / "ref.wav"), ref_text="Another transcript.",
+                                           consent="synthetic test clip"))  # fmt: skip
+    assert len(other) > 0 and "watermark perth-implicit:" in info
 
 
 def test_errors_are_shown_not_raised_raw(app):

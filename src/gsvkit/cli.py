@@ -223,6 +223,9 @@ def prepare(
     strict: Annotated[
         bool | None, typer.Option("--strict", help="fail on the first bad item instead of dropping it")
     ] = None,
+    allow_synthetic: Annotated[
+        bool | None, typer.Option("--allow-synthetic", help="accept recordings carrying the synthesis watermark")
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="prepare.yaml with any of these options")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
 ) -> None:
@@ -240,7 +243,7 @@ def prepare(
         "val_fraction": val_fraction, "val": val or None, "seed": seed,
         "workers": workers, "device": device, "sample_rate": sample_rate, "denoise": denoise, "loudness": loudness,
         "target_lufs": target_lufs, "min_duration": min_duration, "max_duration": max_duration,
-        "upstream_layout": upstream_layout, "strict": strict,
+        "upstream_layout": upstream_layout, "strict": strict, "allow_synthetic": allow_synthetic,
     }  # fmt: skip
     slicer = {"threshold": threshold, "min_length": min_length, "min_interval": min_interval,
               "hop_size": hop_size, "max_sil_kept": max_sil_kept, "max_length": max_length}  # fmt: skip
@@ -318,6 +321,17 @@ def _register_training() -> None:
 
 
 _register_training()
+
+
+def _register_safety() -> None:
+    # `gsv detect` and `gsv audit`; the watermark network loads when a command runs.
+    from gsvkit.safety.cli import audit, detect
+
+    app.command("detect")(detect)
+    app.command("audit")(audit)
+
+
+_register_safety()
 
 
 @app.command()

@@ -22,3 +22,15 @@ class TextError(GsvError):
 
 class DataError(GsvError):
     """A dataset, manifest or transcript file that is malformed or inconsistent."""
+
+
+class SyntheticAudioError(AudioError):
+    """Audio that carries a speech-synthesis watermark, offered where recorded speech is required."""
+
+
+class ConsentError(GsvError):
+    """Cloning a voice without the speaker's consent on record (a declaration or a voice's consent record)."""
+
+
+class AuthError(GsvError):
+    """A server key set-up that would leave the server open (empty keys, duplicates, unknown voices)."""

@@ -202,6 +202,20 @@ def _s2_rates(cfg: PrepareConfig) -> tuple[int | None, int | None]:
 
 
 # ----------------------------------------------------------------------------------------------------- stages
+def _synthetic(path: Path) -> str | None:
+    """Why a recording is refused as training audio when it carries the speech-synthesis watermark, else None."""
+    from gsvkit.errors import GsvError, SyntheticAudioError
+    from gsvkit.safety.watermark import refuse_synthetic
+
+    try:
+        refuse_synthetic(path, "this recording", "--allow-synthetic")
+    except GsvError as err:  # an unreadable file is reported by the slicing stage, with its own reason
+        if not isinstance(err, SyntheticAudioError):
+            return None
+        return str(err).removeprefix(f"{path}: ")  # the report names the file already
+    return None
+
+
 def _stage_clips(run: _Run, sources: list[Source], sr: int) -> list[Clip]:
     cfg, state = run.cfg, StageState(run.out, "clips")
     clips_dir = run.out / "clips"
@@ -227,11 +241,14 @@ def _stage_clips(run: _Run, sources: list[Source], sr: int) -> list[Clip]:
             target_lufs=cfg.target_lufs,
             denoise=cfg.denoise,
         )
-        key = digest("clips", PREPARE_VERSION, s.sha, asdict(job) | {"path": "", "clips_dir": ""})
+        extra = {"synthetic_allowed": True} if cfg.allow_synthetic else {}  # keys of earlier runs stay valid
+        key = digest("clips", PREPARE_VERSION, s.sha, asdict(job) | {"path": "", "clips_dir": ""} | extra)
         record = state.get(s.name, key)
         if record is not None and all((clips_dir / f"{c['id']}.wav").is_file() for c in record["clips"]):
             done[s.name] = record
             run.report.reused["clips"] += 1
+        elif not cfg.allow_synthetic and (why := _synthetic(s.path)):
+            run.drop(str(s.path), "clips", why)
         else:
             jobs.append((s, job, key))
 

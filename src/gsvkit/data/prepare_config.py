@@ -64,6 +64,7 @@ class PrepareConfig(_Strict):
     device: str = Field("auto", description="torch device for HuBERT/BERT/s2: auto, cpu, cuda, cuda:1 ...")
     upstream_layout: bool = False
     strict: bool = False
+    allow_synthetic: bool = Field(False, description="accept recordings that carry the speech-synthesis watermark")
 
     def clip_rate(self, s2_rate: int | None) -> int:
         return self.sample_rate or s2_rate or 32000

@@ -29,6 +29,7 @@ SpeakerOpt = Annotated[str | None, typer.Option("--speaker", help="only this spe
 SplitOpt = Annotated[str, typer.Option("--split", help="dataset split to score")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="sampling seed (same seed, same audio)")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda")]
+ConsentOpt = Annotated[str | None, typer.Option("--consent", help="with --ref: how its speaker agreed (audited)")]
 MetricOpt = Annotated[
     list[str] | None,
     typer.Option("--metric", "-m", help="similarity, wer, mel_distance, duration_ratio (repeatable; default all)"),
@@ -152,7 +153,7 @@ def checkpoint_cmd(
     hubert: HubertOpt = None, bert: BertOpt = None,
     target: TargetOpt = None, out: OutOpt = None, limit: LimitOpt = None, speaker: SpeakerOpt = None,
     split: SplitOpt = "val", seed: SeedOpt = 0, metric: MetricOpt = None, as_json: JsonOpt = False,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "cpu", consent: ConsentOpt = None,
 ) -> None:
     """Synthesise the held-out sentences with a pair of checkpoints and a reference clip, and score them."""
     from gsvkit.eval.evaluate import evaluate_checkpoints
@@ -160,7 +161,8 @@ def checkpoint_cmd(
     try:
         items = _items(data, split, speaker, limit)
         report = evaluate_checkpoints(s1, s2, items, ref_audio=ref, ref_text=ref_text, ref_lang=ref_lang,
-                                      target=target or None, seed=seed, device=device, hubert=hubert, bert=bert,
+                                      consent=consent, target=target or None, seed=seed, device=device,
+                                      hubert=hubert, bert=bert,
                                       audio_dir=out / "audio" if out else None, **_metrics(metric))
     except GsvError as err:
         _fail(err)
@@ -176,7 +178,7 @@ def run_cmd(
     hubert: HubertOpt = None, bert: BertOpt = None,
     target: TargetOpt = None, out: OutOpt = None, limit: LimitOpt = None, speaker: SpeakerOpt = None,
     split: SplitOpt = "val", seed: SeedOpt = 0, metric: MetricOpt = None, as_json: JsonOpt = False,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "cpu", consent: ConsentOpt = None,
 ) -> None:
     """Score the exported weights of a training run on the held-out sentences of its dataset."""
     from gsvkit.eval.evaluate import evaluate_run
@@ -185,7 +187,8 @@ def run_cmd(
         items = _items(data, split, speaker, limit)
         dataset = data if data.is_dir() or data.suffix == ".jsonl" else None
         report = evaluate_run(run_dir, items, dataset=dataset, ref_audio=ref, ref_text=ref_text, ref_lang=ref_lang,
-                              speaker=speaker, target=target or None, seed=seed, device=device, hubert=hubert,
+                              speaker=speaker, **({"consent": consent} if consent else {}), target=target or None,
+                              seed=seed, device=device, hubert=hubert,
                               bert=bert, audio_dir=out / "audio" if out else None, **_metrics(metric))
     except GsvError as err:
         _fail(err)

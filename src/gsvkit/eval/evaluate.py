@@ -280,13 +280,15 @@ def evaluate_checkpoints(
     s1: str | Path, s2: str | Path, items: Sequence[EvalItem], *, ref_audio: str | Path, ref_text: str,
     ref_lang: str = "en", target: Sequence[AudioInput] | None = None, seed: int | None = 0, device: str = "cpu",
     hubert: str | Path | None = None, bert: str | Path | None = None, name: str | None = None,
-    params: dict | None = None, **kwargs,
+    params: dict | None = None, consent: str | None = None, **kwargs,
 ) -> EvalReport:
-    """Score a pair of weight files speaking with `ref_audio` (transcript `ref_text`) as the reference."""
+    """Score a pair of weight files speaking with `ref_audio` (transcript `ref_text`) as the reference.
+
+    `consent` declares that the reference's speaker agreed (required, as for any synthesis from a clip)."""
     if target is None and not any(it.ground_truth for it in items):
         target = [ref_audio]
     tts = load_tts(s1=s1, s2=s2, hubert=hubert, bert=bert, device=device)
-    params = {"ref_audio": ref_audio, "ref_text": ref_text, "ref_lang": ref_lang, **(params or {})}
+    params = {"ref_audio": ref_audio, "ref_text": ref_text, "ref_lang": ref_lang, "consent": consent, **(params or {})}
     settings = {"s1": str(s1), "s2": str(s2), "seed": seed, **{k: str(v) for k, v in params.items()}}
     return evaluate(tts_synthesizer(tts, seed, **params), items, name=name or Path(s2).stem, target=target,
                     device=device, settings=settings, **kwargs)
@@ -315,5 +317,7 @@ def evaluate_run(run_dir: str | Path, items: Sequence[EvalItem], *, dataset: str
         if dataset is None:
             raise GsvError("a run needs a reference: pass --ref and --ref-text, or the dataset to pick one from")
         ref_audio, ref_text, ref_lang = pick_reference(dataset, speaker)
+        # A clip of the run's own training data: whoever prepared the dataset vouched for it; the audit line says so.
+        kwargs.setdefault("consent", f"training clip of the evaluated dataset {dataset}")
     return evaluate_checkpoints(s1, s2, items, ref_audio=ref_audio, ref_text=ref_text, ref_lang=ref_lang,
                                 name=Path(run_dir).name, **kwargs)

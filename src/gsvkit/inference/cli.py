@@ -86,8 +86,20 @@ def synth(
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR from `gsv export onnx`)")] = "torch",
     onnx: Annotated[Path | None, typer.Option("--onnx", help="folder written by `gsv export onnx`")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,
+    consent: Annotated[
+        str | None, typer.Option("--consent", help="required with --ref/--aux-ref: how the speaker agreed to this")
+    ] = None,
+    allow_synthetic_reference: Annotated[
+        bool, typer.Option("--allow-synthetic-reference", help="accept a watermarked (generated) reference clip")
+    ] = False,
+    no_watermark: Annotated[
+        bool, typer.Option("--no-watermark", help="leave the output unmarked (recorded as 'off' in the audit log)")
+    ] = False,
+    audit_log: Annotated[
+        Path | None, typer.Option("--audit-log", help="audit file (default $GSVKIT_AUDIT_LOG or ~/.local/state)")
+    ] = None,
 ) -> None:
-    """Speak text in a cloned voice and write it to an audio file."""
+    """Speak text in a cloned voice and write it to an audio file (watermarked, with an audit line)."""
     from gsvkit.errors import GsvError
 
     if threads:
@@ -107,7 +119,8 @@ def synth(
         hubert, bert = model_dirs(voice, hubert, bert)
         t0 = time.perf_counter()
         tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, device=device, int8=int8,
-                  backend=backend, onnx_dir=onnx)  # fmt: skip
+                  backend=backend, onnx_dir=onnx, watermark=not no_watermark,
+                  allow_synthetic_reference=allow_synthetic_reference, audit_log=audit_log)  # fmt: skip
         t_load = time.perf_counter() - t0
         res = tts.synthesize_result(
             body,
@@ -127,6 +140,7 @@ def synth(
             fragment_interval=fragment_interval,
             noise_scale=noise_scale,
             max_new_tokens=max_new_tokens,
+            consent=consent,
         )
         save_audio(output, res.audio, res.sample_rate)
     except GsvError as err:
@@ -136,7 +150,7 @@ def synth(
     console.print(
         f"wrote [bold]{output}[/]: {seconds:.2f} s at {res.sample_rate} Hz, {len(res.fragments)} fragment(s), "
         f"{sum(res.tokens_per_fragment)} tokens, seed {res.seed}; load {t_load:.1f} s, synthesis {work:.1f} s "
-        f"(RTF {work / max(seconds, 1e-9):.2f})",
+        f"(RTF {work / max(seconds, 1e-9):.2f}); watermark {res.watermark}",
         highlight=False,
     )
 
@@ -168,11 +182,18 @@ def voice_create(
     ] = None,
     description: Annotated[str, typer.Option("--description", help="free text")] = "",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace OUT if it exists")] = False,
+    consent_date: Annotated[str | None, typer.Option("--consent-date", help="when consent was given (ISO)")] = None,
+    consent_scope: Annotated[str | None, typer.Option("--consent-scope", help="what the voice may be used for")] = None,
+    consent_by: Annotated[str | None, typer.Option("--consent-by", help="who records it (default: you)")] = None,
+    allow_synthetic_reference: Annotated[
+        bool, typer.Option("--allow-synthetic-reference", help="accept a watermarked (generated) reference clip")
+    ] = False,
 ) -> None:
     """Bundle trained weights and a reference clip into a voice directory."""
     from gsvkit.errors import GsvError
     from gsvkit.inference.voice import create_voice, find_run_weights
     from gsvkit.models.official import resolve
+    from gsvkit.safety.consent import Consent
 
     try:
         hubert = resolve(hubert, "hubert")  # the models folder's HuBERT stores the prompt tokens
@@ -189,7 +210,9 @@ def voice_create(
             ref_audio=ref,
             ref_text=ref_text,
             ref_lang=ref_lang,
-            consent=consent,
+            consent=Consent(statement=consent, speaker=speaker, given=consent_date, scope=consent_scope,
+                            recorded_by=consent_by),  # fmt: skip
+            allow_synthetic_reference=allow_synthetic_reference,
             name=name,
             languages=languages,
             aux_refs=tuple(aux_ref or ()),

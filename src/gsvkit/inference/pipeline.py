@@ -47,6 +47,7 @@ from gsvkit.inference.reference import ReferenceCache, SpeakerEmbeddings, read_p
 from gsvkit.inference.streaming import WindowedDecoder
 from gsvkit.inference.textprep import TextFeatures, TextReader, split_fragments, with_end_punctuation
 from gsvkit.inference.voice import Voice, load_voice
+from gsvkit.safety.guard import Guard
 
 PathLike = str | os.PathLike
 
@@ -69,6 +70,8 @@ class SynthesisResult:
     fragments: list[str]
     tokens_per_fragment: list[int]
     timings: dict[str, float] = field(default_factory=dict)  # seconds: prepare, s1, s2
+    watermark: str = ""  # the watermark model id, or "off"
+    audit_id: str = ""  # the id of this synthesis's audit line
 
 
 class AudioStream:
@@ -98,6 +101,7 @@ class _Job:
     prompt: Prompt
     params: SynthesisParams
     seed: int
+    audit: dict[str, Any] = field(default_factory=dict)  # what the audit line says about the request
 
 
 class TTS:
@@ -112,6 +116,12 @@ class TTS:
     - `backend`: "torch", or "onnx" to run the graphs `gsv export onnx` wrote to `onnx_dir` with onnxruntime
       (s1/s2 and, when exported, HuBERT; speed 1 and a reference transcript only).
     - `max_text_chars`: longest text one call accepts.
+    - `watermark`: mark every output (default); False is recorded as "off" in each audit line.
+    - `allow_synthetic_reference`: accept reference clips that carry the watermark (refused by default).
+    - `audit_log`: the append-only audit file (default `$GSVKIT_AUDIT_LOG` or `~/.local/state/gsvkit/`).
+
+    Per call, `consent` declares the speaker's consent when cloning from a clip that is not the voice's own
+    (required then) and `user` names who asked (default: the OS user); both go into the audit line.
     """
 
     def __init__(
@@ -130,12 +140,18 @@ class TTS:
         max_loaded_voices: int = 2,
         backend: str = "torch",
         onnx_dir: PathLike | None = None,
+        watermark: bool = True,
+        allow_synthetic_reference: bool = False,
+        audit_log: PathLike | None = None,
     ) -> None:
         if backend not in ("torch", "onnx"):
             raise GsvError(f"backend {backend!r}: use 'torch' or 'onnx'")
         if backend == "onnx" and onnx_dir is None:
             raise GsvError("the ONNX backend needs the folder `gsv export onnx` wrote (onnx_dir=..., --onnx DIR)")
         self.backend = backend
+        self.guard = Guard(
+            watermark=watermark, allow_synthetic_reference=allow_synthetic_reference, audit_log=audit_log
+        )
         self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else None
         if voice is not None and not isinstance(voice, Voice):
             voice = load_voice(voice)
@@ -323,6 +339,7 @@ class TTS:
         voice: Voice | PathLike | None,
         params: dict[str, Any],
     ) -> tuple[_Job, list[str]]:
+        consent, user = params.pop("consent", None), params.pop("user", None)
         p: SynthesisParams = make_params(SynthesisParams, params)
         if not isinstance(text, str) or not text.strip():
             raise TextError("the text is empty: give something to say")
@@ -344,10 +361,19 @@ class TTS:
         pieces = split_fragments(text, lang, p.split)
         if not pieces:
             raise TextError(f"nothing pronounceable in the text {text[:60]!r}")
+        given = [Path(a) for a in ([ref_audio] if ref_audio is not None else []) + list(aux_refs)]
+        own = [speaker.reference_audio, *speaker.aux_references] if speaker is not None else []
+        hashes, declaration = self.guard.admit(given, own, consent)
         reader = self._reader(bundle.text_version)
         prompt = self._prompt(bundle, reader, voice, ref_audio, ref_text, ref_lang, aux_refs)
         seed = p.seed if p.seed is not None else secrets.randbits(32)
-        return _Job(bundle, reader, prompt, p, seed), pieces
+        named = speaker if declaration is None else None  # a zero-shot clone speaks as its reference, not the voice
+        audit = {
+            "user": user, "text": text, "language": lang, "seed": seed, "consent": declaration,
+            "voice": named.name if named else None, "reference_sha256": hashes,
+            "voice_s2_sha256": named.info.provenance.s2_sha256 if named else None,
+        }  # fmt: skip
+        return _Job(bundle, reader, prompt, p, seed, audit), pieces
 
     @staticmethod
     def _features(job: _Job, pieces: list[str], lang: str) -> list[TextFeatures]:
@@ -482,9 +508,13 @@ class TTS:
             a = np.asarray(a, np.float32)
             peak = float(np.abs(a).max()) if a.size else 0.0
             out += [a / peak if peak > 1.0 else a, gap]
+        wav = self.guard.mark(np.concatenate(out).astype(np.float32), sr)
+        audit_id = self.guard.record(kind="synthesize", seconds=round(wav.size / sr, 3), **job.audit)
         return SynthesisResult(
             sample_rate=sr,
-            audio=np.concatenate(out).astype(np.float32),
+            audio=wav,
+            watermark=self.guard.watermark_id,
+            audit_id=audit_id,
             seed=job.seed,
             fragments=[f.text for f in feats],
             tokens_per_fragment=counts,
@@ -522,12 +552,14 @@ class TTS:
                 continue
         if first is None:
             raise TextError(f"nothing pronounceable in the text {text[:60]!r}")
+        self.guard.record(kind="stream", seconds=None, **job.audit)  # length unknown until the stream ends
         return AudioStream(job.bundle.sample_rate, job.seed, self._stream_chunks(job, first, pieces, lang, sp))
 
     def _stream_chunks(
         self, job: _Job, first: TextFeatures, rest: list[str], lang: str, sp: StreamParams
     ) -> Iterator[np.ndarray]:
         g1, _ = self._generators(job.seed)
+        sr = job.bundle.sample_rate
         gap = np.zeros(int(job.bundle.sample_rate * job.params.fragment_interval), np.float32)
         window = 0
 
@@ -551,9 +583,9 @@ class TTS:
             tokens = self._tokens(job, frag, g1)
             for tok in _background(tokens) if sp.threaded else tokens:
                 for chunk in dec.push(tok):  # one token at a time: windows never depend on timing
-                    yield np.clip(chunk, -1.0, 1.0)
+                    yield self.guard.mark(np.clip(chunk, -1.0, 1.0), sr)
             for chunk in dec.finish():
-                yield np.clip(chunk, -1.0, 1.0)
+                yield self.guard.mark(np.clip(chunk, -1.0, 1.0), sr)
             if len(gap):
                 yield gap
 

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gsvkit.errors import CheckpointError, DataError
 from gsvkit.inference.params import LANGUAGES, check_language
+from gsvkit.safety.consent import Consent, coerce_consent, new_consent
 from gsvkit.utils.io import atomic_write_text
 
 VOICE_FILE = "voice.json"
@@ -53,7 +54,7 @@ class Provenance(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    consent: str = Field(description="how the speaker agreed to be cloned (who, when, how recorded)")
+    consent: Consent = Field(description="who agreed to be cloned, when, to what, and who recorded it")
     speaker: str | None = None
     source: str | None = Field(None, description="where the training recordings came from")
     license: str | None = None
@@ -61,6 +62,8 @@ class Provenance(BaseModel):
     tool: str = Field(description="gsvkit version that bundled it")
     s1_sha256: str | None = None
     s2_sha256: str | None = None
+
+    _old_consent = field_validator("consent", mode="before")(coerce_consent)  # a free-text string, as before
 
 
 class VoiceInfo(BaseModel):
@@ -162,7 +165,7 @@ class Voice:
             "reference_language": self.info.reference.language,
             "description": self.info.description,
             "speaker": self.info.provenance.speaker,
-            "consent": self.info.provenance.consent,
+            "consent": self.info.provenance.consent.describe(),
         }
 
 
@@ -287,7 +290,7 @@ def create_voice(
     ref_audio: str | os.PathLike,
     ref_text: str,
     ref_lang: str,
-    consent: str,
+    consent: str | Consent | dict,
     name: str | None = None,
     languages: Sequence[str] | None = None,
     aux_refs: Sequence[str | os.PathLike] = (),
@@ -299,6 +302,7 @@ def create_voice(
     bert: str | os.PathLike | None = None,
     sv: str | os.PathLike | None = None,
     overwrite: bool = False,
+    allow_synthetic_reference: bool = False,
 ) -> Voice:
     """Bundle trained weights and a reference clip into a voice directory.
 
@@ -307,6 +311,8 @@ def create_voice(
     semantic tokens are stored too, so the voice then speaks without a HuBERT model at hand. v2Pro/v2ProPlus
     voices need `sv` (upstream's `sv/pretrained_eres2netv2w24s4ep4.ckpt`): the speaker embeddings of the clips are
     stored, so the voice speaks without it.
+    `consent` is a statement or a `Consent` record (the speaker defaults to `speaker`); clips that carry the
+    output watermark are refused unless `allow_synthetic_reference`.
     """
     from gsvkit import __version__
     from gsvkit.checkpoint import load_checkpoint, save_checkpoint
@@ -316,8 +322,7 @@ def create_voice(
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise DataError(f"{out_dir}: directory exists and is not empty; choose another name or pass --overwrite")
-    if not consent or not consent.strip():
-        raise DataError("a voice needs a consent statement: who agreed to be cloned, when and how")
+    consent = new_consent(consent, speaker=speaker)
     ck1, ck2 = load_checkpoint(s1), load_checkpoint(s2)
     if ck1.kind != "s1":
         raise CheckpointError(f"{s1}: holds a {ck1.kind} model, expected s1 (GPT)")
@@ -336,6 +341,11 @@ def create_voice(
     aux_refs = [Path(a) for a in aux_refs]
     for a in aux_refs:
         load_reference_16k(a)
+    if not allow_synthetic_reference:
+        from gsvkit.safety.watermark import refuse_synthetic
+
+        for clip in [Path(ref_audio), *aux_refs]:
+            refuse_synthetic(clip, "this reference clip", "--allow-synthetic-reference")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -362,7 +372,7 @@ def create_voice(
             bert=str(Path(bert).resolve()) if bert else None,
             sv=str(Path(sv).resolve()) if sv else None,
             provenance=Provenance(
-                consent=consent.strip(),
+                consent=consent,
                 speaker=speaker,
                 source=source,
                 license=license,

@@ -18,7 +18,7 @@ def _fail(message: str) -> None:
 
 
 def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, device: str, int8: bool,
-         backend: str = "torch", onnx: Path | None = None, sv_model: Path | None = None):  # fmt: skip
+         backend: str = "torch", onnx: Path | None = None, sv_model: Path | None = None, **safety):  # fmt: skip
     from gsvkit.inference.pipeline import TTS
     from gsvkit.inference.voice import scan_voices
 
@@ -29,7 +29,12 @@ def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, devi
 
     hubert, bert = model_dirs(voice, hubert, bert)
     return TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, device=device, int8=int8,
-               backend=backend, onnx_dir=onnx)  # fmt: skip
+               backend=backend, onnx_dir=onnx, **safety)  # fmt: skip
+
+
+NO_WATERMARK_HELP = "leave outputs unmarked (recorded as 'off' in every audit line)"
+SYNTHETIC_REF_HELP = "accept reference clips that carry the synthesis watermark"
+AUDIT_LOG_HELP = "append-only audit file (default $GSVKIT_AUDIT_LOG or ~/.local/state/gsvkit/audit.jsonl)"
 
 
 def serve(
@@ -53,8 +58,16 @@ def serve(
         list[Path] | None, typer.Option("--ref-dir", help="folder ref_audio_path may point into (repeatable)")
     ] = None,
     api_key: Annotated[
-        str | None, typer.Option("--api-key", envvar="GSVKIT_API_KEY", help="require this key (X-API-Key header)")
+        str | None, typer.Option("--api-key", help="require this key (X-API-Key header); or set GSVKIT_API_KEY")
     ] = None,
+    keys: Annotated[
+        Path | None, typer.Option("--keys", help="keys.yaml: per-key voices_dir/models_dir (see README)")
+    ] = None,
+    no_watermark: Annotated[bool, typer.Option("--no-watermark", help=NO_WATERMARK_HELP)] = False,
+    allow_synthetic_reference: Annotated[
+        bool, typer.Option("--allow-synthetic-reference", help=SYNTHETIC_REF_HELP)
+    ] = False,
+    audit_log: Annotated[Path | None, typer.Option("--audit-log", help=AUDIT_LOG_HELP)] = None,
     max_text_chars: Annotated[int, typer.Option(help="longest text accepted")] = 2000,
     max_upload_mb: Annotated[float, typer.Option(help="largest upload accepted, MB")] = 10.0,
     max_jobs: Annotated[int, typer.Option(help="syntheses running at once")] = 1,
@@ -79,14 +92,32 @@ def serve(
         from gsvkit.serve.http import ServerSettings, create_app
     except ImportError as err:
         _fail(f"the server needs the 'serve' extra ({err.name} is missing): pip install 'gsvkit[serve]'")
+    from gsvkit.serve.auth import check_key_value, env_api_key, load_keys
+
     voices_dir = voices_dir or models_dir
+    safety = {"watermark": not no_watermark, "allow_synthetic_reference": allow_synthetic_reference,
+              "audit_log": audit_log}  # fmt: skip
     try:
-        tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8, backend, onnx, sv_model)
+        # Typer reads an empty environment variable as unset; here empty means a mistake, not "no authentication".
+        api_key = check_key_value(api_key, "--api-key") if api_key is not None else env_api_key()
+        key_file = load_keys(keys) if keys is not None else None
+        if key_file is not None and api_key is not None:
+            _fail("give either --api-key (GSVKIT_API_KEY) or --keys, not both")
+        if key_file is not None:
+            tts = _tts(None, None, None, None, hubert, bert, device, int8, backend, onnx, sv_model, **safety)
+        else:
+            tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8, backend, onnx, sv_model, **safety)
+
+        def per_key(entry):  # each key loads its own models: a switch by one never changes another's
+            return _tts(None, entry.voices_dir, None, None, hubert, bert, device, int8, backend, onnx, sv_model,
+                        **safety)
+
         settings = ServerSettings(
             models_dir=models_dir,
             voices_dir=voices_dir,
             ref_dirs=list(ref_dir or []),
             api_key=api_key,
+            keys=key_file,
             max_text_chars=max_text_chars,
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
             max_jobs=max_jobs,
@@ -94,7 +125,7 @@ def serve(
         )
     except GsvError as err:
         _fail(str(err))
-    app = create_app(tts, settings)
+    app = create_app(tts, settings, per_key if key_file is not None else None)
     console.print(f"gsvkit server on http://{host}:{port} (docs at /docs)", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
@@ -116,6 +147,11 @@ def webui(
     ),
     int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
     device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+    no_watermark: Annotated[bool, typer.Option("--no-watermark", help=NO_WATERMARK_HELP)] = False,
+    allow_synthetic_reference: Annotated[
+        bool, typer.Option("--allow-synthetic-reference", help=SYNTHETIC_REF_HELP)
+    ] = False,
+    audit_log: Annotated[Path | None, typer.Option("--audit-log", help=AUDIT_LOG_HELP)] = None,
 ) -> None:
     """Open the web page: synthesis tab and training tab."""
     from gsvkit.errors import GsvError
@@ -125,7 +161,8 @@ def webui(
     except ImportError as err:
         _fail(f"the web UI needs the 'webui' extra ({err.name} is missing): pip install 'gsvkit[webui]'")
     try:
-        tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8, sv_model=sv_model)
+        tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8, sv_model=sv_model,
+                   watermark=not no_watermark, allow_synthetic_reference=allow_synthetic_reference, audit_log=audit_log)  # fmt: skip
         ui = build_ui(tts, voices_dir=voices_dir, work_dir=work_dir)
     except GsvError as err:
         _fail(str(err))

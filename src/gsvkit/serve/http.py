@@ -9,8 +9,10 @@ Endpoints (upstream `api_v2.py` names where upstream has them):
 - `GET /voices`, `GET /health`; OpenAPI docs at `/docs` and `/openapi.json`.
 
 Limits: text length (413), upload size (413), concurrent jobs — `max_jobs` run, `max_queue` wait, and anything
-beyond gets 503 at once (with Retry-After). Optional API key (`X-API-Key` or `Authorization: Bearer`); `/health`
-and the docs stay open. Bad input answers 400 with a JSON `message` (upstream's shape), never a traceback.
+beyond gets 503 at once (with Retry-After). Optional API key (`X-API-Key` or `Authorization: Bearer`), or a keys
+file giving each key its own voices, models and loaded weights (`serve.auth`); `/health` and the docs stay open.
+Bad input answers 400 with a JSON `message` (upstream's shape), never a traceback; a zero-shot request without a
+consent declaration answers 403, a reference clip that carries the synthesis watermark 422.
 
 A model switch never disturbs a synthesis already running: the backend hands each job one immutable pair of
 models, and a switch swaps in a new pair only once it has fully loaded.
@@ -20,13 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import logging
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -34,11 +35,12 @@ import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from gsvkit import __version__
-from gsvkit.errors import GsvError
+from gsvkit.errors import ConsentError, GsvError, SyntheticAudioError
+from gsvkit.serve.auth import Gatekeeper, KeyEntry, KeysFile, Principal, check_key_value
 from gsvkit.serve.encoding import encode, encode_chunk, stream_start
 from gsvkit.serve.schemas import (
     MEDIA_TYPES,
@@ -67,11 +69,17 @@ class ServerSettings(BaseModel):
     voices_dir: Path | None = Field(None, description="voices listed by /voices and usable by name")
     ref_dirs: list[Path] = Field(default_factory=list, description="extra folders ref_audio_path may point into")
     api_key: str | None = Field(None, description="required in X-API-Key / Authorization: Bearer when set")
+    keys: KeysFile | None = Field(None, description="per-key voices and models (serve.auth); replaces api_key")
     max_text_chars: int = Field(2000, ge=1)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_jobs: int = Field(1, ge=1, description="syntheses running at once")
     max_queue: int = Field(4, ge=0, description="syntheses waiting; more get 503")
     upload_cache_files: int = Field(64, ge=1, description="uploaded clips kept for the reference cache")
+
+    @field_validator("api_key")
+    @classmethod
+    def _no_empty_key(cls, v: str | None) -> str | None:
+        return v if v is None else check_key_value(v)
 
 
 # ------------------------------------------------------------------------------------------------ backend
@@ -230,13 +238,39 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def caller(request: Request) -> Principal:
+    """Dependency: the `Principal` behind the request's key (401 when it is missing or wrong)."""
+    given = request.headers.get("x-api-key") or ""
+    auth = request.headers.get("authorization") or ""
+    if not given and auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    who = request.app.state.gatekeeper.identify(given)
+    if who is None:
+        raise HttpError(401, "missing or wrong API key (send it in X-API-Key)", headers={"WWW-Authenticate": "Bearer"})
+    return who
+
+
+Caller = Annotated[Principal, Depends(caller)]
+
+
 # ------------------------------------------------------------------------------------------------ app
-def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -> Any:
-    """Build the FastAPI app around `backend`. No module-level state: two apps never share anything."""
+def create_app(
+    backend: SpeechBackend,
+    settings: ServerSettings | None = None,
+    backend_factory: Callable[[KeyEntry], SpeechBackend] | None = None,
+) -> Any:
+    """Build the FastAPI app around `backend`. No module-level state: two apps never share anything.
+
+    With `settings.keys`, `backend_factory` gives each key its own backend (its own loaded models)."""
     settings = settings or ServerSettings()
+    if settings.keys is not None and backend_factory is None:
+        raise GsvError("a keys file needs a backend per key (backend_factory), so keys never share loaded models")
     gate = JobGate(settings.max_jobs, settings.max_queue)
     upload_dir = Path(tempfile.mkdtemp(prefix="gsvkit-uploads-"))
-    switch_lock = threading.Lock()
+    default = Principal(
+        "api-key" if settings.api_key else "anonymous", settings.voices_dir, settings.models_dir, backend
+    )
+    gatekeeper = Gatekeeper(default, settings.keys, settings.api_key, backend_factory)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -254,6 +288,7 @@ def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -
     app.state.settings = settings
     app.state.gate = gate
     app.state.backend = backend
+    app.state.gatekeeper = gatekeeper
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)
 
     # -------------------------------------------------------------------------------------- errors
@@ -277,36 +312,28 @@ def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -
             status_code=400, content={"message": "invalid parameters: " + "; ".join(problems), "detail": problems}
         )
 
-    def check_key(request: Request) -> None:
-        if not settings.api_key:
-            return
-        given = request.headers.get("x-api-key") or ""
-        auth = request.headers.get("authorization") or ""
-        if not given and auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-            raise HttpError(
-                401, "missing or wrong API key (send it in X-API-Key)", headers={"WWW-Authenticate": "Bearer"}
-            )
-
-    guarded = [Depends(check_key)]
-
     # -------------------------------------------------------------------------------------- synthesis
-    def resolve_voice(name: str | None) -> Any:
+    def resolve_voice(name: str | None, who: Principal) -> Any:
         if not name:
             return None
-        if settings.voices_dir is None:
-            raise HttpError(400, "voice: this server has no voices folder")
+        if who.voices_dir is None:
+            raise HttpError(403 if settings.keys else 400, f"voice {name!r}: no voices folder for {who.name}")
         from gsvkit.inference.voice import find_voice
 
-        return find_voice(settings.voices_dir, name)
+        try:
+            return find_voice(who.voices_dir, name)
+        except GsvError:
+            if settings.keys is None:
+                raise
+            # Another key's voice and no voice at all answer alike: a key learns nothing about others' voices.
+            raise HttpError(403, f"voice {name!r} is not available to {who.name}") from None
 
-    def ref_roots() -> list[Path]:
+    def ref_roots(who: Principal) -> list[Path]:
         roots = list(settings.ref_dirs)
-        roots += [r for r in (settings.voices_dir, settings.models_dir) if r is not None]
+        roots += [r for r in (who.voices_dir, who.models_dir) if r is not None]
         return roots
 
-    def prepare(req: TTSRequest, uploaded: Path | None = None) -> dict[str, Any]:
+    def prepare(req: TTSRequest, who: Principal, uploaded: Path | None = None) -> dict[str, Any]:
         if len(req.text) > settings.max_text_chars:
             raise HttpError(
                 413, f"text is {len(req.text)} characters; this server accepts at most {settings.max_text_chars}"
@@ -316,12 +343,13 @@ def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -
             kwargs["ref_audio"] = uploaded
         elif kwargs["ref_audio"]:
             kwargs["ref_audio"] = _confine_any(
-                ref_roots(), kwargs["ref_audio"], "ref_audio_path", AUDIO_UPLOAD_SUFFIXES
+                ref_roots(who), kwargs["ref_audio"], "ref_audio_path", AUDIO_UPLOAD_SUFFIXES
             )
         kwargs["aux_refs"] = tuple(
-            _confine_any(ref_roots(), a, "aux_ref_audio_paths", AUDIO_UPLOAD_SUFFIXES) for a in kwargs["aux_refs"]
+            _confine_any(ref_roots(who), a, "aux_ref_audio_paths", AUDIO_UPLOAD_SUFFIXES) for a in kwargs["aux_refs"]
         )
-        kwargs["voice"] = resolve_voice(kwargs["voice"])
+        kwargs["voice"] = resolve_voice(kwargs["voice"], who)
+        kwargs["user"] = who.name  # for the audit line
         return kwargs
 
     def busy() -> HttpError:
@@ -332,8 +360,9 @@ def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -
             headers={"Retry-After": "2"},
         )
 
-    async def handle(req: TTSRequest, uploaded: Path | None = None) -> Any:
-        kwargs = prepare(req, uploaded)
+    async def handle(req: TTSRequest, who: Principal, uploaded: Path | None = None) -> Any:
+        kwargs = prepare(req, who, uploaded)
+        backend = who.backend
         if not gate.try_enter():
             raise busy()
         media = MEDIA_TYPES[req.media_type]
@@ -349,7 +378,7 @@ def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -
             try:
                 sr, audio = await run_in_threadpool(job)
             except GsvError as err:
-                raise HttpError(400, "tts failed", str(err)) from None
+                raise _refusal(err) from None
             finally:
                 gate.finish(started)
             body = await run_in_threadpool(encode, audio, sr, req.media_type)
@@ -367,7 +396,7 @@ def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -
             stream = await run_in_threadpool(open_stream)
         except GsvError as err:
             gate.finish(started)
-            raise HttpError(400, "tts failed", str(err)) from None
+            raise _refusal(err) from None
         except BaseException:
             gate.finish(started)
             raise
@@ -413,18 +442,19 @@ def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -
     ok_audio = {200: {"content": {m: {} for m in MEDIA_TYPES.values()}, "description": "audio"}}
     errors = {400: {"model": Message}, 413: {"model": Message}, 503: {"model": Message}}
 
-    @app.get("/tts", dependencies=guarded, responses={**ok_audio, **errors}, response_class=Response)
-    async def tts_get(req: Annotated[TTSRequest, Query()]) -> Any:
+    @app.get("/tts", responses={**ok_audio, **errors}, response_class=Response)
+    async def tts_get(req: Annotated[TTSRequest, Query()], who: Caller) -> Any:
         """Synthesize from query parameters (upstream api_v2 names)."""
-        return await handle(req)
+        return await handle(req, who)
 
-    @app.post("/tts", dependencies=guarded, responses={**ok_audio, **errors}, response_class=Response)
-    async def tts_post(req: TTSRequest) -> Any:
+    @app.post("/tts", responses={**ok_audio, **errors}, response_class=Response)
+    async def tts_post(req: TTSRequest, who: Caller) -> Any:
         """Synthesize from a JSON body (upstream api_v2 names)."""
-        return await handle(req)
+        return await handle(req, who)
 
-    @app.post("/tts/upload", dependencies=guarded, responses={**ok_audio, **errors}, response_class=Response)
+    @app.post("/tts/upload", responses={**ok_audio, **errors}, response_class=Response)
     async def tts_upload(
+        who: Caller,
         params: Annotated[TTSForm, Form()],
         ref_audio: Annotated[UploadFile, File(description="reference clip, 3-10 s")],
     ) -> Any:
@@ -439,7 +469,7 @@ def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -
         path = upload_dir / (hashlib.sha256(data).hexdigest()[:32] + suffix)
         if not path.exists():
             await run_in_threadpool(_store_upload, upload_dir, path, data, settings.upload_cache_files)
-        return await handle(params, uploaded=path)
+        return await handle(params, who, uploaded=path)
 
     # OpenAI's speech API over the same handler (limits, key, voices); its own file, serve/openai_speech.py
     from gsvkit.serve.openai_speech import add_speech_route
@@ -447,43 +477,43 @@ def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -
     add_speech_route(app, handle, guarded, {**ok_audio, **errors})
 
     # -------------------------------------------------------------------------------------- models
-    def switch(s1: str | None, s2: str | None) -> JSONResponse:
-        p1 = confine(settings.models_dir, s1, "weights_path", WEIGHT_SUFFIXES) if s1 is not None else None
-        p2 = confine(settings.models_dir, s2, "weights_path", WEIGHT_SUFFIXES) if s2 is not None else None
-        if not switch_lock.acquire(blocking=False):
+    def switch(who: Principal, s1: str | None, s2: str | None) -> JSONResponse:
+        p1 = confine(who.models_dir, s1, "weights_path", WEIGHT_SUFFIXES) if s1 is not None else None
+        p2 = confine(who.models_dir, s2, "weights_path", WEIGHT_SUFFIXES) if s2 is not None else None
+        if not who.switch_lock.acquire(blocking=False):
             raise HttpError(503, "another model switch is in progress; retry later", headers={"Retry-After": "5"})
         try:
-            backend.load_models(s1=p1, s2=p2)
+            who.backend.load_models(s1=p1, s2=p2)  # with a keys file: this key's models only
         except GsvError as err:
             raise HttpError(400, "model switch failed", str(err)) from None
         finally:
-            switch_lock.release()
+            who.switch_lock.release()
         return JSONResponse({"message": "success"})
 
-    @app.get("/set_gpt_weights", dependencies=guarded, responses=errors)
-    async def set_gpt_weights(weights_path: str = "") -> Any:
+    @app.get("/set_gpt_weights", responses=errors)
+    async def set_gpt_weights(who: Caller, weights_path: str = "") -> Any:
         """Switch s1 (GPT) weights to a file inside the models folder; running jobs finish on the old ones."""
-        return await run_in_threadpool(switch, weights_path, None)
+        return await run_in_threadpool(switch, who, weights_path, None)
 
-    @app.get("/set_sovits_weights", dependencies=guarded, responses=errors)
-    async def set_sovits_weights(weights_path: str = "") -> Any:
+    @app.get("/set_sovits_weights", responses=errors)
+    async def set_sovits_weights(who: Caller, weights_path: str = "") -> Any:
         """Switch s2 (SoVITS) weights to a file inside the models folder."""
-        return await run_in_threadpool(switch, None, weights_path)
+        return await run_in_threadpool(switch, who, None, weights_path)
 
-    @app.post("/set_weights", dependencies=guarded, responses=errors)
-    async def set_weights(body: WeightsPair) -> Any:
+    @app.post("/set_weights", responses=errors)
+    async def set_weights(body: WeightsPair, who: Caller) -> Any:
         """Switch both models at once (needed when moving between v1 and v2 models)."""
-        return await run_in_threadpool(switch, body.gpt_weights_path, body.sovits_weights_path)
+        return await run_in_threadpool(switch, who, body.gpt_weights_path, body.sovits_weights_path)
 
     # -------------------------------------------------------------------------------------- info
-    @app.get("/voices", dependencies=guarded, response_model=VoicesResponse)
-    async def voices() -> VoicesResponse:
-        """Voices in the server's voices folder."""
-        if settings.voices_dir is None:
+    @app.get("/voices", response_model=VoicesResponse)
+    async def voices(who: Caller) -> VoicesResponse:
+        """Voices in the caller's voices folder."""
+        if who.voices_dir is None:
             return VoicesResponse(voices=[])
         from gsvkit.inference.voice import scan_voices
 
-        entries = await run_in_threadpool(scan_voices, settings.voices_dir)
+        entries = await run_in_threadpool(scan_voices, who.voices_dir)
         return VoicesResponse(
             voices=[
                 VoiceSummary(**{k: v for k, v in e.voice.summary().items() if k != "path"}) for e in entries if e.voice
@@ -499,6 +529,14 @@ def create_app(backend: SpeechBackend, settings: ServerSettings | None = None) -
         return HealthResponse(status=state, version=__version__, models=models, jobs=gate.counts())
 
     return app
+
+
+def _refusal(err: GsvError) -> HttpError:
+    if isinstance(err, ConsentError):
+        return HttpError(403, "consent required", str(err))
+    if isinstance(err, SyntheticAudioError):
+        return HttpError(422, "synthetic reference refused", str(err))
+    return HttpError(400, "tts failed", str(err))
 
 
 _PUBLIC_KEYS = ("loaded", "version", "sample_rate", "voice", "backend", "int8", "cached_references")

@@ -32,6 +32,9 @@ class TTSRequest(BaseModel):
     prompt_text: str = Field("", max_length=1000, description="transcript of the reference clip")
     prompt_lang: str | None = Field(None, description="language of `prompt_text`")
     voice: str | None = Field(None, description="voice name from /voices (default: the server's current models)")
+    consent: str | None = Field(
+        None, max_length=1000, description="required with a reference clip: how its speaker agreed to this (audited)"
+    )
     top_k: int = Field(15, ge=1, le=1024)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     temperature: float = Field(1.0, gt=0.0, le=5.0)
@@ -87,6 +90,7 @@ class TTSRequest(BaseModel):
             "split_bucket": self.split_bucket,
             "fragment_interval": self.fragment_interval,
             "noise_scale": self.noise_scale,
+            "consent": self.consent or None,
         }
 
     def stream_kwargs(self) -> dict[str, Any]:

@@ -106,7 +106,7 @@ class WebApp:
 
     # ------------------------------------------------------------------------------------------ synthesis
     def _kwargs(self, voice, text, lang, ref, ref_text, ref_lang, top_k, top_p, temperature, rep, speed, seed,
-                split, interval) -> dict[str, Any]:  # fmt: skip
+                split, interval, consent=None) -> dict[str, Any]:  # fmt: skip
         v = self.voice(voice)
         kw: dict[str, Any] = {
             "text": text or "",
@@ -123,7 +123,7 @@ class WebApp:
         }
         base = v or self.tts.voice
         if ref:  # an uploaded clip replaces the voice's reference: its transcript comes from the boxes
-            kw.update(ref_audio=ref, ref_text=ref_text or "", ref_lang=ref_lang or None)
+            kw.update(ref_audio=ref, ref_text=ref_text or "", ref_lang=ref_lang or None, consent=consent or None)
         elif base is not None and (ref_text or "").strip() != base.reference_text.strip():
             kw.update(ref_text=ref_text or "", ref_lang=ref_lang or None)
         return kw
@@ -139,7 +139,7 @@ class WebApp:
         work = sum(res.timings.values())
         info = (
             f"{seconds:.2f} s of audio, {len(res.fragments)} fragment(s), seed {res.seed}, "
-            f"synthesis {work:.2f} s (RTF {work / max(seconds, 1e-9):.2f})"
+            f"synthesis {work:.2f} s (RTF {work / max(seconds, 1e-9):.2f}), watermark {res.watermark}"
         )
         return (res.sample_rate, _pcm(res.audio)), info
 
@@ -258,6 +258,8 @@ def build_ui(tts: Any, voices_dir: Path | None = None, work_dir: Path | None = N
                 with gr.Row():
                     ref_text = gr.Textbox(value=ref_text0, label="Reference transcript (empty: reference-free)")
                     ref_lang = gr.Dropdown(all_langs, value=ref_lang0, label="Reference language")
+                consent = gr.Textbox(label="Consent (required with an uploaded clip: how its speaker agreed)",
+                                     elem_id="consent")  # fmt: skip
             with gr.Accordion("Parameters", open=False):
                 with gr.Row():
                     top_k = gr.Slider(1, 100, value=15, step=1, label="top_k")
@@ -278,7 +280,7 @@ def build_ui(tts: Any, voices_dir: Path | None = None, work_dir: Path | None = N
             out_stream = gr.Audio(label="Streamed", streaming=True, autoplay=True, interactive=False)
             info = gr.Markdown(elem_id="info")
             inputs = [voice, text, lang, ref, ref_text, ref_lang, top_k, top_p, temperature, rep, speed, seed, split,
-                      interval]  # fmt: skip
+                      interval, consent]  # fmt: skip
             go.click(app.synthesize, inputs, [out, info])
             go_stream.click(app.stream, inputs, out_stream)
 

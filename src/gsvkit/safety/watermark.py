@@ -1,0 +1,233 @@
+"""An imperceptible watermark on everything gsvkit speaks, and its detection on audio gsvkit is fed.
+
+The watermark is Resemble AI's PerTh "implicit" neural watermark (PyPI `resemble-perth`, MIT), whose trained weights
+ship inside its wheel. It is a one-bit mark: an encoder adds a learned residual to the low 2 kHz of a 32 kHz
+log-magnitude spectrogram, and a multi-rate decoder returns a score in [0, 1] for "this audio carries the mark".
+
+The package's own entry points import torchaudio and pkg_resources, which do not exist for every torch build, so
+gsvkit builds the same two small conv stacks from plain torch (`torch.stft`/`torch.istft` in place of torchaudio's
+transforms) and reads the packaged weights with `torch.load(weights_only=True)`: only tensors are unpickled. The
+layer names below are the ones the packaged state dict uses, so a mismatch fails loudly at load time.
+
+`Watermarker.apply` marks a float32 mono signal; `Watermarker.detect` scores one. `get_watermarker()` loads the
+network once per process, on first use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gsvkit.errors import CheckpointError
+
+WATERMARK_THRESHOLD = 0.5  # decoder score at or above which audio counts as watermarked
+_SR = 32000  # the network's sample rate
+_N_FFT = 2048
+_HOP = 320
+_MAG_MIN = 1e-9
+_MIN_DB = 20.0 * float(np.log10(_MAG_MIN))  # -180 dB
+_HEADROOM_DB = 15.0
+_SUBBAND = 128  # bins below 2 kHz at 32 kHz / 2048-point FFT: the only part the mark lives in
+_HIDDEN = 256
+_WINDOW_S = 30.0  # long inputs are scored in windows of this length (bounded memory); the highest score counts
+_WEIGHTS = "perth_net/pretrained/implicit/perth_net_250000.pth.tar"
+_ID_FILE = "perth_net/pretrained/implicit/id.txt"
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Result of scoring one signal: `score` in [0, 1]; `watermarked` when score >= threshold."""
+
+    watermarked: bool
+    score: float
+    threshold: float = WATERMARK_THRESHOLD
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Conv(nn.Module):
+    def __init__(self, i: int, o: int, k: int, act: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(i, o, k, padding=(k - 1) // 2)
+        self.act = nn.LeakyReLU() if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, i, T] -> [B, o, T]
+        return self.act(self.conv(x))
+
+
+def _conv_stack(c_in: int, c_out: int) -> nn.Sequential:
+    # 1x1 in, five k=7 layers, 1x1 out; LeakyReLU after all but the last (the packaged architecture).
+    return nn.Sequential(
+        _Conv(c_in, _HIDDEN, 1), *[_Conv(_HIDDEN, _HIDDEN, 7) for _ in range(5)], _Conv(_HIDDEN, c_out, 1, act=False)
+    )
+
+
+def _active_frames(mag: torch.Tensor) -> torch.Tensor:
+    """[B, F, T] normalised log-magnitude -> [B, 1, T] mask of frames with energy over 5 % of the loudest."""
+    s = mag.sum(dim=1)  # [B, T]
+    return (s > s.max(dim=1).values[:, None] * 0.05).float()[:, None]
+
+
+def _masked_mean(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    return (x * m).sum(dim=2) / m.sum(dim=2).clamp_min(1.0)  # [B, C]
+
+
+class _Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = _conv_stack(_SUBBAND, _SUBBAND)
+
+    def forward(self, mag: torch.Tensor) -> torch.Tensor:  # [B, F, T] -> [B, F, T]
+        out = mag.clone()
+        out[:, :_SUBBAND] += self.layers(mag[:, :_SUBBAND]) * _active_frames(mag)
+        return out
+
+
+class _Decoder(nn.Module):
+    # Three branches read the band at 1.25x, 1x and 0.75x time scale (robust to speed changes); each gives a mark
+    # value and an attention logit, averaged over active frames; a softmax over branches combines them.
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow_layers = _conv_stack(_SUBBAND, 2)
+        self.normal_layers = _conv_stack(_SUBBAND, 2)
+        self.fast_layers = _conv_stack(_SUBBAND, 2)
+
+    def forward(self, mag: torch.Tensor) -> torch.Tensor:  # [B, F, T] -> [B]
+        mask = _active_frames(mag)
+        band = mag[:, :_SUBBAND]
+        t = band.shape[2]
+        marks, attns = [], []
+        for layers, scale in ((self.slow_layers, 1.25), (self.normal_layers, 1.0), (self.fast_layers, 0.75)):
+            x = band if scale == 1.0 else F.interpolate(band, size=int(t * scale), mode="linear", align_corners=True)
+            out = layers(x)  # [B, 2, T']
+            m = F.interpolate(mask, size=out.shape[2], mode="nearest")
+            attns.append(_masked_mean(out[:, :1], m))
+            marks.append(_masked_mean(out[:, 1:], m))
+        attn = torch.softmax(torch.cat(attns, dim=1), dim=1)  # [B, 3]
+        return (torch.cat(marks, dim=1) * attn).sum(dim=1)
+
+
+class _PerthNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = _Encoder()
+        self.decoder = _Decoder()
+
+
+def _package_file(rel: str) -> Path:
+    # find_spec locates the installed package without importing it (its __init__ needs torchaudio).
+    spec = importlib.util.find_spec("perth")
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(
+            "the output watermark needs the resemble-perth package (its weights ship in its wheel): "
+            "pip install resemble-perth"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / rel
+    if not path.is_file():
+        raise CheckpointError(f"{path}: resemble-perth is installed without its weights; reinstall it")
+    return path
+
+
+class Watermarker:
+    """The loaded network: `apply` marks audio, `detect` scores it. Thread-safe (inference only)."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        weights = _package_file(_WEIGHTS)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)["model"]
+        except Exception as err:  # a damaged install; never fall back to a full unpickle
+            raise CheckpointError(f"{weights}: cannot read the watermark weights ({err})") from None
+        net = _PerthNet()
+        # The packaged state also holds torchaudio's STFT windows (plain Hann windows, rebuilt here).
+        net.load_state_dict({k: v for k, v in state.items() if not k.startswith("ap.")})
+        self.net = net.eval().to(device)
+        self.device = device
+        self.model_id = "perth-implicit:" + _package_file(_ID_FILE).read_text().strip()
+        self._window = torch.hann_window(_N_FFT, device=device)
+
+    # [S] -> (normalised log-magnitude [1, F, T], phase [1, F, T])
+    def _analyse(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        spec = torch.stft(wav, _N_FFT, _HOP, _N_FFT, self._window, center=True, pad_mode="reflect", return_complex=True)
+        mag = 20.0 * torch.log10(spec.abs().clamp_min(_MAG_MIN))
+        return ((mag - _MIN_DB) / (-_MIN_DB + _HEADROOM_DB))[None], torch.angle(spec)[None]
+
+    def apply(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Watermark float32 mono `audio` [S]; returns the same length, clipped to [-1, 1]."""
+        from gsvkit.audio.io import resample
+
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if audio.size < _N_FFT or not np.any(audio):
+            return audio  # too short for one analysis frame, or silence: nothing to carry the mark
+        x = resample(audio, sample_rate, _SR)
+        with torch.inference_mode():
+            mag, phase = self._analyse(torch.from_numpy(x).to(self.device))
+            marked = self.net.encoder(mag)[0]
+            db = marked * (-_MIN_DB + _HEADROOM_DB) + _MIN_DB
+            spec = torch.polar(10.0 ** (db / 20.0).clamp(max=10.0), phase[0])
+            y = torch.istft(spec, _N_FFT, _HOP, _N_FFT, self._window, center=True, length=x.size)
+        out = resample(y.cpu().numpy(), _SR, sample_rate)
+        out = out[: audio.size] if out.size >= audio.size else np.pad(out, (0, audio.size - out.size))
+        return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+    def detect(self, audio: np.ndarray, sample_rate: int, threshold: float = WATERMARK_THRESHOLD) -> Detection:
+        """Score float32 mono `audio`; a long signal is scored in 30 s windows and its highest score counts."""
+        from gsvkit.audio.io import resample
+
+        x = resample(np.asarray(audio, dtype=np.float32).reshape(-1), sample_rate, _SR)
+        if x.size < _N_FFT or not np.any(x):
+            return Detection(watermarked=False, score=0.0, threshold=threshold)
+        step = int(_WINDOW_S * _SR)
+        best = 0.0
+        with torch.inference_mode():
+            for start in range(0, x.size, step):
+                piece = x[start : start + step]
+                if piece.size < _N_FFT or (start and piece.size < _SR):
+                    continue  # a short tail is scored with its window's neighbour only
+                mag, _ = self._analyse(torch.from_numpy(piece).to(self.device))
+                best = max(best, float(self.net.decoder(mag)[0].clamp(0.0, 1.0)))
+        return Detection(watermarked=best >= threshold, score=round(best, 4), threshold=threshold)
+
+    def detect_file(self, path: str | Path, threshold: float = WATERMARK_THRESHOLD) -> Detection:
+        from gsvkit.audio.io import read_audio
+
+        wav, sr = read_audio(path)
+        return self.detect(wav, sr, threshold)
+
+
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=2)
+def _load(device: str) -> Watermarker:
+    return Watermarker(device)
+
+
+def get_watermarker(device: str = "cpu") -> Watermarker:
+    """The process-wide network (loaded on first call)."""
+    with _lock:
+        return _load(device)
+
+
+def refuse_synthetic(path: str | Path, what: str, override: str) -> Detection:
+    """Raise `SyntheticAudioError` when the file carries the watermark; `override` names the switch that allows it."""
+    from gsvkit.errors import SyntheticAudioError
+
+    det = get_watermarker().detect_file(path)
+    if det.watermarked:
+        raise SyntheticAudioError(
+            f"{path}: {what} carries a speech-synthesis watermark (score {det.score:.2f}): it was generated, not "
+            f"recorded, and is refused by default; pass {override} if you really mean to use synthetic audio"
+        )
+    return det
+
+
+__all__ = ["Detection", "WATERMARK_THRESHOLD", "Watermarker", "get_watermarker", "refuse_synthetic"]
