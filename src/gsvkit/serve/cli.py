@@ -162,7 +162,8 @@ def webui(
         _fail(f"the web UI needs the 'webui' extra ({err.name} is missing): pip install 'gsvkit[webui]'")
     try:
         tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8, sv_model=sv_model,
-                   watermark=not no_watermark, allow_synthetic_reference=allow_synthetic_reference, audit_log=audit_log)  # fmt: skip
+                   watermark=not no_watermark, allow_synthetic_reference=allow_synthetic_reference,
+                   audit_log=audit_log)  # fmt: skip
         ui = build_ui(tts, voices_dir=voices_dir, work_dir=work_dir)
     except GsvError as err:
         _fail(str(err))

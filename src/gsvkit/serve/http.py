@@ -474,7 +474,7 @@ def create_app(
     # OpenAI's speech API over the same handler (limits, key, voices); its own file, serve/openai_speech.py
     from gsvkit.serve.openai_speech import add_speech_route
 
-    add_speech_route(app, handle, guarded, {**ok_audio, **errors})
+    add_speech_route(app, handle, caller, {**ok_audio, **errors})
 
     # -------------------------------------------------------------------------------------- models
     def switch(who: Principal, s1: str | None, s2: str | None) -> JSONResponse:

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -62,7 +62,7 @@ class SpeechRequest(BaseModel):
         return self.voice if isinstance(self.voice, str) else self.voice.id
 
 
-Handler = Callable[[TTSRequest], Awaitable[Any]]
+Handler = Callable[..., Awaitable[Any]]  # (TTSRequest, Principal) -> reply
 
 
 def _int16(body: bytes) -> np.ndarray:
@@ -170,12 +170,13 @@ class _ChunkEncoder:
             self.file.close()
 
 
-def add_speech_route(app: FastAPI, handle: Handler, guarded: list[Any], responses: dict[int | str, Any]) -> None:
+def add_speech_route(
+    app: FastAPI, handle: Handler, caller: Callable[..., Any], responses: dict[int | str, Any]
+) -> None:
     """Register `POST /v1/audio/speech` on `app`, served by the app's /tts `handle`."""
 
-    @app.post("/v1/audio/speech", dependencies=guarded, responses=responses, response_class=Response,
-              tags=["OpenAI-compatible"])  # fmt: skip
-    async def speech(req: SpeechRequest) -> Any:
+    @app.post("/v1/audio/speech", responses=responses, response_class=Response, tags=["OpenAI-compatible"])
+    async def speech(req: SpeechRequest, who: Any = Depends(caller)) -> Any:  # noqa: B008
         """OpenAI-compatible speech: `model`, `input`, `voice`, `response_format`, `speed`, `stream_format`."""
         from gsvkit.serve.http import HttpError
 
@@ -190,7 +191,7 @@ def add_speech_route(app: FastAPI, handle: Handler, guarded: list[Any], response
             media_type="raw" if stream else "wav", streaming_mode=1 if stream else 0,
         )  # fmt: skip
         try:
-            reply = await handle(treq)
+            reply = await handle(treq, who)
         except GsvError as err:  # OpenAI clients show only `message`: put the reason there
             raise HttpError(400, str(err)) from None
         except HttpError as err:
