@@ -72,6 +72,7 @@ def _docker_daemon() -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.container
 @pytest.mark.skipif(not _docker_daemon(), reason="no Docker daemon on this machine")
 def test_cpu_image_builds_and_runs(tmp_path):
     subprocess.run(["docker", "build", "-t", "gsvkit-test", str(ROOT)], check=True, timeout=3600)

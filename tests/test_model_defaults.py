@@ -115,7 +115,8 @@ def test_synth_and_voice_create_find_hubert(tmp_path, monkeypatch):
     other = tmp_path / "other.wav"
     sf.write(other, speechlike(4.0, seed=1), 16000)
     args = ["synth", "--s1", str(s1), "--s2", str(s2), "--ref", str(other), "--ref-text", "Another clip.",
-            "--ref-lang", "en", "-l", "en", "Hello there.", "-o", str(tmp_path / "o.wav"), "--seed", "1"]  # fmt: skip
+            "--ref-lang", "en", "-l", "en", "Hello there.", "-o", str(tmp_path / "o.wav"), "--seed", "1",
+            "--consent", "synthetic test clip"]  # fmt: skip
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     audio, _ = sf.read(tmp_path / "o.wav")
