@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
+
+from gsvkit.utils.console import console, err_console, fail
 
 train_app = typer.Typer(help="Fine-tune s2 (SoVITS), s1 (GPT) or both on a prepared dataset.", no_args_is_help=True)
 runs_app = typer.Typer(help="Inspect training runs.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
 
 Dataset = Annotated[Path, typer.Argument(help="Prepared dataset directory (from `gsv prepare`).")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Experiment directory, e.g. runs/myvoice.")]
@@ -30,8 +30,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 def _run(fn, *args, **kwargs):
@@ -42,7 +41,7 @@ def _run(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except TrainingInterrupted as err:
-        err_console.print(f"[yellow]{err}[/]", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]{escape(str(err))}[/]", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     except (GsvError, ConfigError) as err:
         _fail(str(err))

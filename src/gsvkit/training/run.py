@@ -33,6 +33,18 @@ DEFAULT_MONITOR = {"s2": "val/mel_l1", "s1": "val/loss"}
 _QUIET = (r".*module\(s\) in eval mode.*", r".*smaller than the logging interval.*", r".*LeafSpec.*")
 
 
+# Lightning's INFO lines are hardware banners ("GPU available: ...") and advertisements; our summary says
+# what matters, so only its warnings reach the terminal.
+_LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
+
+
+def _quiet_lightning() -> None:
+    for name in _LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
 class TrainingInterrupted(GsvError):
     """Ctrl-C: a resumable checkpoint was written (its path is in the message)."""
 
@@ -153,6 +165,7 @@ def _fit(
     from gsvkit.training.callbacks import AtomicCheckpointIO, CheckpointPolicy, SmoothedEarlyStopping
     from gsvkit.training.export import export_inference
 
+    _quiet_lightning()
     t = cfg.train
     monitor = t.early_stopping.monitor or DEFAULT_MONITOR[stage]
     ckpt_dir = stage_dir / "checkpoints"
