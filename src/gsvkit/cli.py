@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from gsvkit.utils.console import console, fail
+from gsvkit.utils.console import console, fail, warn
 
 app = typer.Typer(
     name="gsv",
@@ -206,11 +206,18 @@ def prepare(
     except (GsvError, ConfigError) as err:
         fail(str(err))
     summary = result.report.summary(result.items)
+    for message in result.report.warnings:
+        warn(message)
+    if not result.items:
+        reasons = "; ".join(f"{d.where} ({d.stage}): {d.reason}" for d in result.report.dropped[:5])
+        more = len(result.report.dropped) - 5
+        fail(f"{result.out}: no usable clip ({reasons or 'no input found'}{f'; {more} more' if more > 0 else ''}); "
+             f"see {result.out / 'report.md'}", code=1)
     console.print(
-        f"[bold]{result.out}[/]: {summary['utterances']} utterances ({summary['seconds'] / 60:.1f} min), "
+        f"{result.out}: {summary['utterances']} utterances ({summary['seconds'] / 60:.1f} min), "
         f"{summary['train']} train / {summary['val']} validation, {summary['dropped']} dropped; "
         f"see {result.out / 'report.md'}",
-        highlight=False,
+        highlight=False, markup=False,
     )
 
 

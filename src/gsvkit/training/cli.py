@@ -140,6 +140,9 @@ def runs_show_cmd(
 def demo_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes everything.")] = Path("gsv-demo"),
     minutes: Annotated[float, typer.Option(help="Length of the synthetic dataset, in minutes.")] = 1.0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT when an earlier gsv demo wrote it.")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Run the whole pipeline on a small synthetic voice with tiny models (a few minutes on CPU).
@@ -149,6 +152,6 @@ def demo_cmd(
     """
     from gsvkit.training.demo import run_demo
 
-    result = _run(run_demo, out, minutes=minutes, progress=not quiet, say=console.print)
+    result = _run(run_demo, out, minutes=minutes, progress=not quiet, say=lambda line: console.print(line, markup=False, highlight=False), overwrite=overwrite)
     if result is not None:
-        console.print(result.describe(), highlight=False)
+        console.print(result.describe(), highlight=False, markup=False)
