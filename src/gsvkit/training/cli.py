@@ -152,6 +152,9 @@ def demo_cmd(
     """
     from gsvkit.training.demo import run_demo
 
-    result = _run(run_demo, out, minutes=minutes, progress=not quiet, say=lambda line: console.print(line, markup=False, highlight=False), overwrite=overwrite)
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
+    result = _run(run_demo, out, minutes=minutes, progress=not quiet, say=say, overwrite=overwrite)
     if result is not None:
         console.print(result.describe(), highlight=False, markup=False)

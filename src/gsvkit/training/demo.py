@@ -101,7 +101,11 @@ def token_stats(dataset: Path, codebook: int) -> TokenStats:
                       float(np.exp(-(p * np.log(p)).sum())))
 
 
-def format_curve(curve: list[tuple[int, float]], monitor: str) -> str:
+def format_curve(curve: list[tuple[int, float]], monitor: str, points: int = 12) -> str:
+    """The validation curve in one line: at most `points` epochs, evenly spaced, always the first and last."""
+    if len(curve) > points:
+        step = (len(curve) - 1) / (points - 1)
+        curve = [curve[round(i * step)] for i in range(points)]
     values = ", ".join(f"{epoch}: {value:.3f}" for epoch, value in curve)
     return f"  {monitor} by epoch:  {values or 'none'}"
 
@@ -258,8 +262,7 @@ def run_demo(
                   overrides=[f"train.epochs={s2_epochs}", "train.min_items_per_epoch=0", "train.batch_size=4"])
     say("5/6 gsv train s1 (early stopping on validation loss)")
     r1 = train_s1(dataset, run, config=CONFIGS / "s1.yaml", progress=progress,
-                  overrides=[f"train.epochs={s1_epochs}", "train.batch_size=4", "train.early_stopping.patience=3",
-                             "train.lr_scale=0.2"])
+                  overrides=[f"train.epochs={s1_epochs}", "train.batch_size=4", "train.early_stopping.patience=3"])
     curve = format_curve(r1.val_curve, r1.monitor)
     say(curve.strip())
 
