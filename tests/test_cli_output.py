@@ -56,3 +56,21 @@ def test_similarity_prints_a_named_rounded_figure_json_and_a_spinner(tmp_path, m
     assert events[0].startswith("spinner: loading the speaker encoder") and events[1:] == ["scoring", "spinner done"]
     as_json = CliRunner().invoke(app, ["eval", "similarity", str(a), str(b), "--json"])
     assert json.loads(as_json.output) == {"similarity": 0.8812345}
+
+
+def test_boolean_flags_are_shown_as_flags_in_every_help():
+    import typer.main
+
+    def paths(command, prefix=()):
+        yield prefix
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from paths(sub, (*prefix, name))
+
+    every = list(paths(typer.main.get_command(app)))
+    assert ("prepare",) in every and ("eval", "similarity") in every and ("demo",) in every
+    for path in every:
+        shown = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert shown.exit_code == 0, (path, shown.output)
+        assert "--help" in shown.output and "<bool>" not in shown.output, path
+    prepare_help = CliRunner().invoke(app, ["prepare", "--help"], env={"COLUMNS": "200"}).output
+    assert re.search(r"--denoise\s+denoise clips", prepare_help), prepare_help

@@ -11,10 +11,33 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from gsvkit.utils.console import console, fail, warn
 
+
+class _Group(TyperGroup):
+    """The root command group; it shows boolean flags as flags in every command's --help.
+
+    Typer's help lists a type for every option, so `--quiet <bool>` reads as if it took a value; an empty
+    metavar leaves the type column blank for flags (including --help), as click's own help does.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _flags_as_flags(self)
+
+
+def _flags_as_flags(command: TyperGroup | TyperCommand) -> None:
+    for param in [*command.params, command.get_help_option(typer.Context(command))]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _flags_as_flags(sub)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="gsv",
     help="gsvkit: few-shot voice cloning in the GPT-SoVITS family (prepare, train, export, synthesize, serve).",
     no_args_is_help=True,
