@@ -218,10 +218,13 @@ def run_demo(
     s2_epochs: int = 10,
     s1_epochs: int = 200,
     overwrite: bool = False,
+    s2_items_per_epoch: int = 40,
 ) -> DemoResult:
     """Run the pipeline end to end into `out`; see the module docstring.
 
     `out` must not exist yet or be empty; with `overwrite`, a folder an earlier demo wrote is replaced.
+    s2 sees at least `s2_items_per_epoch` clips per epoch (the small dataset repeated): its decoder starts from
+    random weights and needs about a hundred steps before its output swings around zero like a waveform.
     """
     from gsvkit.checkpoint import save_checkpoint
     from gsvkit.config import load_config
@@ -259,10 +262,12 @@ def run_demo(
     say("4/6 gsv train s2 (from the base, validation every epoch)")
     run = out / "run"
     r2 = train_s2(dataset, run, config=CONFIGS / "s2.yaml", pretrained=base, progress=progress,
-                  overrides=[f"train.epochs={s2_epochs}", "train.min_items_per_epoch=0", "train.batch_size=4"])
+                  overrides=[f"train.epochs={s2_epochs}", f"train.min_items_per_epoch={s2_items_per_epoch}",
+                             "train.batch_size=4", "train.learning_rate=0.005"])
     say("5/6 gsv train s1 (early stopping on validation loss)")
     r1 = train_s1(dataset, run, config=CONFIGS / "s1.yaml", progress=progress,
-                  overrides=[f"train.epochs={s1_epochs}", "train.batch_size=4", "train.early_stopping.patience=3"])
+                  overrides=[f"train.epochs={s1_epochs}", "train.batch_size=4", "train.early_stopping.patience=3",
+                             "train.lr_scale=0.2"])
     curve = format_curve(r1.val_curve, r1.monitor)
     say(curve.strip())
 
