@@ -65,6 +65,10 @@ def test_the_voice_speaks_through_the_cli_with_no_extra_model(demo, tmp_path):
         _speech_checks(wav)
         seconds[name] = len(wav)
     assert seconds["long"] > 1.5 * seconds["short"], seconds  # longer text, longer audio
+    scored = CliRunner().invoke(app, ["eval", "voice", str(r.voice), "--data", str(r.dataset), "--limit", "1",
+                                      "--metric", "duration_ratio", "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert '"failed": 0' in scored.output
 
 
 def test_the_voice_speaks_through_http(demo):

@@ -3,9 +3,11 @@
     synthesize recordings + transcripts → gsv prepare → train s2 (from a random tiny base) → train s1 (early
     stopping) → create a voice → synthesize one sentence
 
-No model weights exist for the tiny configs, so the base s2 model is randomly initialised and "HuBERT" is a fixed
-random projection of the log spectrum (`SpectralFeaturizer`). Everything else is the real code path. The speech
-it produces is not intelligible: quality needs the official pretrained weights.
+No model weights exist for the tiny configs, so the base s2 model is randomly initialised (its codebook set by
+k-means on the recordings' features, so the semantic tokens follow the audio) and "HuBERT" is a fixed random
+projection of the log spectrum (`SpectralFeaturizer`). The voice stores the reference's prompt tokens, so it speaks
+with no model beside it. Everything else is the real code path. The speech it produces is not intelligible:
+quality needs the official pretrained weights.
 """
 
 from __future__ import annotations
