@@ -1,5 +1,6 @@
 # Two entry points for a new machine:  `make demo` (install, then run the pipeline end to end on CPU)
-# and `make test` (install, then run the test suite). Both are safe to re-run: installs are skipped when done.
+# and `make test` (install, then run the test suite). Both are safe to re-run: installs are skipped when done,
+# and the demo replaces the folder its previous run wrote (runs/demo).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes bible-kjv \
 	bible-kjv-text sox chromium chromium-driver
 
-.PHONY: setup system-deps demo test lint clean
+.PHONY: setup system-deps demo test lint clean distclean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +33,7 @@ $(VENV)/.system-deps:
 system-deps: $(VENV)/.system-deps
 
 demo: setup
-	$(BIN)/gsv demo --out runs/demo
+	$(BIN)/gsv demo --out runs/demo --overwrite
 
 test: setup system-deps
 	$(BIN)/ruff check src tests benchmarks
@@ -41,5 +42,9 @@ test: setup system-deps
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
+# `clean` removes what the demo and the tests wrote; `distclean` also removes the virtual environment.
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf runs .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV)

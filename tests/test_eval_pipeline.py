@@ -85,3 +85,24 @@ def test_eval_voice_cli_reports_a_missing_voice(setup, tmp_path: Path):
 
     result = CliRunner().invoke(app, ["eval", "voice", str(tmp_path / "nope"), "--data", str(setup["list"])])
     assert result.exit_code == 2 and "nope" in result.output
+
+
+def test_voice_create_warns_when_speaking_needs_a_model_and_eval_voice_exits_non_zero(setup, tmp_path: Path):
+    from gsvkit.cli import app
+
+    runner = CliRunner()
+    args = ["voice", "create", str(tmp_path / "bare"), "--s1", str(setup["s1"]), "--s2", str(setup["s2"]),
+            "--ref", str(setup["ref"]), "--ref-text", "This is my reference voice.", "--ref-lang", "en",
+            "--consent", "synthetic test voice, no person", "--language", "en"]
+    created = runner.invoke(app, args)
+    assert created.exit_code == 0, created.output
+    assert "warning:" in created.output and "HuBERT" in created.output and "--hubert" in created.output
+    assert "chinese-roberta" not in created.output  # English only: no Chinese BERT needed
+    # With --hubert the prompt tokens are stored: nothing is missing, no warning.
+    stored = runner.invoke(app, [*args[:2], str(tmp_path / "full"), *args[3:], "--hubert", str(setup["hubert"])])
+    assert stored.exit_code == 0 and "prompt tokens stored" in stored.output and "warning" not in stored.output
+    # Every sentence fails (no HuBERT to read the reference): the command says so and exits non-zero.
+    result = runner.invoke(app, ["eval", "voice", str(tmp_path / "bare"), "--data", str(setup["list"]),
+                                 "--metric", "duration_ratio"])
+    assert result.exit_code == 1, result.output
+    assert "every sentence failed (2 of 2)" in result.output and "HuBERT" in result.output

@@ -11,23 +11,40 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
+
+from gsvkit.utils.console import console, fail, warn
+
+
+class _Group(TyperGroup):
+    """The root command group; it shows boolean flags as flags in every command's --help.
+
+    Typer's help lists a type for every option, so `--quiet <bool>` reads as if it took a value; an empty
+    metavar leaves the type column blank for flags (including --help), as click's own help does.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _flags_as_flags(self)
+
+
+def _flags_as_flags(command: TyperGroup | TyperCommand) -> None:
+    for param in [*command.params, command.get_help_option(typer.Context(command))]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _flags_as_flags(sub)
+
 
 app = typer.Typer(
+    cls=_Group,
     name="gsv",
     help="gsvkit: few-shot voice cloning in the GPT-SoVITS family (prepare, train, export, synthesize, serve).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print an actionable error and exit without a traceback."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+__all__ = ["app", "fail"]
 
 
 @app.callback()
@@ -257,11 +274,18 @@ def prepare(
     except (GsvError, ConfigError) as err:
         fail(str(err))
     summary = result.report.summary(result.items)
+    for message in result.report.warnings:
+        warn(message)
+    if not result.items:
+        reasons = "; ".join(f"{d.where} ({d.stage}): {d.reason}" for d in result.report.dropped[:5])
+        more = len(result.report.dropped) - 5
+        fail(f"{result.out}: no usable clip ({reasons or 'no input found'}{f'; {more} more' if more > 0 else ''}); "
+             f"see {result.out / 'report.md'}", code=1)
     console.print(
-        f"[bold]{result.out}[/]: {summary['utterances']} utterances ({summary['seconds'] / 60:.1f} min), "
+        f"{result.out}: {summary['utterances']} utterances ({summary['seconds'] / 60:.1f} min), "
         f"{summary['train']} train / {summary['val']} validation, {summary['dropped']} dropped; "
         f"see {result.out / 'report.md'}",
-        highlight=False,
+        highlight=False, markup=False,
     )
 
 

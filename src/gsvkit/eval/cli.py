@@ -48,12 +48,15 @@ def _fail(err: Exception) -> None:
 def similarity_cmd(a: Path, b: Path, as_json: JsonOpt = False, device: DeviceOpt = "cpu") -> None:
     """Speaker similarity of two audio files (cosine of speaker embeddings; ~0.85 same voice, ~0.5 different)."""
     from gsvkit.eval.similarity import speaker_similarity
+    from gsvkit.utils.console import err_console
 
     try:
-        value = speaker_similarity(a, b, device=device)
+        # Loading the speaker encoder takes seconds; the spinner (terminal only, on stderr) says what is going on.
+        with err_console.status("loading the speaker encoder and scoring the two files"):
+            value = speaker_similarity(a, b, device=device)
     except GsvError as err:
         _fail(err)
-    typer.echo(json.dumps({"similarity": value}) if as_json else f"{value:.4f}")
+    typer.echo(json.dumps({"similarity": value}) if as_json else f"similarity: {value:.2f}")
 
 
 @eval_app.command("wer")
@@ -93,6 +96,11 @@ def _finish(report, out: Path | None, as_json: bool) -> None:
         json_path, md_path = write_report(report, out)
         typer.echo(f"wrote {json_path} and {md_path}", err=True)
     typer.echo(report.model_dump_json(indent=2) if as_json else to_markdown(report))
+    failed = [it for it in report.items if it.error]
+    if failed and len(failed) == len(report.items):
+        from gsvkit.cli import fail
+
+        fail(f"every sentence failed ({len(failed)} of {len(failed)}); the first: {failed[0].error}", code=1)
 
 
 def _metrics(metric: list[str] | None) -> dict:

@@ -11,18 +11,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+from gsvkit.utils.console import console, fail, warn
 
 voice_app = typer.Typer(help="Create and list voices (weights + reference clip + provenance).", no_args_is_help=True)
 export_app = typer.Typer(help="Export models for other runtimes.", no_args_is_help=True)
 
 
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+def _fail(message: str, code: int = 2) -> None:
+    fail(message, code)
 
 
 def _read_text(text: str | None, text_file: Path | None) -> str:
@@ -191,7 +188,7 @@ def voice_create(
 ) -> None:
     """Bundle trained weights and a reference clip into a voice directory."""
     from gsvkit.errors import GsvError
-    from gsvkit.inference.voice import create_voice, find_run_weights
+    from gsvkit.inference.voice import create_voice, find_run_weights, models_needed
     from gsvkit.models.official import resolve
     from gsvkit.safety.consent import Consent
 
@@ -233,6 +230,8 @@ def voice_create(
         f"created voice [bold]{v.name}[/] in {v.root}: {v.version}, languages {', '.join(v.info.languages)}{stored}",
         highlight=False,
     )
+    for need in models_needed(v):
+        warn(need)
 
 
 @voice_app.command("list")

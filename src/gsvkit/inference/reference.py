@@ -190,8 +190,11 @@ class StoredPrompt:
     reference_sha256: str
 
 
-def write_prompt_cache(voice: Voice, hubert_path: str | os.PathLike) -> Path:
-    """Compute the voice's reference tokens with `hubert_path` and store them beside its weights."""
+def write_prompt_cache(voice: Voice, hubert: str | os.PathLike | Any) -> Path:
+    """Compute the voice's reference tokens and store them beside its weights.
+
+    `hubert`: a HuBERT model directory, or a featurizer already loaded (`wav16k -> [1, C, T]`).
+    """
     from safetensors.torch import save_file
 
     from gsvkit.audio.features import HubertFeaturizer
@@ -202,7 +205,8 @@ def write_prompt_cache(voice: Voice, hubert_path: str | os.PathLike) -> Path:
     data = load_checkpoint(voice.s2_path).config.data
     s2 = load_s2(voice.s2_path)
     tokens = prompt_tokens(
-        load_reference_16k(voice.reference_audio), HubertFeaturizer(hubert_path), s2, data.sampling_rate
+        load_reference_16k(voice.reference_audio), hubert if callable(hubert) else HubertFeaturizer(hubert), s2,
+        data.sampling_rate,
     )
     meta = {
         "s2_sha256": voice.info.provenance.s2_sha256 or sha256_file(voice.s2_path),

@@ -169,6 +169,26 @@ class Voice:
         }
 
 
+def models_needed(voice: Voice) -> list[str]:
+    """What speaking this voice will need that it does not carry: one line per missing model, saying what to do.
+
+    HuBERT turns the reference clip into prompt tokens unless the voice stores them (`prompt.safetensors`) or
+    the reference has no transcript; Chinese text needs the Chinese BERT model.
+    """
+    needs = []
+    if voice.reference_text and voice.hubert_path is None and not voice.prompt_cache.is_file():
+        needs.append(
+            "it does not store its prompt tokens, so speaking needs a HuBERT model (chinese-hubert-base): "
+            "recreate it with --hubert DIR, or give --hubert DIR to every gsv synth / gsv serve"
+        )
+    if voice.bert_path is None and any(lang in ("zh", "all_zh") for lang in voice.info.languages):
+        needs.append(
+            "Chinese text needs the Chinese BERT model (chinese-roberta-wwm-ext-large): recreate it with "
+            "--bert DIR, pass --bert DIR when speaking Chinese, or limit it with --language"
+        )
+    return needs
+
+
 def _inside(name: str, what: str, root: Path) -> str:
     """Check a file name from voice.json stays inside the voice directory."""
     p = PurePosixPath(name.replace("\\", "/"))

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
+
+from gsvkit.utils.console import console, err_console, fail
 
 train_app = typer.Typer(help="Fine-tune s2 (SoVITS), s1 (GPT) or both on a prepared dataset.", no_args_is_help=True)
 runs_app = typer.Typer(help="Inspect training runs.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
 
 Dataset = Annotated[Path, typer.Argument(help="Prepared dataset directory (from `gsv prepare`).")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Experiment directory, e.g. runs/myvoice.")]
@@ -31,8 +31,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 def _run(fn, *args, **kwargs):
@@ -43,7 +42,7 @@ def _run(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except TrainingInterrupted as err:
-        err_console.print(f"[yellow]{err}[/]", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]{escape(str(err))}[/]", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     except (GsvError, ConfigError) as err:
         _fail(str(err))
@@ -173,6 +172,9 @@ def export_checkpoint_cmd(
 def demo_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes everything.")] = Path("gsv-demo"),
     minutes: Annotated[float, typer.Option(help="Length of the synthetic dataset, in minutes.")] = 1.0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT when an earlier gsv demo wrote it.")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Run the whole pipeline on a small synthetic voice with tiny models (a few minutes on CPU).
@@ -182,6 +184,9 @@ def demo_cmd(
     """
     from gsvkit.training.demo import run_demo
 
-    result = _run(run_demo, out, minutes=minutes, progress=not quiet, say=console.print)
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
+    result = _run(run_demo, out, minutes=minutes, progress=not quiet, say=say, overwrite=overwrite)
     if result is not None:
-        console.print(result.describe(), highlight=False)
+        console.print(result.describe(), highlight=False, markup=False)

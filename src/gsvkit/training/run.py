@@ -37,6 +37,18 @@ _QUIET = (r".*module\(s\) in eval mode.*", r".*smaller than the logging interval
           r".*lr_scheduler.step\(\)` before `optimizer.step\(\)`.*")
 
 
+# Lightning's INFO lines are hardware banners ("GPU available: ...") and advertisements; our summary says
+# what matters, so only its warnings reach the terminal.
+_LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
+
+
+def _quiet_lightning() -> None:
+    for name in _LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
 class TrainingInterrupted(GsvError):
     """Ctrl-C: a resumable checkpoint was written (its path is in the message)."""
 
@@ -165,6 +177,7 @@ def _fit(
     from gsvkit.training.export import export_inference
     from gsvkit.training.stepping import StepScaledPrecision
 
+    _quiet_lightning()
     t = cfg.train
     module.dataset_hash = data_hash
     monitor = t.early_stopping.monitor or DEFAULT_MONITOR[stage]

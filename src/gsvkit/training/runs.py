@@ -84,9 +84,9 @@ def show_stage(stage_dir: Path, width: int = 60) -> str:
     if summary:
         lines.append(f"stopped: {summary['stop_reason']}")
         if validated:
-            lines.append(f"chosen:  epoch {summary['best_epoch']} ({monitor} {summary['best_value']}) -> "
+            lines.append(f"chosen:  epoch {summary['best_epoch']} ({monitor} {_figure(summary['best_value'])}) -> "
                          f"{summary['export']}")
-            lines.append(f"last:    epoch {summary['last_epoch']} ({monitor} {summary['last_value']})")
+            lines.append(f"last:    epoch {summary['last_epoch']} ({monitor} {_figure(summary['last_value'])})")
         else:
             lines.append(f"chosen:  the last epoch, {summary['last_epoch']} (no validation) -> {summary['export']}")
     elif index:
@@ -95,6 +95,11 @@ def show_stage(stage_dir: Path, width: int = 60) -> str:
         kept = ", ".join(r["name"] for r in index.get("checkpoints", []))
         lines.append(f"checkpoints kept: {kept}")
     return "\n".join(lines)
+
+
+def _figure(value: float | None) -> str:
+    """A metric as the curve above prints it (5 decimals), not the 17 digits of the stored float."""
+    return "n/a" if value is None else f"{value:.5f}"
 
 
 def show_run(run: str | Path, width: int = 60) -> str:

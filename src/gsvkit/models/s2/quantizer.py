@@ -204,6 +204,20 @@ class ResidualVectorQuantizer(nn.Module):
             losses.append(loss)
         return quantized_out, torch.stack(codes), torch.mean(torch.stack(losses))
 
+    @torch.no_grad()
+    def kmeans_init(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Set every codebook by k-means on frames x [N, D] (the residuals of the layers before it).
+
+        Upstream's s2 pretraining sets the codebook this way from its first batch; a model built from scratch
+        whose quantiser is frozen never gets that batch, and would map every frame to code 0.
+        """
+        residual = x[torch.randperm(x.shape[0], generator=generator)]  # _kmeans looks at the first 500 only
+        for layer in self.vq.layers[: self.n_q]:
+            book = layer._codebook
+            book.inited.fill_(0.0)
+            book._init_embed(residual)
+            residual = residual - book.decode(book.quantize(residual))
+
     def encode(self, x: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
         """x [B, D, T] -> codes [n_q, B, T] (pure lookup: no codebook update)."""
         residual = x
