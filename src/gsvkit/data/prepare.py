@@ -34,9 +34,10 @@ from gsvkit.data.prepare_config import PrepareConfig
 from gsvkit.data.report import Report
 from gsvkit.data.sources import Source, discover
 from gsvkit.data.split import assign_split
+from gsvkit.data.stages import drop_reason
 from gsvkit.data.state import FileHashes, StageState, digest
 from gsvkit.data.transcripts import normalize_language, read_transcripts, write_list
-from gsvkit.errors import DataError, GsvError
+from gsvkit.errors import DataError
 from gsvkit.utils.io import atomic_write_text
 
 PREPARE_VERSION = 1  # bump to invalidate every marker when a stage's output format changes
@@ -177,11 +178,6 @@ class _Run:
 
     def model_hash(self, path: str | None) -> str:
         return self.hashes.tree_sha(Path(path)) if path else ""
-
-
-def _reason(err: Exception) -> str:
-    """An error as a report line: our own errors speak for themselves, others also name their type."""
-    return str(err) if isinstance(err, GsvError) else f"{type(err).__name__}: {err}"
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -404,7 +400,7 @@ def _stage_text(run: _Run, clips: list[Clip]) -> list[Clip]:
                 phones = text_to_phones(c.text or "", c.language, run.models.get_text_fn())
                 c.phones = state.put(c.id, key, {"ok": True, **phones})
             except Exception as err:  # one transcript the frontend cannot handle must not stop the run
-                c.phones = state.put(c.id, key, {"ok": False, "reason": _reason(err)})
+                c.phones = state.put(c.id, key, {"ok": False, "reason": drop_reason(err)})
             run.report.computed["text"] += 1
             advance()
     for c in clips:
@@ -432,7 +428,7 @@ def _stage_text(run: _Run, clips: list[Clip]) -> list[Clip]:
                 bert_state.put(c.id, key, {})
                 run.report.computed["bert"] += 1
             except Exception as err:
-                run.drop(c.where(), "bert", _reason(err))
+                run.drop(c.where(), "bert", drop_reason(err))
                 failed.add(c.id)
             advance()
     state.prune({c.id for c in clips})
@@ -473,7 +469,7 @@ def _stage_features(run: _Run, clips: list[Clip]) -> list[Clip]:
                 hub_state.put(c.id, c.hubert_key, {"frames": int(ssl.shape[-1])})
                 run.report.computed["hubert"] += 1
             except Exception as err:
-                run.drop(c.where(), "hubert", _reason(err))
+                run.drop(c.where(), "hubert", drop_reason(err))
                 failed.add(c.id)
             advance()
     clips = [c for c in clips if c.id not in failed]

@@ -18,7 +18,7 @@ from gsvkit.data.state import StageState, digest
 def stage_speaker(run: Any, clips: list, prepare_version: int, clip_rate: int) -> list:
     """Embed every clip (run: prepare's `_Run`); clips that fail are dropped with their reason."""
     from gsvkit.audio.io import load_audio, resample
-    from gsvkit.data.stages import save_tensors
+    from gsvkit.data.stages import drop_reason, save_tensors
     from gsvkit.models.sv import SAMPLE_RATE
 
     state = StageState(run.out, "sv")
@@ -42,7 +42,7 @@ def stage_speaker(run: Any, clips: list, prepare_version: int, clip_rate: int) -
                 state.put(c.id, key, {"dim": int(emb.shape[-1])})
                 run.report.computed["sv"] += 1
             except Exception as err:
-                run.drop(c.where(), "sv", str(err))
+                run.drop(c.where(), "sv", drop_reason(err))
                 failed.add(c.id)
             advance()
     kept = [c for c in clips if c.id not in failed]

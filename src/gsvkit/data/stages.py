@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from gsvkit.errors import AudioError, DataError, TextError
+from gsvkit.errors import AudioError, DataError, GsvError, TextError
 from gsvkit.utils.io import atomic_write_bytes
 
 # ------------------------------------------------------------------------------------------------------- text
@@ -25,6 +25,11 @@ BERT_LANGUAGES = ("zh",)
 SINGLE_LANGUAGES = ("zh", "ja", "en", "ko", "yue")  # upstream computes BERT features for zh only; zeros for the rest
 
 TextFn = Callable[[str, str], dict]
+
+
+def drop_reason(err: Exception) -> str:
+    """An error as a report line: our own errors speak for themselves, others also name their type."""
+    return str(err) if isinstance(err, GsvError) else f"{type(err).__name__}: {err}"
 
 
 def language_mismatch(text: str, language: str) -> str | None:
