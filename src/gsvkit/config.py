@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gsvkit.errors import ConfigError as ConfigError  # re-exported: configs raise it
+from gsvkit.limits import check_architecture, load_yaml, short_repr
 from gsvkit.training.config import CommonTrainConfig, MixupConfig, SpecAugmentConfig
 
 ModelVersion = Literal["v1", "v2"]
@@ -26,10 +28,6 @@ PRO_VERSIONS = ("v2Pro", "v2ProPlus")
 N_SYMBOLS = {"v1": 322, "v2": 732}
 # s1's phone embedding has its own size: v1 pretrained GPT models use 512 rows (only 322 are reachable).
 S1_PHONE_VOCAB = {"v1": 512, "v2": 732}
-
-
-class ConfigError(ValueError):
-    """A config file or value that cannot be used; the message names the file and the field."""
 
 
 class StrictModel(BaseModel):
@@ -89,6 +87,7 @@ class S2ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> S2ModelConfig:
+        check_architecture(self, "s2")
         if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
             raise ValueError("upsample_rates and upsample_kernel_sizes must have the same length")
         if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
@@ -204,6 +203,7 @@ class S1ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> S1ModelConfig:
+        check_architecture(self, "s1")
         if self.embedding_dim % self.head:
             raise ValueError(f"embedding_dim={self.embedding_dim} is not divisible by head={self.head}")
         if self.eos >= self.vocab_size:
@@ -265,7 +265,7 @@ def _format_errors(err: ValidationError) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if p not in ("config", "s1", "s2"))
         value = e.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        shown = "" if isinstance(value, dict) else f" (got {short_repr(value)})"
         lines.append(f"  {loc or '<root>'}: {e['msg']}{shown}")
     return "\n".join(lines)
 
@@ -285,6 +285,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> S1Config
 def config_from_json(text: str, source: str = "<json>") -> S1Config | S2Config:
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{source}: config is nested too deeply") from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"{source}: config is not valid JSON ({err})") from None
     return config_from_dict(data, source)
@@ -296,7 +298,9 @@ def load_config(path: str | Path) -> S1Config | S2Config:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     return config_from_dict(data, str(path))

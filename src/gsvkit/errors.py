@@ -34,3 +34,19 @@ class ConsentError(GsvError):
 
 class AuthError(GsvError):
     """A server key set-up that would leave the server open (empty keys, duplicates, unknown voices)."""
+
+
+class ConfigError(GsvError):
+    """A config file or value that cannot be used; the message names the file and the field."""
+
+
+class UsageError(GsvError):
+    """A command-line flag whose value cannot work (a negative thread count, a port above 65535, ...)."""
+
+
+class LimitError(GsvError):
+    """Input over one of the budgets in `gsvkit.limits`; the message names the limit and how to raise it."""
+
+
+class DiskFullError(GsvError, OSError):
+    """A write that ran out of disk space; nothing partial is left under the final name."""

@@ -140,10 +140,14 @@ def read_raw_header(path: Path) -> RawHeader:
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
         metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict):
+            raise ValueError("__metadata__ is not a JSON object")
         tensors: dict[str, TensorEntry] = {}
         for name, spec in header.items():
             start, end = (int(x) for x in spec["data_offsets"])
             tensors[name] = TensorEntry(str(spec["dtype"]), tuple(int(s) for s in spec["shape"]), start, end)
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupted header (nested too deeply)") from None
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: corrupted header ({err})") from None
     for name, e in tensors.items():

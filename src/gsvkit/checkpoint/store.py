@@ -202,6 +202,8 @@ def _ours_meta(path: Path, raw: Any) -> tuple[str, str, S1Config | S2Config, dic
         raise CheckpointError(f"{path}: corrupted metadata: kind/version {kind}/{version} disagree with the config")
     try:
         info = json.loads(meta.get("info", "{}"))
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupted metadata: info is nested too deeply") from None
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: corrupted metadata: info is not JSON ({err})") from None
     return kind, version, config, info if isinstance(info, dict) else {"info": info}

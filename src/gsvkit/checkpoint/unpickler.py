@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gsvkit.errors import CheckpointError
+from gsvkit import limits
+from gsvkit.errors import CheckpointError, LimitError
 
 # First two bytes written by upstream's `my_save2` in place of the zip magic "PK".
 HEADER_VERSIONS: dict[bytes, str] = {
@@ -297,6 +298,7 @@ def read_torch_file(path: str | Path, *, lazy: bool = False) -> TorchFile:
             f"{path}: truncated or corrupted (not a readable zip archive: {err}); re-download or re-export the file"
         ) from None
     with zf:
+        _check_archive(zf, path.stat().st_size, str(path))
         entries = zf.namelist()
         pkl = [n for n in entries if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pkl) != 1:
@@ -308,18 +310,109 @@ def read_torch_file(path: str | Path, *, lazy: bool = False) -> TorchFile:
         byteorder = "little"
         if f"{folder}/byteorder" in entries:
             byteorder = _read_entry(zf, f"{folder}/byteorder", source).decode("ascii", "replace").strip()
+        _scan_pickle(data, source)
         try:
             obj = RestrictedUnpickler(data, source).load()
         except CheckpointError:
             raise
         except Exception as err:  # a damaged pickle raises many kinds of errors
             raise CheckpointError(f"{path}: corrupted object table ({folder}/data.pkl: {err})") from None
+        _check_tree(obj, source)
         loader = _StorageLoader(zf, folder, byteorder, source)
         try:
             obj = _materialise(obj, loader, lazy)
         except RecursionError:
             raise CheckpointError(f"{path}: corrupted object table (nested too deeply)") from None
     return TorchFile(obj=obj, header_version=header_version, folder=folder, entries=entries)
+
+
+def _check_archive(zf: zipfile.ZipFile, file_size: int, source: str) -> None:
+    """Sizes the central directory declares, checked against the file and MAX_ZIP_RATIO before inflating."""
+    infos = zf.infolist()
+    if len(infos) > limits.MAX_ZIP_ENTRIES:
+        raise limits.over("MAX_ZIP_ENTRIES", f"{source}: zip entries", len(infos), limits.MAX_ZIP_ENTRIES)
+    packed = 0
+    for info in infos:
+        packed += info.compress_size
+        if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+            raise CheckpointError(
+                f"{source}: corrupted zip entry '{info.filename}': stored entry declares {info.file_size} bytes "
+                f"but occupies {info.compress_size}"
+            )
+        if info.file_size > max(info.compress_size, 1024) * limits.MAX_ZIP_RATIO:
+            raise limits.over(
+                "MAX_ZIP_RATIO",
+                f"{source}: zip entry '{info.filename}' inflates {info.compress_size:,} bytes to",
+                info.file_size,
+                max(info.compress_size, 1024) * limits.MAX_ZIP_RATIO,
+            )
+    if packed > file_size:
+        raise CheckpointError(
+            f"{source}: corrupted zip archive: entries declare {packed:,} bytes but the file has {file_size:,}"
+        )
+    for info in infos:
+        if info.filename.endswith("/data.pkl") and info.file_size > limits.MAX_PICKLE_BYTES:
+            raise limits.over("MAX_PICKLE_BYTES", f"{source}: {info.filename}", info.file_size, limits.MAX_PICKLE_BYTES)
+
+
+def _scan_pickle(data: bytes, source: str) -> None:
+    """Refuse memo indices beyond the pickle's own length before the C unpickler sizes its memo table by them."""
+    import pickletools
+
+    count = 0
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            count += 1
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET") and int(arg) > count:
+                raise CheckpointError(f"{source}: corrupted object table (memo index {arg} at opcode {count})")
+            if op.name == "STOP":
+                return
+    except CheckpointError:
+        raise
+    except Exception as err:  # genops raises ValueError for bad opcodes and truncated arguments
+        raise CheckpointError(f"{source}: corrupted object table ({err})") from None
+
+
+def _check_tree(obj: Any, source: str) -> None:
+    """Bound the unpickled tree as its users will walk it: shared references count once per occurrence.
+
+    A "billion laughs" pickle (tuples of tuples of one shared tuple) is a few hundred bytes that stands for
+    2**40 objects; counted here in time linear in its distinct objects, with memoised subtree sizes.
+    """
+    sizes: dict[int, int] = {}
+    keep: list[Any] = []  # keeps counted objects alive so their ids stay unique during the walk
+    stack: list[tuple[Any, int, bool]] = [(obj, 0, False)]
+    cap = limits.MAX_PICKLE_OBJECTS + 1
+    while stack:
+        node, depth, done = stack.pop()
+        if id(node) in sizes and not done:
+            continue
+        if isinstance(node, dict):
+            children = [*node.keys(), *node.values()]
+        elif isinstance(node, (list, tuple, set, frozenset)):
+            children = list(node)
+        else:
+            sizes[id(node)] = 1
+            keep.append(node)
+            continue
+        if not done:
+            if len(children) > limits.MAX_PICKLE_CONTAINER:
+                raise _limit(source, "MAX_PICKLE_CONTAINER", "items in one container", len(children))
+            if depth > limits.MAX_PICKLE_DEPTH:
+                raise _limit(source, "MAX_PICKLE_DEPTH", "container nesting", depth)
+            stack.append((node, depth, True))
+            stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+            continue
+        total = 1 + sum(sizes.get(id(c), 1) for c in children)
+        if total >= cap:
+            raise _limit(source, "MAX_PICKLE_OBJECTS", "objects (shared references expanded)", total)
+        sizes[id(node)] = total
+        keep.append(node)
+
+
+def _limit(source: str, name: str, what: str, value: int) -> LimitError:
+    err = limits.over(name, f"{source}: refused to load: its pickle has {what}", value, getattr(limits, name))
+    return LimitError(f"{err} (a weight file never needs this many)")
 
 
 def _read_entry(zf: zipfile.ZipFile, name: str, source: str) -> bytes:
