@@ -136,7 +136,8 @@ def save_checkpoint(
         "created_by": f"gsvkit {_gsvkit_version()}",
     }
     try:
-        with atomic_path(path, overwrite=overwrite) as tmp:
+        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        with atomic_path(path, overwrite=overwrite, size_hint=size) as tmp:
             fmt.write_file(tmp, tensors, metadata)
     except FileExistsError:
         raise CheckpointError(f"{path} already exists; choose another name or allow overwriting") from None

@@ -414,7 +414,12 @@ def create_voice(
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
-    except BaseException:
+    except BaseException as err:
+        from gsvkit.utils.io import disk_full, is_disk_full
+
+        written = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) if tmp.exists() else 0
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(err):
+            raise disk_full(out_dir, written) from None
         raise
     return load_voice(out_dir)

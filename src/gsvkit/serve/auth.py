@@ -85,9 +85,11 @@ def load_keys(path: str | os.PathLike) -> KeysFile:
     """Read and check a keys file; folders are resolved relative to it; names and secrets must be unique."""
     import yaml
 
+    from gsvkit.limits import load_yaml
+
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except OSError as err:
         raise AuthError(f"{path}: cannot read the keys file ({err.strerror})") from None
     except yaml.YAMLError as err:

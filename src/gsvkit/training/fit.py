@@ -26,6 +26,7 @@ import yaml
 
 from gsvkit.config import ConfigError, S1Config, S2Config, config_from_dict, load_config, official_config, save_config
 from gsvkit.errors import CheckpointError, DataError, GsvError
+from gsvkit.limits import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,11 @@ def apply_overrides(cfg: S1Config | S2Config, overrides: list[str] | tuple[str, 
             if not isinstance(node.get(p), dict):
                 raise ConfigError(f"override {item!r}: {'.'.join(parts[:-1])} is not a config section")
             node = node[p]
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = load_yaml(raw, f"override {key.strip()}")
+        except yaml.YAMLError as err:
+            first = str(err).splitlines()[0]
+            raise ConfigError(f"override {item[:80]!r}: the value is not plain YAML data ({first})") from None
     return config_from_dict(data, source="overrides")
 
 

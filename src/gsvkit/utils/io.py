@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from gsvkit.errors import DiskFullError
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | Path, overwrite: bool = True, size_hint: int = 0) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed over `path`.
 
     The temporary file lives in the same directory so the final `os.replace` is atomic on POSIX. On error the
-    temporary file is removed and `path` is untouched.
+    temporary file is removed and `path` is untouched; a full disk (whatever library was writing) becomes a
+    `DiskFullError` saying how much space the write needed (`size_hint` bytes, or at least what it had written).
     """
     path = Path(path)
     if not overwrite and path.exists():
@@ -29,10 +36,33 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as err:
+        written = 0
+        with contextlib.suppress(OSError):
+            written = tmp_path.stat().st_size
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if is_disk_full(err):
+            raise disk_full(path, max(size_hint, written)) from None
         raise
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for ENOSPC/EDQUOT, also when a library (soundfile, safetensors) wraps it in its own error."""
+    if isinstance(err, DiskFullError):
+        return False  # already worded
+    if isinstance(err, OSError) and err.errno in _FULL:
+        return True
+    text = str(err)
+    return "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text
+
+
+def disk_full(path: Path, needed_bytes: int) -> DiskFullError:
+    mb = max(1, math.ceil(needed_bytes / 1e6))
+    return DiskFullError(
+        f"no space left on {path.parent}: {mb} MB needed to write {path.name}; free some space or choose "
+        "another output folder (nothing was written)"
+    )
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -46,7 +76,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, overwrite: bool = True) -> None:
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    with atomic_path(path, overwrite=overwrite, size_hint=len(data)) as tmp:
         tmp.write_bytes(data)
 
 
