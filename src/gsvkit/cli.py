@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from gsvkit.utils.cli_options import OptionalDevice
 from gsvkit.utils.console import console, fail, warn
 
 
@@ -203,7 +204,7 @@ def prepare(
     val: Annotated[list[str] | None, typer.Option("--val", help="validation utterance id (repeat)")] = None,
     seed: Annotated[int | None, typer.Option(help="seed of the train/validation split (default: 0)")] = None,
     workers: Annotated[int | None, typer.Option(help="processes for decoding and slicing (default: 1)")] = None,
-    device: Annotated[str | None, typer.Option(help="torch device: auto, cpu, cuda, cuda:1 (default: auto)")] = None,
+    device: OptionalDevice = None,
     sample_rate: Annotated[
         int | None, typer.Option("--sample-rate", help="clip rate (default: the s2 model's, else 32000)")
     ] = None,

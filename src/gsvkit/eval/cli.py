@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from gsvkit.errors import GsvError
+from gsvkit.utils.cli_options import Device
 
 eval_app = typer.Typer(
     name="eval",
@@ -28,7 +29,6 @@ LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", help="score at mo
 SpeakerOpt = Annotated[str | None, typer.Option("--speaker", help="only this speaker's sentences")]
 SplitOpt = Annotated[str, typer.Option("--split", help="dataset split to score")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="sampling seed (same seed, same audio)")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda")]
 ConsentOpt = Annotated[str | None, typer.Option("--consent", help="with --ref: how its speaker agreed (audited)")]
 MetricOpt = Annotated[
     list[str] | None,
@@ -45,7 +45,7 @@ def _fail(err: Exception) -> None:
 
 
 @eval_app.command("similarity")
-def similarity_cmd(a: Path, b: Path, as_json: JsonOpt = False, device: DeviceOpt = "cpu") -> None:
+def similarity_cmd(a: Path, b: Path, as_json: JsonOpt = False, device: Device = "auto") -> None:
     """Speaker similarity of two audio files (cosine of speaker embeddings; ~0.85 same voice, ~0.5 different)."""
     from gsvkit.eval.similarity import speaker_similarity
     from gsvkit.utils.console import err_console
@@ -60,7 +60,7 @@ def similarity_cmd(a: Path, b: Path, as_json: JsonOpt = False, device: DeviceOpt
 
 
 @eval_app.command("wer")
-def wer_cmd(audio: Path, reference: str, as_json: JsonOpt = False, device: DeviceOpt = "cpu") -> None:
+def wer_cmd(audio: Path, reference: str, as_json: JsonOpt = False, device: Device = "auto") -> None:
     """Word error rate of English AUDIO against the REFERENCE text (Whisper tiny.en, normalised text)."""
     from gsvkit.eval.wer import audio_wer
 
@@ -117,7 +117,7 @@ def _items(data: Path, split: str, speaker: str | None, limit: int | None):
 def audio_cmd(
     audio_dir: Path, data: DataArg, target: TargetOpt = None, out: OutOpt = None, limit: LimitOpt = None,
     speaker: SpeakerOpt = None, split: SplitOpt = "val", metric: MetricOpt = None, as_json: JsonOpt = False,
-    device: DeviceOpt = "cpu",
+    device: Device = "auto",
 ) -> None:
     """Score already-synthesised audio (AUDIO_DIR/<id>.wav for each held-out sentence)."""
     from gsvkit.eval.evaluate import audio_dir_synthesizer, evaluate
@@ -136,7 +136,7 @@ def audio_cmd(
 def voice_cmd(
     voice: Path, data: DataArg, target: TargetOpt = None, out: OutOpt = None, limit: LimitOpt = None,
     speaker: SpeakerOpt = None, split: SplitOpt = "val", seed: SeedOpt = 0, hubert: HubertOpt = None,
-    bert: BertOpt = None, metric: MetricOpt = None, as_json: JsonOpt = False, device: DeviceOpt = "cpu",
+    bert: BertOpt = None, metric: MetricOpt = None, as_json: JsonOpt = False, device: Device = "auto",
 ) -> None:
     """Synthesise the held-out sentences with a voice directory and score them."""
     from gsvkit.eval.evaluate import evaluate_voice
@@ -161,7 +161,7 @@ def checkpoint_cmd(
     hubert: HubertOpt = None, bert: BertOpt = None,
     target: TargetOpt = None, out: OutOpt = None, limit: LimitOpt = None, speaker: SpeakerOpt = None,
     split: SplitOpt = "val", seed: SeedOpt = 0, metric: MetricOpt = None, as_json: JsonOpt = False,
-    device: DeviceOpt = "cpu", consent: ConsentOpt = None,
+    device: Device = "auto", consent: ConsentOpt = None,
 ) -> None:
     """Synthesise the held-out sentences with a pair of checkpoints and a reference clip, and score them."""
     from gsvkit.eval.evaluate import evaluate_checkpoints
@@ -186,7 +186,7 @@ def run_cmd(
     hubert: HubertOpt = None, bert: BertOpt = None,
     target: TargetOpt = None, out: OutOpt = None, limit: LimitOpt = None, speaker: SpeakerOpt = None,
     split: SplitOpt = "val", seed: SeedOpt = 0, metric: MetricOpt = None, as_json: JsonOpt = False,
-    device: DeviceOpt = "cpu", consent: ConsentOpt = None,
+    device: Device = "auto", consent: ConsentOpt = None,
 ) -> None:
     """Score the exported weights of a training run on the held-out sentences of its dataset."""
     from gsvkit.eval.evaluate import evaluate_run

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from gsvkit.utils.cli_options import Device, Threads, set_threads
 from gsvkit.utils.console import console, fail, warn
 
 voice_app = typer.Typer(help="Create and list voices (weights + reference clip + provenance).", no_args_is_help=True)
@@ -30,7 +31,10 @@ def _read_text(text: str | None, text_file: Path | None) -> str:
             return sys.stdin.read()
         if not text_file.is_file():
             _fail(f"{text_file}: text file not found")
-        return text_file.read_text(encoding="utf-8")
+        try:
+            return text_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            _fail(f"{text_file}: not UTF-8 text ({err.reason} at byte {err.start}); save the file as UTF-8")
     if text is None or text == "-":
         if sys.stdin.isatty():
             _fail('no text: give it as an argument ("Hello."), with --text-file FILE, or on stdin')
@@ -79,10 +83,10 @@ def synth(
     noise_scale: Annotated[float, typer.Option(help="s2 noise (0 = deterministic decode)")] = 0.5,
     max_new_tokens: Annotated[int, typer.Option(help="cap on semantic tokens per fragment (25 per second)")] = 1500,
     int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
-    device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+    device: Device = "auto",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR from `gsv export onnx`)")] = "torch",
     onnx: Annotated[Path | None, typer.Option("--onnx", help="folder written by `gsv export onnx`")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,
+    threads: Threads = None,
     consent: Annotated[
         str | None, typer.Option("--consent", help="required with --ref/--aux-ref: how the speaker agreed to this")
     ] = None,
@@ -99,11 +103,7 @@ def synth(
     """Speak text in a cloned voice and write it to an audio file (watermarked, with an audit line)."""
     from gsvkit.errors import GsvError
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
+    set_threads(threads)
     body = _read_text(text, text_file)
     if output.suffix.lower() not in (".wav", ".flac", ".ogg"):
         _fail(f"{output}: choose a .wav, .flac or .ogg output file")

@@ -47,7 +47,7 @@ from gsvkit.inference.prompt import PromptBuilder
 from gsvkit.inference.reference import ReferenceCache, SpeakerEmbeddings
 from gsvkit.inference.results import AudioStream, SynthesisResult
 from gsvkit.inference.streaming import WindowedDecoder
-from gsvkit.inference.textprep import TextFeatures, TextReader, split_fragments
+from gsvkit.inference.textprep import BertRequired, TextFeatures, TextReader, split_fragments
 from gsvkit.inference.voice import Voice, load_voice
 from gsvkit.safety.guard import Guard
 
@@ -265,6 +265,8 @@ class TTS:
         for piece in pieces:
             try:
                 feats.append(job.reader.features(piece, lang))
+            except BertRequired:
+                raise  # a sentence that could be spoken with the right model is never dropped silently
             except TextError:
                 continue  # a piece of symbols only: upstream skips it too
         if not feats:

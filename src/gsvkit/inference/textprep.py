@@ -47,6 +47,10 @@ def split_fragments(text: str, lang: str, method: str) -> list[str]:
     return [p for p in split_text(text, method, lang) if p.strip()]
 
 
+class BertRequired(TextError):
+    """Chinese text without the Chinese BERT model: never skipped like a piece of symbols, always reported."""
+
+
 class TextReader:
     """Phones and BERT features of text in one model version's symbol table. Safe to share between threads."""
 
@@ -77,9 +81,10 @@ class TextReader:
         lang = str(getattr(seg, "language", "")).replace("all_", "")
         if lang == "zh" and n:
             if self.bert is None:
-                raise TextError(
-                    "Chinese text needs the Chinese BERT model (chinese-roberta-wwm-ext-large): pass bert=DIR "
-                    "(CLI: --bert DIR, or `gsv models fetch bert` once) or record it in the voice"
+                raise BertRequired(
+                    f"Chinese needs --bert DIR (the chinese-roberta-wwm-ext-large model) to speak "
+                    f"{seg.norm_text[:40]!r}: pass bert=DIR (CLI: --bert DIR, or `gsv models fetch bert` once) or "
+                    "record it in the voice"
                 )
             return self.bert(seg.norm_text, list(seg.word2ph)).float().cpu()
         return zeros_bert(n).float()

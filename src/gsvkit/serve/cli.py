@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from gsvkit.utils.cli_options import DEVICE_HELP, Device, Port, Threads, device_callback, positive, set_threads
 from gsvkit.utils.console import console, fail
 
 
@@ -36,7 +37,7 @@ AUDIT_LOG_HELP = "append-only audit file (default $GSVKIT_AUDIT_LOG or ~/.local/
 
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 9880,
+    port: Port = 9880,
     models_dir: Annotated[
         Path | None, typer.Option("--models-dir", help="/set_*_weights may only load files inside this folder")
     ] = None,
@@ -65,23 +66,20 @@ def serve(
         bool, typer.Option("--allow-synthetic-reference", help=SYNTHETIC_REF_HELP)
     ] = False,
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help=AUDIT_LOG_HELP)] = None,
-    max_text_chars: Annotated[int, typer.Option(help="longest text accepted")] = 2000,
-    max_upload_mb: Annotated[float, typer.Option(help="largest upload accepted, MB")] = 10.0,
-    max_jobs: Annotated[int, typer.Option(help="syntheses running at once")] = 1,
-    max_queue: Annotated[int, typer.Option(help="syntheses waiting; more get 503")] = 4,
+    max_text_chars: Annotated[int, typer.Option(min=1, help="longest text accepted")] = 2000,
+    max_upload_mb: Annotated[float, positive("largest upload accepted, MB", "--max-upload-mb")] = 10.0,
+    max_jobs: Annotated[int, typer.Option(min=1, help="syntheses running at once")] = 1,
+    max_queue: Annotated[int, typer.Option(min=0, help="syntheses waiting; more get 503")] = 4,
     int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
-    device: Annotated[str, typer.Option(envvar="GSVKIT_DEVICE", help="torch device")] = "cpu",
+    device: Annotated[str, typer.Option(envvar="GSVKIT_DEVICE", help=DEVICE_HELP, callback=device_callback)] = "auto",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR)")] = "torch",
     onnx: Annotated[Path | None, typer.Option("--onnx", help="folder written by `gsv export onnx`")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,
+    threads: Threads = None,
 ) -> None:
     """Serve synthesis over HTTP (upstream api_v2 parameters; docs at /docs)."""
     from gsvkit.errors import GsvError
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
 
     try:
         import uvicorn
@@ -129,7 +127,7 @@ def serve(
 
 def webui(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 9872,
+    port: Port = 9872,
     voices_dir: Annotated[Path | None, typer.Option("--voices-dir", help="voices offered in the page")] = None,
     voice: Annotated[Path | None, typer.Option("--voice", help="voice selected at start")] = None,
     s1: Annotated[Path | None, typer.Option("--s1", help="GPT weights")] = None,
@@ -143,7 +141,7 @@ def webui(
         "webui-work"
     ),
     int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
-    device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+    device: Device = "auto",
     no_watermark: Annotated[bool, typer.Option("--no-watermark", help=NO_WATERMARK_HELP)] = False,
     allow_synthetic_reference: Annotated[
         bool, typer.Option("--allow-synthetic-reference", help=SYNTHETIC_REF_HELP)

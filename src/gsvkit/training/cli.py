@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from gsvkit.utils.cli_options import accelerator_callback
 from gsvkit.utils.console import console, err_console, fail
 
 train_app = typer.Typer(help="Fine-tune s2 (SoVITS), s1 (GPT) or both on a prepared dataset.", no_args_is_help=True)
@@ -25,8 +26,8 @@ Overrides = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a config field: train.batch_size=8 (repeatable)."),
 ]
-Devices = Annotated[int, typer.Option("--devices", help="Processes/GPUs; > 1 trains with DDP.")]
-Accel = Annotated[str, typer.Option("--accelerator", help="auto, cpu or gpu.")]
+Devices = Annotated[int, typer.Option("--devices", min=1, help="Processes/GPUs; > 1 trains with DDP.")]
+Accel = Annotated[str, typer.Option("--accelerator", callback=accelerator_callback, help="auto, cpu or gpu.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 

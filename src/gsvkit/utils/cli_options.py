@@ -1,0 +1,104 @@
+"""Command-line plumbing shared by every `gsv` command: the error decorator and the common options.
+
+`cli_errors` turns any `GsvError` a command raises into one line and exit status 2 (no traceback). The options
+here are defined once and validated as they are parsed, so a bad value fails before any model loads, with
+click's one-line "Invalid value for '--x'" message (exit 2).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from gsvkit.errors import GsvError, UsageError
+from gsvkit.utils.console import fail
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
+
+
+def cli_errors(fn: F) -> F:
+    """Decorator for a command: a `GsvError` (config, data, checkpoint, disk full, ...) → one line, exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GsvError as err:
+            fail(str(err))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def resolve_device(device: str | None, option: str = "--device") -> str:
+    """'auto'/None → 'cuda' when CUDA is usable, else 'cpu'; 'cuda[:N]' must exist; anything else is refused."""
+    value = (device or "auto").strip().lower()
+    if value == "cpu":
+        return "cpu"
+    import torch
+
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if value == "cuda" or value.startswith("cuda:"):
+        index = value.partition(":")[2]
+        if index and not index.isdigit():
+            raise UsageError(f"{option} {device}: expected cuda or cuda:N with N a GPU number")
+        if not torch.cuda.is_available():
+            raise UsageError(f"{option} {device}: no CUDA device is available here; use {option} cpu (or auto)")
+        if index and int(index) >= torch.cuda.device_count():
+            raise UsageError(
+                f"{option} {device}: only {torch.cuda.device_count()} CUDA device(s) here (cuda:0 … "
+                f"cuda:{torch.cuda.device_count() - 1})"
+            )
+        return value
+    raise UsageError(f"{option} {device}: unknown device; choose {DEVICE_HELP}")
+
+
+def device_callback(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return resolve_device(value)
+    except UsageError as err:
+        raise typer.BadParameter(str(err).split(": ", 1)[1]) from None
+
+
+def accelerator_callback(value: str) -> str:
+    """Lightning's accelerator for `gsv train`: auto, cpu, or gpu/cuda where CUDA is usable."""
+    if value not in ("auto", "cpu", "gpu", "cuda"):
+        raise typer.BadParameter(f"{value!r} is not one of auto, cpu, gpu")
+    if value in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise typer.BadParameter(f"{value}: no CUDA device is available here; use cpu (or auto)")
+    return value
+
+
+def _positive(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"{value} must be greater than 0")
+    return value
+
+
+# The options, defined once. `Device` resolves to "cpu" / "cuda" / "cuda:N" while parsing.
+Device = Annotated[str, typer.Option("--device", help=DEVICE_HELP, callback=device_callback)]
+OptionalDevice = Annotated[str | None, typer.Option("--device", help=DEVICE_HELP, callback=device_callback)]
+Threads = Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads (default: torch's choice)")]
+Port = Annotated[int, typer.Option("--port", min=1, max=65535, help="port")]
+
+
+def positive(help: str, name: str) -> Any:
+    """A float option that must be > 0 (sizes, durations)."""
+    return typer.Option(name, help=help, callback=_positive)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
