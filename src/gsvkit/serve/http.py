@@ -37,12 +37,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from gsvkit import __version__
+from gsvkit import __version__, limits
 from gsvkit.errors import GsvError
 from gsvkit.serve.auth import Gatekeeper, KeyEntry, KeysFile, Principal, check_key_value
 from gsvkit.serve.encoding import encode, encode_chunk, stream_start
 from gsvkit.serve.errors import HttpError, refusal
-from gsvkit.serve.limits import BodyLimit, JobGate
+from gsvkit.serve.limits import BodyLimit, JobGate, run_switch
 from gsvkit.serve.paths import AUDIO_UPLOAD_SUFFIXES, WEIGHT_SUFFIXES, confine, confine_any, store_upload
 from gsvkit.serve.schemas import (
     MEDIA_TYPES,
@@ -345,14 +345,26 @@ def create_app(
     def switch(who: Principal, s1: str | None, s2: str | None) -> JSONResponse:
         p1 = confine(who.models_dir, s1, "weights_path", WEIGHT_SUFFIXES) if s1 is not None else None
         p2 = confine(who.models_dir, s2, "weights_path", WEIGHT_SUFFIXES) if s2 is not None else None
+        for p in (p1, p2):
+            size = p.stat().st_size if p is not None else 0
+            if size > limits.MAX_SWITCH_FILE_BYTES:
+                err = limits.over("MAX_SWITCH_FILE_BYTES", f"{p.name}: file size", size, limits.MAX_SWITCH_FILE_BYTES)
+                raise HttpError(413, "model switch refused", str(err))
         if not who.switch_lock.acquire(blocking=False):
             raise HttpError(503, "another model switch is in progress; retry later", headers={"Retry-After": "5"})
-        try:
-            who.backend.load_models(s1=p1, s2=p2)  # with a keys file: this key's models only
-        except GsvError as err:
-            raise HttpError(400, "model switch failed", str(err)) from None
-        finally:
-            who.switch_lock.release()
+        outcome = run_switch(who.switch_lock, lambda: who.backend.load_models(s1=p1, s2=p2), limits.MAX_SWITCH_SECONDS)
+        if outcome is None:
+            raise HttpError(
+                504, "model switch still loading",
+                f"the load took over MAX_SWITCH_SECONDS={limits.MAX_SWITCH_SECONDS:g}; it continues in the background "
+                "and the switch slot is free again once it ends (raise gsvkit.limits.MAX_SWITCH_SECONDS for slow "
+                "disks)",
+                headers={"Retry-After": "30"},
+            )  # fmt: skip
+        if isinstance(outcome, GsvError):
+            raise HttpError(400, "model switch failed", str(outcome))
+        if isinstance(outcome, BaseException):
+            raise HttpError(500, "model switch failed", f"{type(outcome).__name__}: {str(outcome)[:200]}")
         return JSONResponse({"message": "success"})
 
     @app.get("/set_gpt_weights", responses=errors)

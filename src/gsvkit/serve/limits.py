@@ -44,6 +44,29 @@ class JobGate:
             return {"running": self.running, "waiting": self.admitted - self.running, "capacity": self.capacity}
 
 
+def run_switch(lock: threading.Lock, load: Any, seconds: float) -> Any:
+    """Run `load()` (a model switch; `lock` already held) in its own thread, waiting at most `seconds`.
+
+    Returns True on success, the exception it raised, or None when it is still running.
+    The lock is released when the load ends, however it ends, so a failed or slow switch never keeps the slot.
+    """
+    result: list[Any] = []
+
+    def work() -> None:
+        try:
+            load()
+            result.append(True)
+        except BaseException as err:  # reported to the caller, never lost in the thread
+            result.append(err)
+        finally:
+            lock.release()
+
+    thread = threading.Thread(target=work, name="gsvkit-model-switch", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return result[0] if result else None
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -64,19 +87,27 @@ class BodyLimit:
             await self._reject(send)
             return
         seen = 0
-        started = False
+        started = over = False
 
         async def limited_receive() -> dict:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    over = True
                     raise _BodyTooLarge
             return message
 
         async def tracking_send(message: dict) -> None:
+            # A chunked body (no content-length) is found over the limit while the app reads it; the form and
+            # JSON parsers catch the exception and answer 400 "error parsing the body": that answer becomes 413.
             nonlocal started
+            if over:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._reject(send)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)

@@ -14,37 +14,64 @@ WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pth")
 AUDIO_UPLOAD_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 
 
+MAX_PATH_CHARS = 1024  # a path named in a request; a longer one is refused (400) before the file system sees it
+MAX_NAME_CHARS = 255  # one component of it (the usual file-system limit)
+
+
+def _shown(value: str) -> str:
+    return repr(value) if len(value) <= 80 else repr(value[:60]) + f"… ({len(value)} characters)"
+
+
+def check_request_path(value: str, what: str) -> None:
+    """400 for empty, NUL-carrying and over-long paths (the OS would fail with "File name too long")."""
+    if not value or "\x00" in value:
+        raise HttpError(400, f"{what} is required")
+    if len(value) > MAX_PATH_CHARS or any(len(part) > MAX_NAME_CHARS for part in value.replace("\\", "/").split("/")):
+        raise HttpError(
+            400, f"{what} {_shown(value)} is too long (at most {MAX_PATH_CHARS} characters, {MAX_NAME_CHARS} per name)"
+        )
+
+
 def confine(root: Path | None, value: str, what: str, suffixes: tuple[str, ...]) -> Path:
     """Resolve `value` inside `root`; refuse (403) anything that lands outside it, symlinks included."""
     if root is None:
         raise HttpError(403, f"{what}: not allowed (the server was started without a folder for it)")
-    if not value or "\x00" in value:
-        raise HttpError(400, f"{what} is required")
-    base = root.resolve()
-    p = Path(value)
-    target = (p if p.is_absolute() else base / p).resolve()
-    if target != base and base not in target.parents:
-        raise HttpError(403, f"{what} {value!r} is outside the allowed folder")
+    check_request_path(value, what)
+    try:
+        base = root.resolve()
+        p = Path(value)
+        target = (p if p.is_absolute() else base / p).resolve()
+        inside = target == base or base in target.parents
+        exists = inside and target.is_file()
+    except OSError as err:
+        raise HttpError(400, f"{what} {_shown(value)}: not a usable path ({err.strerror})") from None
+    if not inside:
+        raise HttpError(403, f"{what} {_shown(value)} is outside the allowed folder")
     if target.suffix.lower() not in suffixes:
-        raise HttpError(400, f"{what} {value!r}: expected one of {', '.join(suffixes)}")
-    if not target.is_file():
-        raise HttpError(404, f"{what} {value!r} not found")
+        raise HttpError(400, f"{what} {_shown(value)}: expected one of {', '.join(suffixes)}")
+    if not exists:
+        raise HttpError(404, f"{what} {_shown(value)} not found")
     return target
 
 
 def confine_any(roots: list[Path], value: str, what: str, suffixes: tuple[str, ...]) -> Path:
+    """The first of `roots` that holds `value`; 404 names every folder searched, 403 when it lies in none."""
     if not roots:
         raise HttpError(403, f"{what}: server-side paths are not allowed; upload the clip to /tts/upload instead")
-    first: HttpError | None = None
+    errors: list[HttpError] = []
     for root in roots:
         try:
             return confine(root, value, what, suffixes)
         except HttpError as err:
-            first = first or err
-            if err.status != 403:
+            if err.status == 400:
                 raise
-    assert first is not None
-    raise first
+            errors.append(err)
+    if any(err.status == 404 for err in errors):
+        searched = ", ".join(r.name or str(r) for r in roots)
+        raise HttpError(
+            404, f"{what} {_shown(value)} not found in the folders searched ({len(roots)}: {searched})"
+        )
+    raise errors[0]
 
 
 def store_upload(folder: Path, path: Path, data: bytes, keep: int) -> None:
