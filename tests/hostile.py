@@ -122,9 +122,11 @@ def yaml_laughs(path: Path, levels: int = 9, width: int = 9) -> Path:
 
 
 def wav(path: Path, sr: int, samples: int, *, truncate_to: float | None = None) -> Path:
-    """A 16-bit mono WAV of a quiet tone; `truncate_to` cuts the file (header intact) to that fraction."""
+    """A 16-bit mono WAV of syllable-like noise bursts; `truncate_to` cuts the file (header intact) to that part."""
+    rng = np.random.default_rng(0)
     t = np.arange(samples) / max(sr, 1)
-    pcm = (0.3 * np.sin(2 * np.pi * 220.0 * t) * 32767).astype("<i2")
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4.0 * t)  # four "syllables" a second
+    pcm = (0.2 * envelope * rng.standard_normal(samples) * 32767).clip(-32767, 32767).astype("<i2")
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
         w.setnchannels(1)

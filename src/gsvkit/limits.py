@@ -32,7 +32,6 @@ MAX_SWITCH_FILE_BYTES = 8 * 1024**3  # a weight file a switch may load
 MAX_SWITCH_SECONDS = 300.0  # a switch that takes longer is abandoned and its slot released
 # --- audio and transcripts (prepare, references)
 MIN_SAMPLE_RATE = 8000  # Hz
-MIN_AUDIO_SECONDS = 0.3
 MAX_CHARS_PER_SECOND = 40.0  # transcript characters per second of audio (fast speech is about 20)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gsvkit import limits
 from gsvkit.errors import AudioError
 from gsvkit.utils.io import atomic_path
 
@@ -55,10 +56,48 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         ) from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: the file holds no audio samples")
+    if file_sr < limits.MIN_SAMPLE_RATE:
+        raise AudioError(
+            f"{path}: sample rate {file_sr} Hz is below MIN_SAMPLE_RATE={limits.MIN_SAMPLE_RATE} Hz; this is not "
+            "speech audio (or its header is damaged)"
+        )
+    kept = wav_fraction_present(path)
+    if kept < 0.999:
+        raise AudioError(
+            f"{path}: truncated: only {kept:.0%} of the audio its header declares is in the file; copy or export "
+            "it again"
+        )
     wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.isfinite(wav).all():
         raise AudioError(f"{path}: the audio contains NaN or infinite samples")
     return np.ascontiguousarray(wav, dtype=np.float32), int(file_sr)
+
+
+def wav_fraction_present(path: Path) -> float:
+    """For a RIFF/WAVE file: the share of the declared `data` chunk actually in the file (1.0 for other formats).
+
+    libsndfile quietly shortens a truncated WAV to what is there; the header still says how long it was.
+    """
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 1.0
+        pos = 12
+        for _ in range(64):  # chunks before `data` (fmt, LIST, fact, ...)
+            f.seek(pos)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return 1.0
+            cid, n = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                if n in (0, 0xFFFFFFFF):  # streaming writers leave the size open
+                    return 1.0
+                return min(1.0, (size - pos - 8) / n)
+            pos += 8 + n + (n & 1)
+    return 1.0
 
 
 def audio_duration(path: str | Path) -> float:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gsvkit import limits
 from gsvkit.audio.io import load_audio, normalize_loudness, peak_mix, save_audio
 from gsvkit.audio.slicer import Slicer, split_long
 from gsvkit.data.state import file_sha256
@@ -39,6 +40,7 @@ class ClipJob:
     loudness: str
     target_lufs: float
     denoise: bool
+    text_chars: int = 0  # length of the transcript (whole recordings), checked against the clip's duration
 
 
 def _normalise(wav: np.ndarray, job: ClipJob, sliced: bool) -> np.ndarray:
@@ -91,6 +93,12 @@ def _cut(job: ClipJob) -> dict:
             reason = (
                 f"too long for one transcript ({total:.1f} s > {job.max_duration:g} s); split the recording, or "
                 "remove its transcript so it is sliced and transcribed"
+            )
+            return {"clips": [], "dropped": [{"where": where, "reason": reason}]}
+        if job.text_chars > limits.MAX_CHARS_PER_SECOND * max(total, 0.1):
+            reason = (
+                f"transcript of {job.text_chars:,} characters for {total:.1f} s of audio (over "
+                f"MAX_CHARS_PER_SECOND={limits.MAX_CHARS_PER_SECOND:g}); check that it belongs to this recording"
             )
             return {"clips": [], "dropped": [{"where": where, "reason": reason}]}
         bounds = [(0, wav.shape[0])]

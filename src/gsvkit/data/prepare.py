@@ -226,8 +226,7 @@ def _stage_clips(run: _Run, sources: list[Source], sr: int) -> list[Clip]:
         job = ClipJob(
             path=str(s.path),
             name=s.name,
-            whole=s.text is not None,
-            sr=sr,
+            whole=s.text is not None, text_chars=len((s.text or "").strip()), sr=sr,
             clips_dir=str(clips_dir),
             slicer=cfg.slicer.model_dump(exclude={"max_length"}),
             max_length=cfg.slicer.max_length,

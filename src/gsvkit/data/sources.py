@@ -84,6 +84,9 @@ def discover(
         else:
             raise DataError(f"{path}: input not found")
 
+    # A transcript line may only name audio inside the folders the inputs were given in (the web UI passes
+    # uploaded lists here): an absolute or ../ path elsewhere is matched by file name among the inputs, or reported.
+    roots = {(p if p.is_dir() else p.parent).resolve() for p in [*map(Path, inputs), *lists] if p.exists()}
     by_path: dict[Path, Path] = {}
     by_name: dict[str, list[Path]] = {}
     for p in audio:
@@ -96,6 +99,8 @@ def discover(
     unusable: set[Path] = set()  # recordings named by a transcript line that could not be read
     for list_file in lists:
         items, bad = read_transcripts(list_file)
+        if not items and not bad:
+            problems.append(Problem(str(list_file), "empty transcript file: no audio|speaker|language|text lines"))
         problems += bad
         for p in bad:
             if p.audio is not None:
@@ -104,12 +109,20 @@ def discover(
                 unusable.update([found] if found else same_name[:1] if len(same_name) == 1 else [])
         for t in items:
             target = t.audio.resolve() if t.audio.exists() else None
+            outside = target is not None and not any(_is_within(target, r) for r in roots)
+            if outside:
+                target = None
             if target is None:
                 same_name = by_name.get(t.audio.name, [])
                 if len(same_name) == 1:
                     target = same_name[0]
                 else:
                     why = "is not unique among the inputs" if same_name else "not found"
+                    if outside:
+                        why = (
+                            "lies outside the input folders; give its folder (or the file) as an input too, or copy "
+                            "it next to the transcript file"
+                        )
                     problems.append(Problem(t.origin, f"audio file {t.audio} {why}"))
                     continue
             if not target.is_file():
