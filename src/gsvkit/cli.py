@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from gsvkit.utils.cli_options import OptionalDevice
+from gsvkit.utils.cli_options import OptionalDevice, cli_errors
 from gsvkit.utils.console import console, fail, warn
 
 
@@ -248,7 +248,6 @@ def prepare(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
 ) -> None:
     """Turn recordings (+ transcripts) into a training dataset: clips, phones, features, split and a report."""
-    from gsvkit.config import ConfigError
     from gsvkit.data.prepare import prepare as run_prepare
     from gsvkit.data.prepare_config import load_prepare_config, prepare_config_from_dict
     from gsvkit.errors import GsvError
@@ -272,7 +271,7 @@ def prepare(
         cfg = load_prepare_config(config, overrides) if config else prepare_config_from_dict(overrides, "options")
         cfg = _prepare_model_defaults(cfg)
         result = run_prepare(cfg, progress=not quiet)
-    except (GsvError, ConfigError) as err:
+    except GsvError as err:
         fail(str(err))
     summary = result.report.summary(result.items)
     for message in result.report.warnings:
@@ -367,13 +366,9 @@ def text(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print the normalised text, phones and phone ids the frontend makes of TEXT (per language segment)."""
-    from gsvkit.errors import GsvError
     from gsvkit.text import TextFrontend
 
-    try:
-        parts = TextFrontend(version=version).process_segments(content, lang)
-    except GsvError as e:
-        fail(str(e))
+    parts = TextFrontend(version=version).process_segments(content, lang)
     rows = [{"language": p.language, "norm_text": p.norm_text, "phones": p.phones, "phone_ids": p.phone_ids,
              "word2ph": p.word2ph} for p in parts]
     if as_json:
@@ -384,6 +379,18 @@ def text(
         console.print("  phones: " + " ".join(r["phones"]), highlight=False)
         console.print("  ids:    " + " ".join(map(str, r["phone_ids"])), highlight=False)
 
+
+def _with_error_lines(group: typer.Typer) -> None:
+    """Every command of `group` (and its sub-groups) turns a `GsvError` into one line and exit 2: one place."""
+    for command in group.registered_commands:
+        if command.callback is not None:
+            command.callback = cli_errors(command.callback)
+    for sub_group in group.registered_groups:
+        if sub_group.typer_instance is not None:
+            _with_error_lines(sub_group.typer_instance)
+
+
+_with_error_lines(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

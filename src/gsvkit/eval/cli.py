@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from gsvkit.errors import GsvError
 from gsvkit.utils.cli_options import Device
 
 eval_app = typer.Typer(
@@ -38,24 +37,15 @@ HubertOpt = Annotated[Path | None, typer.Option("--hubert", help="HuBERT model d
 BertOpt = Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory (zh text)")]
 
 
-def _fail(err: Exception) -> None:
-    from gsvkit.cli import fail
-
-    fail(str(err))
-
-
 @eval_app.command("similarity")
 def similarity_cmd(a: Path, b: Path, as_json: JsonOpt = False, device: Device = "auto") -> None:
     """Speaker similarity of two audio files (cosine of speaker embeddings; ~0.85 same voice, ~0.5 different)."""
     from gsvkit.eval.similarity import speaker_similarity
     from gsvkit.utils.console import err_console
 
-    try:
-        # Loading the speaker encoder takes seconds; the spinner (terminal only, on stderr) says what is going on.
-        with err_console.status("loading the speaker encoder and scoring the two files"):
-            value = speaker_similarity(a, b, device=device)
-    except GsvError as err:
-        _fail(err)
+    # Loading the speaker encoder takes seconds; the spinner (terminal only, on stderr) says what is going on.
+    with err_console.status("loading the speaker encoder and scoring the two files"):
+        value = speaker_similarity(a, b, device=device)
     typer.echo(json.dumps({"similarity": value}) if as_json else f"similarity: {value:.2f}")
 
 
@@ -64,10 +54,7 @@ def wer_cmd(audio: Path, reference: str, as_json: JsonOpt = False, device: Devic
     """Word error rate of English AUDIO against the REFERENCE text (Whisper tiny.en, normalised text)."""
     from gsvkit.eval.wer import audio_wer
 
-    try:
-        result = audio_wer(audio, reference, device=device)
-    except GsvError as err:
-        _fail(err)
+    result = audio_wer(audio, reference, device=device)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
     else:
@@ -79,10 +66,7 @@ def mel_cmd(audio: Path, reference: Path, as_json: JsonOpt = False) -> None:
     """Log-mel L1 distance of AUDIO to the ground-truth REFERENCE (DTW-aligned), and the duration ratio."""
     from gsvkit.eval.mel import mel_distance
 
-    try:
-        result = mel_distance(audio, reference)
-    except GsvError as err:
-        _fail(err)
+    result = mel_distance(audio, reference)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
     else:
@@ -122,13 +106,10 @@ def audio_cmd(
     """Score already-synthesised audio (AUDIO_DIR/<id>.wav for each held-out sentence)."""
     from gsvkit.eval.evaluate import audio_dir_synthesizer, evaluate
 
-    try:
-        items = _items(data, split, speaker, limit)
-        report = evaluate(audio_dir_synthesizer(audio_dir), items, name=audio_dir.name, target=target or None,
-                          device=device, settings={"audio_dir": str(audio_dir), "data": str(data)},
-                          **_metrics(metric))
-    except GsvError as err:
-        _fail(err)
+    items = _items(data, split, speaker, limit)
+    report = evaluate(audio_dir_synthesizer(audio_dir), items, name=audio_dir.name, target=target or None,
+                      device=device, settings={"audio_dir": str(audio_dir), "data": str(data)},
+                      **_metrics(metric))
     _finish(report, out, as_json)
 
 
@@ -141,12 +122,9 @@ def voice_cmd(
     """Synthesise the held-out sentences with a voice directory and score them."""
     from gsvkit.eval.evaluate import evaluate_voice
 
-    try:
-        items = _items(data, split, speaker, limit)
-        report = evaluate_voice(voice, items, target=target or None, seed=seed, device=device, hubert=hubert,
-                                bert=bert, audio_dir=out / "audio" if out else None, **_metrics(metric))
-    except GsvError as err:
-        _fail(err)
+    items = _items(data, split, speaker, limit)
+    report = evaluate_voice(voice, items, target=target or None, seed=seed, device=device, hubert=hubert,
+                            bert=bert, audio_dir=out / "audio" if out else None, **_metrics(metric))
     _finish(report, out, as_json)
 
 
@@ -166,14 +144,11 @@ def checkpoint_cmd(
     """Synthesise the held-out sentences with a pair of checkpoints and a reference clip, and score them."""
     from gsvkit.eval.evaluate import evaluate_checkpoints
 
-    try:
-        items = _items(data, split, speaker, limit)
-        report = evaluate_checkpoints(s1, s2, items, ref_audio=ref, ref_text=ref_text, ref_lang=ref_lang,
-                                      consent=consent, target=target or None, seed=seed, device=device,
-                                      hubert=hubert, bert=bert,
-                                      audio_dir=out / "audio" if out else None, **_metrics(metric))
-    except GsvError as err:
-        _fail(err)
+    items = _items(data, split, speaker, limit)
+    report = evaluate_checkpoints(s1, s2, items, ref_audio=ref, ref_text=ref_text, ref_lang=ref_lang,
+                                  consent=consent, target=target or None, seed=seed, device=device,
+                                  hubert=hubert, bert=bert,
+                                  audio_dir=out / "audio" if out else None, **_metrics(metric))
     _finish(report, out, as_json)
 
 
@@ -191,13 +166,10 @@ def run_cmd(
     """Score the exported weights of a training run on the held-out sentences of its dataset."""
     from gsvkit.eval.evaluate import evaluate_run
 
-    try:
-        items = _items(data, split, speaker, limit)
-        dataset = data if data.is_dir() or data.suffix == ".jsonl" else None
-        report = evaluate_run(run_dir, items, dataset=dataset, ref_audio=ref, ref_text=ref_text, ref_lang=ref_lang,
-                              speaker=speaker, **({"consent": consent} if consent else {}), target=target or None,
-                              seed=seed, device=device, hubert=hubert,
-                              bert=bert, audio_dir=out / "audio" if out else None, **_metrics(metric))
-    except GsvError as err:
-        _fail(err)
+    items = _items(data, split, speaker, limit)
+    dataset = data if data.is_dir() or data.suffix == ".jsonl" else None
+    report = evaluate_run(run_dir, items, dataset=dataset, ref_audio=ref, ref_text=ref_text, ref_lang=ref_lang,
+                          speaker=speaker, **({"consent": consent} if consent else {}), target=target or None,
+                          seed=seed, device=device, hubert=hubert,
+                          bert=bert, audio_dir=out / "audio" if out else None, **_metrics(metric))
     _finish(report, out, as_json)

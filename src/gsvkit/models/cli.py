@@ -14,16 +14,10 @@ from gsvkit.models.official import MODELS_ENV, REPO_ID, REVISION, TARGETS
 models_app = typer.Typer(help="Download the official GPT-SoVITS files and show what a models folder holds.",
                          no_args_is_help=True)  # fmt: skip
 console = Console()
-err_console = Console(stderr=True)
 
 DirOpt = Annotated[
     Path | None, typer.Option("--dir", help=f"models folder (default: ${MODELS_ENV}, else ./models)")
 ]
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 @models_app.command("fetch")
@@ -39,24 +33,17 @@ def fetch_cmd(
     """
     from huggingface_hub import constants
 
-    from gsvkit.errors import GsvError
     from gsvkit.models.fetch import fetch_models
     from gsvkit.models.official import components, models_dir
 
-    try:
-        components(family)
-    except GsvError as err:
-        _fail(str(err))
+    components(family)
     base = models_dir(root)
     console.print(
         f"downloading {family} from {constants.ENDPOINT}/{REPO_ID} at revision {revision[:12]} into {base} "
         "(network access: only `gsv models fetch` uses it)",
         highlight=False,
     )
-    try:
-        files = fetch_models(family, base, revision=revision, say=lambda s: console.print(s, highlight=False))
-    except GsvError as err:
-        _fail(str(err))
+    files = fetch_models(family, base, revision=revision, say=lambda s: console.print(s, highlight=False))
     new = sum(f.downloaded for f in files)
     total = sum(f.size or 0 for f in files)
     console.print(

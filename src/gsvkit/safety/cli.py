@@ -11,12 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def detect(
@@ -29,14 +23,10 @@ def detect(
     """Say whether each file carries gsvkit's output watermark, with the detector's score (0-1).
 
     Exit status 0 when none is watermarked, 1 when at least one is, 2 on an unreadable file."""
-    from gsvkit.errors import GsvError
     from gsvkit.safety.watermark import get_watermarker
 
-    try:
-        wm = get_watermarker()
-        results = [{"file": str(f), **wm.detect_file(f, threshold).as_dict()} for f in files]
-    except GsvError as err:
-        _fail(str(err))
+    wm = get_watermarker()
+    results = [{"file": str(f), **wm.detect_file(f, threshold).as_dict()} for f in files]
     if as_json:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
     else:
@@ -55,14 +45,10 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="print the records as JSON lines")] = False,
 ) -> None:
     """Show the audit log: one line per synthesis (time, who, voice or reference, text hash, watermark)."""
-    from gsvkit.errors import GsvError
     from gsvkit.safety.audit import AuditLog
 
     log_file = AuditLog(log)
-    try:
-        records = [r for r in log_file.read() if user is None or r.get("user") == user]
-    except GsvError as err:
-        _fail(str(err))
+    records = [r for r in log_file.read() if user is None or r.get("user") == user]
     if last:
         records = records[-last:]
     if as_json:

@@ -36,7 +36,6 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _run(fn, *args, **kwargs):
-    from gsvkit.config import ConfigError
     from gsvkit.errors import GsvError
     from gsvkit.training.fit import TrainingInterrupted
 
@@ -45,7 +44,7 @@ def _run(fn, *args, **kwargs):
     except TrainingInterrupted as err:
         err_console.print(f"[yellow]{escape(str(err))}[/]", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
-    except (GsvError, ConfigError) as err:
+    except GsvError as err:  # configs, data, checkpoints, disk full
         _fail(str(err))
 
 
