@@ -95,3 +95,19 @@ def test_auto_on_mixed_text_never_drops_the_chinese_sentence():
     with pytest.raises(TextError, match=r"Chinese needs --bert DIR"):
         _features("Hello there. 你好，世界。", "auto")
     assert len(_features("Hello there. How are you?", "auto")) == 2  # English alone still speaks
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["text", "hello", "--lang", "klingon"], "unknown language mode 'klingon'"),
+        (["eval", "mel", "/nope.wav", "/nope2.wav"], "/nope.wav: audio file not found"),
+        (["detect", "/nope.wav"], "/nope.wav"),
+    ],
+)
+def test_every_command_turns_a_gsv_error_into_one_line(args, said):
+    # these commands have no try/except of their own: one decorator on every registered command does it
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and said in result.output
+    assert len([x for x in result.output.splitlines() if x.strip()]) == 1
+    assert not isinstance(result.exception, GsvError)

@@ -85,3 +85,35 @@ def test_library_errors_that_wrap_enospc_are_recognised(tmp_path, monkeypatch):
     with pytest.raises(DiskFullError, match=r": 1 MB needed to write x\.safetensors"):
         save_checkpoint(tmp_path / "x.safetensors", {"w": torch.zeros(10)}, S1Config())
     assert _only(tmp_path) == []
+
+
+def test_voice_create_on_a_full_disk_leaves_no_folder(tmp_path, monkeypatch):
+    import shutil
+
+    from gsvkit.inference.voice import create_voice
+    from test_inference_pipeline import build_models, speechlike
+
+    s1, s2 = build_models(tmp_path / "models")
+    ref = tmp_path / "ref.wav"
+    sf.write(ref, speechlike(4.0), 16000)
+    voices = tmp_path / "voices"
+    monkeypatch.setattr(shutil, "copyfile", lambda src, dst, **k: _half_then_enospc(dst))
+    with pytest.raises(DiskFullError, match=rf"no space left on {voices}: \d+ MB needed to write bob"):
+        create_voice(voices / "bob", s1=s1, s2=s2, ref_audio=ref, ref_text="Hello there.", ref_lang="en",
+                     consent="synthetic test voice")  # fmt: skip
+    assert _only(voices) == []  # neither the voice nor its temporary folder
+
+
+def test_training_config_write_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    from gsvkit.config import load_config
+    from gsvkit.training.toy_data import make_toy_dataset
+
+    data = tmp_path / "data"
+    make_toy_dataset(data, load_config(ROOT / "configs" / "tiny" / "s2.yaml"), n_utts=4, val_per_speaker=1)
+    monkeypatch.setattr(Path, "write_bytes", _enospc)
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "s1", str(data), "-o", str(out), "-c",
+                                 str(ROOT / "configs" / "tiny" / "s1.yaml")])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"no space left on {out / 's1'}" in result.output and "config.yaml" in result.output
+    assert not (out / "s1" / "config.yaml").exists()
