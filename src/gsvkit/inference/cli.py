@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from gsvkit.utils.cli_options import Device, Threads, set_threads
+from gsvkit.utils.cli_options import BertDir, Device, HubertDir, Int8, OnnxDir, SvModel, Threads, set_threads
 from gsvkit.utils.console import console, fail, warn
 
 voice_app = typer.Typer(help="Create and list voices (weights + reference clip + provenance).", no_args_is_help=True)
@@ -62,11 +62,9 @@ def synth(
     text_file: Annotated[Path | None, typer.Option("--text-file", "-f", help="read the text from a file")] = None,
     s1: Annotated[Path | None, typer.Option("--s1", help="GPT weights (overrides the voice's)")] = None,
     s2: Annotated[Path | None, typer.Option("--s2", help="SoVITS weights (overrides the voice's)")] = None,
-    hubert: Annotated[Path | None, typer.Option("--hubert", help="HuBERT model directory")] = None,
-    bert: Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory")] = None,
-    sv_model: Annotated[
-        Path | None, typer.Option("--sv-model", help="v2Pro/v2ProPlus speaker-verification model file")
-    ] = None,
+    hubert: HubertDir = None,
+    bert: BertDir = None,
+    sv_model: SvModel = None,
     ref: Annotated[Path | None, typer.Option("--ref", help="reference clip, 3-10 s (default: the voice's)")] = None,
     ref_text: Annotated[str | None, typer.Option("--ref-text", help="transcript of the reference clip")] = None,
     ref_lang: Annotated[str | None, typer.Option("--ref-lang", help="language of the reference transcript")] = None,
@@ -82,10 +80,10 @@ def synth(
     fragment_interval: Annotated[float, typer.Option(help="seconds of silence between fragments")] = 0.3,
     noise_scale: Annotated[float, typer.Option(help="s2 noise (0 = deterministic decode)")] = 0.5,
     max_new_tokens: Annotated[int, typer.Option(help="cap on semantic tokens per fragment (25 per second)")] = 1500,
-    int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
+    int8: Int8 = False,
     device: Device = "auto",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR from `gsv export onnx`)")] = "torch",
-    onnx: Annotated[Path | None, typer.Option("--onnx", help="folder written by `gsv export onnx`")] = None,
+    onnx: OnnxDir = None,
     threads: Threads = None,
     consent: Annotated[
         str | None, typer.Option("--consent", help="required with --ref/--aux-ref: how the speaker agreed to this")

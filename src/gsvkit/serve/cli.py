@@ -7,7 +7,20 @@ from typing import Annotated
 
 import typer
 
-from gsvkit.utils.cli_options import DEVICE_HELP, Device, Port, Threads, device_callback, positive, set_threads
+from gsvkit.utils.cli_options import (
+    DEVICE_HELP,
+    BertDir,
+    Device,
+    HubertDir,
+    Int8,
+    OnnxDir,
+    Port,
+    SvModel,
+    Threads,
+    device_callback,
+    positive,
+    set_threads,
+)
 from gsvkit.utils.console import console, fail
 
 
@@ -47,11 +60,9 @@ def serve(
     voice: Annotated[Path | None, typer.Option("--voice", help="voice loaded at start")] = None,
     s1: Annotated[Path | None, typer.Option("--s1", help="GPT weights loaded at start")] = None,
     s2: Annotated[Path | None, typer.Option("--s2", help="SoVITS weights loaded at start")] = None,
-    hubert: Annotated[Path | None, typer.Option("--hubert", help="HuBERT model directory")] = None,
-    bert: Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory")] = None,
-    sv_model: Annotated[
-        Path | None, typer.Option("--sv-model", help="v2Pro/v2ProPlus speaker-verification model file")
-    ] = None,
+    hubert: HubertDir = None,
+    bert: BertDir = None,
+    sv_model: SvModel = None,
     ref_dir: Annotated[
         list[Path] | None, typer.Option("--ref-dir", help="folder ref_audio_path may point into (repeatable)")
     ] = None,
@@ -70,10 +81,10 @@ def serve(
     max_upload_mb: Annotated[float, positive("largest upload accepted, MB", "--max-upload-mb")] = 10.0,
     max_jobs: Annotated[int, typer.Option(min=1, help="syntheses running at once")] = 1,
     max_queue: Annotated[int, typer.Option(min=0, help="syntheses waiting; more get 503")] = 4,
-    int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
+    int8: Int8 = False,
     device: Annotated[str, typer.Option(envvar="GSVKIT_DEVICE", help=DEVICE_HELP, callback=device_callback)] = "auto",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR)")] = "torch",
-    onnx: Annotated[Path | None, typer.Option("--onnx", help="folder written by `gsv export onnx`")] = None,
+    onnx: OnnxDir = None,
     threads: Threads = None,
 ) -> None:
     """Serve synthesis over HTTP (upstream api_v2 parameters; docs at /docs)."""
@@ -132,15 +143,13 @@ def webui(
     voice: Annotated[Path | None, typer.Option("--voice", help="voice selected at start")] = None,
     s1: Annotated[Path | None, typer.Option("--s1", help="GPT weights")] = None,
     s2: Annotated[Path | None, typer.Option("--s2", help="SoVITS weights")] = None,
-    hubert: Annotated[Path | None, typer.Option("--hubert", help="HuBERT model directory")] = None,
-    bert: Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory")] = None,
-    sv_model: Annotated[
-        Path | None, typer.Option("--sv-model", help="v2Pro/v2ProPlus speaker-verification model file")
-    ] = None,
+    hubert: HubertDir = None,
+    bert: BertDir = None,
+    sv_model: SvModel = None,
     work_dir: Annotated[Path, typer.Option("--work-dir", help="where the training tab keeps datasets and runs")] = Path(
         "webui-work"
     ),
-    int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
+    int8: Int8 = False,
     device: Device = "auto",
     no_watermark: Annotated[bool, typer.Option("--no-watermark", help=NO_WATERMARK_HELP)] = False,
     allow_synthetic_reference: Annotated[

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -84,6 +85,13 @@ def _positive(value: float | None) -> float | None:
         raise typer.BadParameter(f"{value} must be greater than 0")
     return value
 
+
+# Model-loading options of the commands that speak (synth, serve, webui), defined once.
+HubertDir = Annotated[Path | None, typer.Option("--hubert", help="HuBERT model directory")]
+BertDir = Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory")]
+SvModel = Annotated[Path | None, typer.Option("--sv-model", help="v2Pro/v2ProPlus speaker-verification model file")]
+Int8 = Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")]
+OnnxDir = Annotated[Path | None, typer.Option("--onnx", help="folder written by `gsv export onnx`")]
 
 # The options, defined once. `Device` resolves to "cpu" / "cuda" / "cuda:N" while parsing.
 Device = Annotated[str, typer.Option("--device", help=DEVICE_HELP, callback=device_callback)]
