@@ -28,7 +28,9 @@ def check_request_path(value: str, what: str) -> None:
         raise HttpError(400, f"{what} is required")
     if len(value) > MAX_PATH_CHARS or any(len(part) > MAX_NAME_CHARS for part in value.replace("\\", "/").split("/")):
         raise HttpError(
-            400, f"{what} {_shown(value)} is too long (at most {MAX_PATH_CHARS} characters, {MAX_NAME_CHARS} per name)"
+            400,
+            f"{what} {_shown(value)} is too long (limits MAX_PATH_CHARS={MAX_PATH_CHARS} characters and "
+            f"MAX_NAME_CHARS={MAX_NAME_CHARS} per name, in gsvkit.serve.paths)",
         )
 
 
