@@ -1,8 +1,8 @@
 """onnxruntime backend: the exported graphs behind the same small interfaces the pipeline uses for torch models.
 
 - `OrtS1.generate_iter(...)`: the decoding loop of `Text2SemanticDecoder.decode_steps` over `s1_prefill` and
-  `s1_step`, with sampling in Python by the same functions (`gsvkit.models.s1.sampling`) and the same rules
-  (EOS out of reach for the first 11 steps, penalty over prompt + generated tokens, EOS when sampled or argmax).
+  `s1_step`, each step's token chosen by the torch path's own function (`gsvkit.models.s1.sampling.next_token`:
+  EOS masking, repetition penalty, sampling order, stop rule).
 - `OrtS2.decode(...)` / `.extract_latent(...)`: `s2_ref` per reference (embeddings averaged, as torch does),
   then `s2_decode` with the prior noise drawn from the caller's generator exactly as the torch model draws it.
 - `OrtHubert(wav16k)`: `hubert.onnx`.
@@ -83,13 +83,7 @@ class OrtS1:
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> Iterator[int]:
-        from gsvkit.models.s1.gpt import MIN_NEW_TOKENS
-        from gsvkit.models.s1.sampling import (
-            apply_repetition_penalty,
-            logits_to_probs,
-            make_generator,
-            sample_from_probs,
-        )
+        from gsvkit.models.s1.sampling import make_generator, next_token
 
         if prompt is None or prompt.shape[1] == 0:
             raise ParameterError("the ONNX backend needs a reference transcript (reference-free mode is torch-only)")
@@ -109,11 +103,9 @@ class OrtS1:
         history[:, :tp] = prompt
         for step in range(max_new_tokens):
             raw = torch.from_numpy(logits).float()  # [1, V]
-            scores = raw[:, : self.eos] if step < MIN_NEW_TOKENS else raw
-            penalised = apply_repetition_penalty(scores, history[:, : tp + step], repetition_penalty)
-            probs = logits_to_probs(penalised, None, temperature, top_k, top_p, 1.0)
-            tok = int(sample_from_probs(probs, gen))
-            if tok == self.eos or int(penalised.argmax(dim=-1)) == self.eos:
+            rule = (top_k, top_p, temperature, repetition_penalty)
+            tok, ended = next_token(raw, history[:, : tp + step], step, self.eos, gen, *rule)
+            if ended:
                 return
             yield tok
             if step + 1 == max_new_tokens:

@@ -31,11 +31,11 @@ from torch import nn
 
 from gsvkit.config import ConfigError, S1ModelConfig
 from gsvkit.errors import CheckpointError
-from gsvkit.models.s1.sampling import apply_repetition_penalty, logits_to_probs, make_generator, sample_from_probs
+from gsvkit.models.s1.sampling import MIN_NEW_TOKENS as MIN_NEW_TOKENS
+from gsvkit.models.s1.sampling import make_generator, next_token
 
 IGNORE_INDEX = -100
 # Upstream never lets EOS win during the first 11 decoding steps (about 0.4 s of audio).
-MIN_NEW_TOKENS = 11
 
 
 # ------------------------------------------------------------------------------------------------ building blocks
@@ -492,16 +492,13 @@ class Text2SemanticDecoder(nn.Module):
             history[:, :tp] = prompt
         for step in range(max_new_tokens):
             raw = self.ar_predict_layer(hidden).float()  # [1, V]
-            logits = raw[:, : self.eos] if step < MIN_NEW_TOKENS else raw  # EOS is the last id
-            penalised = apply_repetition_penalty(logits, history[:, : tp + step], repetition_penalty)
-            probs = logits_to_probs(penalised, None, temperature, top_k, top_p, 1.0)
-            token = sample_from_probs(probs, gen)  # [1, 1]
-            tok = int(token)
-            is_eos = tok == self.eos or int(penalised.argmax(dim=-1)) == self.eos
+            rule = (top_k, top_p, temperature, repetition_penalty)
+            tok, is_eos = next_token(raw, history[:, : tp + step], step, self.eos, gen, *rule)
             yield DecodeStep(step, tok, raw[0], is_eos)
             if is_eos or step + 1 == max_new_tokens:
                 return
             history[:, tp + step] = tok
+            token = history[:, tp + step : tp + step + 1]  # [1, 1]
             hidden = self.h(self.embed_audio(token, offset=tp + step), None, cache)[:, -1]
 
     def generate_iter(self, phones: torch.Tensor, bert: torch.Tensor, prompt: torch.Tensor | None = None, **kw):
