@@ -78,7 +78,7 @@ def synth(
     fragment_interval: Annotated[float, typer.Option(help="seconds of silence between fragments")] = 0.3,
     noise_scale: Annotated[float, typer.Option(help="s2 noise (0 = deterministic decode)")] = 0.5,
     max_new_tokens: Annotated[int, typer.Option(help="cap on semantic tokens per fragment (25 per second)")] = 1500,
-    int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
+    precision: Annotated[str, typer.Option(help="s1 weights: fp32, bf16 or int8 (faster, approximate)")] = "fp32",
     device: Annotated[str, typer.Option(help="torch device")] = "cpu",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR from `gsv export onnx`)")] = "torch",
     onnx: Annotated[Path | None, typer.Option("--onnx", help="folder written by `gsv export onnx`")] = None,
@@ -115,7 +115,7 @@ def synth(
             _fail("give a voice (--voice DIR) or both --s1 and --s2")
         hubert, bert = model_dirs(voice, hubert, bert)
         t0 = time.perf_counter()
-        tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, device=device, int8=int8,
+        tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, device=device, precision=precision,
                   backend=backend, onnx_dir=onnx, watermark=not no_watermark,
                   allow_synthetic_reference=allow_synthetic_reference, audit_log=audit_log)  # fmt: skip
         t_load = time.perf_counter() - t0
