@@ -10,7 +10,7 @@ Printed (medians over `--repeats` after a warm-up):
 - streaming: time to the first audio chunk and the stream's overall RTF, with the default `StreamParams`;
 - peak resident memory of the process.
 
-Run: `python benchmarks/infer.py` (`--threads 2`, `--tokens 250`, `--repeats 3`, `--int8` for int8 s1 weights).
+Run: `python benchmarks/infer.py` (`--threads 2`, `--tokens 250`, `--repeats 3`, `--precision fp32|bf16|int8`).
 Nothing is asserted; upstream on a quiet 2-thread CPU: s1 29-30 tokens/s, s2 RTF 0.26-0.38, s1+s2 RTF 1.1-1.2.
 Print the load average with the figures: on a CPU shared with other work, two OpenMP threads per op make batch-1
 s1 decoding several times slower than one thread (every small op waits for the slower thread), so compare
@@ -65,19 +65,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=250)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--int8", action="store_true", help="int8 s1 weights")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"), help="s1 weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {torch.backends.cpu.get_cpu_capability()}"
-          f", load average {load:.1f}, s1 {'int8' if args.int8 else 'fp32'}")  # fmt: skip
+          f", load average {load:.1f}, s1 {args.precision}")  # fmt: skip
 
     from gsvkit.inference.pipeline import TTS
 
     with tempfile.TemporaryDirectory() as tmp:
         files = build(Path(tmp))
         t0 = time.perf_counter()
-        tts = TTS(s1=files["s1"], s2=files["s2"], hubert=files["hubert"], int8=args.int8)
+        tts = TTS(s1=files["s1"], s2=files["s2"], hubert=files["hubert"], precision=args.precision)
         print(f"load s1+s2: {time.perf_counter() - t0:.2f} s")
         ref = {"ref_audio": files["ref"], "ref_text": "This is a reference clip of four seconds.", "ref_lang": "en"}
         kw = {**ref, "split": "cut0", "max_new_tokens": args.tokens, "seed": 0, "fragment_interval": 0.0}

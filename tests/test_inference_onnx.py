@@ -111,3 +111,27 @@ def test_cli_synth_on_onnx(exported, tmp_path):
     assert r.exit_code == 2 and "--s1" in r.output
     r = runner.invoke(app, ["synth", "--backend", "onnx", "Hello.", "-o", str(out)])
     assert r.exit_code == 2 and "gsv export onnx" in r.output
+
+
+def test_int8_s1_graphs_within_bounds_of_fp32(exported):
+    """`precision="int8"` on the ONNX backend: s1 graphs quantised once beside the fp32 files, logits close."""
+    from gsvkit.config import config_from_dict
+    from gsvkit.inference.onnx.runtime import OrtS1, read_manifest
+    from gsvkit.inference.params import ParameterError
+
+    c1 = config_from_dict(read_manifest(exported["onnx"])["s1_config"]).model
+    fp32, int8 = OrtS1(exported["onnx"], c1), OrtS1(exported["onnx"], c1, precision="int8")
+    assert (exported["onnx"] / "s1_step.int8.onnx").is_file()
+    assert (exported["onnx"] / "s1_step.int8.onnx").stat().st_size < (exported["onnx"] / "s1_step.onnx").stat().st_size
+    g = torch.Generator().manual_seed(0)
+    feeds = {
+        "phones": torch.randint(0, c1.phone_vocab, (1, 23), generator=g).numpy(),
+        "bert": torch.randn(1, 1024, 23, generator=g).numpy(),
+        "prompt": torch.randint(0, c1.eos, (1, 9), generator=g).numpy(),
+        "text_pe": fp32._table(0, 23),
+        "audio_pe": fp32._table(0, 9),
+    }
+    ref, got = fp32.prefill.run(None, feeds)[0], int8.prefill.run(None, feeds)[0]
+    assert 0 < np.abs(got - ref).max() < 0.06 * np.abs(ref).max()
+    with pytest.raises(ParameterError, match="bf16"):
+        OrtS1(exported["onnx"], c1, precision="bf16")

@@ -85,10 +85,11 @@ def load_bundle(
     s1_path: str | os.PathLike,
     s2_path: str | os.PathLike,
     device: str = "cpu",
-    int8: bool = False,
+    precision: str = "fp32",
     reuse: ModelBundle | None = None,
 ) -> ModelBundle:
-    """Load and cross-check s1 and s2. With `reuse`, a side whose path is unchanged keeps its loaded model."""
+    """Load and cross-check s1 and s2; s1 at `precision` (fp32 | bf16 | int8). With `reuse`, a side whose path is
+    unchanged keeps its loaded model."""
     from gsvkit.checkpoint import load_s1, load_s2, read_header
 
     s1_path, s2_path = Path(s1_path), Path(s2_path)
@@ -103,9 +104,7 @@ def load_bundle(
     if same1:
         s1 = reuse.s1
     else:
-        s1 = load_s1(s1_path, device=device)
-        if int8:
-            s1 = s1.quantize_int8()
+        s1 = load_s1(s1_path, device=device).with_precision(precision)
     s2 = reuse.s2 if same2 else load_s2(s2_path, device=device)
     return ModelBundle(
         s1=s1,

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from gsvkit.utils.cli_options import BertDir, Device, HubertDir, Int8, OnnxDir, SvModel, Threads, set_threads
+from gsvkit.utils.cli_options import BertDir, Device, HubertDir, OnnxDir, Precision, SvModel, Threads, set_threads
 from gsvkit.utils.console import console, fail, warn
 
 voice_app = typer.Typer(help="Create and list voices (weights + reference clip + provenance).", no_args_is_help=True)
@@ -80,7 +80,7 @@ def synth(
     fragment_interval: Annotated[float, typer.Option(help="seconds of silence between fragments")] = 0.3,
     noise_scale: Annotated[float, typer.Option(help="s2 noise (0 = deterministic decode)")] = 0.5,
     max_new_tokens: Annotated[int, typer.Option(help="cap on semantic tokens per fragment (25 per second)")] = 1500,
-    int8: Int8 = False,
+    precision: Precision = "fp32",
     device: Device = "auto",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR from `gsv export onnx`)")] = "torch",
     onnx: OnnxDir = None,
@@ -113,7 +113,7 @@ def synth(
             _fail("give a voice (--voice DIR) or both --s1 and --s2")
         hubert, bert = model_dirs(voice, hubert, bert)
         t0 = time.perf_counter()
-        tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, device=device, int8=int8,
+        tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, device=device, precision=precision,
                   backend=backend, onnx_dir=onnx, watermark=not no_watermark,
                   allow_synthetic_reference=allow_synthetic_reference, audit_log=audit_log)  # fmt: skip
         t_load = time.perf_counter() - t0

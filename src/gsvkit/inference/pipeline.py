@@ -49,6 +49,7 @@ from gsvkit.inference.results import AudioStream, SynthesisResult
 from gsvkit.inference.streaming import WindowedDecoder
 from gsvkit.inference.textprep import BertRequired, TextFeatures, TextReader, split_fragments
 from gsvkit.inference.voice import Voice, load_voice
+from gsvkit.models.s1.gpt import PRECISIONS
 from gsvkit.safety.guard import Guard
 
 __all__ = ["TTS", "AudioStream", "SynthesisResult"]
@@ -64,7 +65,8 @@ class TTS:
     - `hubert`: HuBERT directory; needed to read any reference clip except a voice's own when the voice stores
       its prompt tokens. `bert`: Chinese BERT directory; needed for Chinese text. `sv_model`: v2Pro/v2ProPlus
       speaker-verification model file; needed for any reference whose embedding the voice does not store.
-    - `int8`: run s1 with int8 weights (about 2-4x faster on CPU, slightly different samples).
+    - `precision`: s1 weights, "fp32" (default), "bf16" or "int8" (weight-only, per-channel scales): faster
+      on CPU, approximate (see `benchmarks/vs_upstream.py` for speed and the quality bounds). s2 runs in fp32.
     - `backend`: "torch", or "onnx" to run the graphs `gsv export onnx` wrote to `onnx_dir` with onnxruntime
       (s1/s2 and, when exported, HuBERT; speed 1 and a reference transcript only).
     - `max_text_chars`: longest text one call accepts.
@@ -86,7 +88,7 @@ class TTS:
         bert: PathLike | None = None,
         sv_model: PathLike | None = None,
         device: str = "cpu",
-        int8: bool = False,
+        precision: str = "fp32",
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
         cache_size: int = 32,
         max_loaded_voices: int = 2,
@@ -98,6 +100,8 @@ class TTS:
     ) -> None:
         if backend not in ("torch", "onnx"):
             raise GsvError(f"backend {backend!r}: use 'torch' or 'onnx'")
+        if precision not in PRECISIONS:
+            raise GsvError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
         if backend == "onnx" and onnx_dir is None:
             raise GsvError("the ONNX backend needs the folder `gsv export onnx` wrote (onnx_dir=..., --onnx DIR)")
         self.backend = backend
@@ -113,7 +117,7 @@ class TTS:
         if (s1 is None) != (s2 is None):
             raise CheckpointError("give both s1 and s2 weights (or a voice directory that holds them)")
         self.device = device
-        self.int8 = int8
+        self.precision = precision
         self.max_text_chars = max_text_chars
         self.hubert_path = Path(hubert) if hubert else (voice.hubert_path if voice else None)
         self.bert_path = Path(bert) if bert else (voice.bert_path if voice else None)
@@ -126,9 +130,9 @@ class TTS:
         if backend == "onnx":
             from gsvkit.inference.onnx.runtime import load_onnx_bundle
 
-            self._bundle: ModelBundle | None = load_onnx_bundle(self.onnx_dir)
+            self._bundle: ModelBundle | None = load_onnx_bundle(self.onnx_dir, precision=precision)
         else:
-            self._bundle = load_bundle(s1, s2, device, int8) if s1 is not None else None
+            self._bundle = load_bundle(s1, s2, device, precision) if s1 is not None else None
         self._voice_bundles: OrderedDict[tuple[Path, Path], ModelBundle] = OrderedDict()
         self._max_voices = max(1, max_loaded_voices)
         self._bert: Any = None
@@ -163,7 +167,7 @@ class TTS:
                 s1 if s1 is not None else cur.s1_path,
                 s2 if s2 is not None else cur.s2_path,
                 self.device,
-                self.int8,
+                self.precision,
                 reuse=cur,
             )
             with self._lock:
@@ -177,7 +181,7 @@ class TTS:
             "voice": self.voice.name if self.voice else None,
             "hubert": str(self.hubert_path) if self.hubert_path else None,
             "bert": str(self.bert_path) if self.bert_path else None,
-            "int8": self.int8,
+            "precision": self.precision,
             "backend": self.backend,
             "cached_references": len(self.cache),
         }
@@ -194,7 +198,7 @@ class TTS:
             if hit is not None:
                 self._voice_bundles.move_to_end(key)
                 return hit
-            bundle = load_bundle(*key, self.device, self.int8)
+            bundle = load_bundle(*key, self.device, self.precision)
             self._voice_bundles[key] = bundle
             while len(self._voice_bundles) > max(1, self._max_voices - 1):
                 self._voice_bundles.popitem(last=False)

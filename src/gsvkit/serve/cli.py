@@ -12,9 +12,9 @@ from gsvkit.utils.cli_options import (
     BertDir,
     Device,
     HubertDir,
-    Int8,
     OnnxDir,
     Port,
+    Precision,
     SvModel,
     Threads,
     device_callback,
@@ -28,7 +28,7 @@ def _fail(message: str, code: int = 2) -> None:
     fail(message, code)
 
 
-def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, device: str, int8: bool,
+def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, device: str, precision: str,
          backend: str = "torch", onnx: Path | None = None, sv_model: Path | None = None, **safety):  # fmt: skip
     from gsvkit.inference.pipeline import TTS
     from gsvkit.inference.voice import scan_voices
@@ -39,7 +39,7 @@ def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, devi
     from gsvkit.inference.cli import model_dirs
 
     hubert, bert = model_dirs(voice, hubert, bert)
-    return TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, device=device, int8=int8,
+    return TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, device=device, precision=precision,
                backend=backend, onnx_dir=onnx, **safety)  # fmt: skip
 
 
@@ -81,7 +81,7 @@ def serve(
     max_upload_mb: Annotated[float, positive("largest upload accepted, MB", "--max-upload-mb")] = 10.0,
     max_jobs: Annotated[int, typer.Option(min=1, help="syntheses running at once")] = 1,
     max_queue: Annotated[int, typer.Option(min=0, help="syntheses waiting; more get 503")] = 4,
-    int8: Int8 = False,
+    precision: Precision = "fp32",
     device: Annotated[str, typer.Option(envvar="GSVKIT_DEVICE", help=DEVICE_HELP, callback=device_callback)] = "auto",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR)")] = "torch",
     onnx: OnnxDir = None,
@@ -110,12 +110,12 @@ def serve(
         if key_file is not None and api_key is not None:
             _fail("give either --api-key (GSVKIT_API_KEY) or --keys, not both")
         if key_file is not None:
-            tts = _tts(None, None, None, None, hubert, bert, device, int8, backend, onnx, sv_model, **safety)
+            tts = _tts(None, None, None, None, hubert, bert, device, precision, backend, onnx, sv_model, **safety)
         else:
-            tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8, backend, onnx, sv_model, **safety)
+            tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, precision, backend, onnx, sv_model, **safety)
 
         def per_key(entry):  # each key loads its own models: a switch by one never changes another's
-            return _tts(None, entry.voices_dir, None, None, hubert, bert, device, int8, backend, onnx, sv_model,
+            return _tts(None, entry.voices_dir, None, None, hubert, bert, device, precision, backend, onnx, sv_model,
                         **safety)
 
         settings = ServerSettings(
@@ -149,7 +149,7 @@ def webui(
     work_dir: Annotated[Path, typer.Option("--work-dir", help="where the training tab keeps datasets and runs")] = Path(
         "webui-work"
     ),
-    int8: Int8 = False,
+    precision: Precision = "fp32",
     device: Device = "auto",
     no_watermark: Annotated[bool, typer.Option("--no-watermark", help=NO_WATERMARK_HELP)] = False,
     allow_synthetic_reference: Annotated[
@@ -165,7 +165,7 @@ def webui(
     except ImportError as err:
         _fail(f"the web UI needs the 'webui' extra ({err.name} is missing): pip install 'gsvkit[webui]'")
     try:
-        tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8, sv_model=sv_model,
+        tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, precision, sv_model=sv_model,
                    watermark=not no_watermark, allow_synthetic_reference=allow_synthetic_reference,
                    audit_log=audit_log)  # fmt: skip
         ui = build_ui(tts, voices_dir=voices_dir, work_dir=work_dir)

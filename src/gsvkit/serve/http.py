@@ -408,7 +408,7 @@ def create_app(
     return app
 
 
-_PUBLIC_KEYS = ("loaded", "version", "sample_rate", "voice", "backend", "int8", "cached_references")
+_PUBLIC_KEYS = ("loaded", "version", "sample_rate", "voice", "backend", "precision", "cached_references")
 
 
 def _public_status(status: dict[str, Any], models_dir: Path | None) -> dict[str, Any]:

@@ -86,11 +86,21 @@ def _positive(value: float | None) -> float | None:
     return value
 
 
+def _precision(value: str) -> str:
+    from gsvkit.models.s1.gpt import PRECISIONS
+
+    if value not in PRECISIONS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(PRECISIONS)}")
+    return value
+
+
 # Model-loading options of the commands that speak (synth, serve, webui), defined once.
 HubertDir = Annotated[Path | None, typer.Option("--hubert", help="HuBERT model directory")]
 BertDir = Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory")]
 SvModel = Annotated[Path | None, typer.Option("--sv-model", help="v2Pro/v2ProPlus speaker-verification model file")]
-Int8 = Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")]
+Precision = Annotated[
+    str, typer.Option("--precision", help="s1 weights: fp32, bf16 or int8 (faster, approximate)", callback=_precision)
+]
 OnnxDir = Annotated[Path | None, typer.Option("--onnx", help="folder written by `gsv export onnx`")]
 
 # The options, defined once. `Device` resolves to "cpu" / "cuda" / "cuda:N" while parsing.

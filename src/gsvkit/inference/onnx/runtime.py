@@ -1,8 +1,8 @@
 """onnxruntime backend: the exported graphs behind the same small interfaces the pipeline uses for torch models.
 
 - `OrtS1.generate_iter(...)`: the decoding loop of `Text2SemanticDecoder.decode_steps` over `s1_prefill` and
-  `s1_step`, with sampling in Python by the same functions (`gsvkit.models.s1.sampling`) and the same rules
-  (EOS out of reach for the first 11 steps, penalty over prompt + generated tokens, EOS when sampled or argmax).
+  `s1_step`, each step's token chosen by the torch path's own function (`gsvkit.models.s1.sampling.next_token`:
+  EOS masking, repetition penalty, sampling order, stop rule).
 - `OrtS2.decode(...)` / `.extract_latent(...)`: `s2_ref` per reference (embeddings averaged, as torch does),
   then `s2_decode` with the prior noise drawn from the caller's generator exactly as the torch model draws it.
 - `OrtHubert(wav16k)`: `hubert.onnx`.
@@ -37,6 +37,27 @@ def _session(path: Path, threads: int | None = None) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def _s1_graph(folder: Path, name: str, precision: str) -> Path:
+    """The s1 graph file for `precision`: fp32 as exported, or int8 (weight-only, per-channel, made once by
+    onnxruntime's dynamic quantisation beside the fp32 file)."""
+    src = folder / f"{name}.onnx"
+    if precision == "fp32":
+        return src
+    if precision != "int8":
+        raise ParameterError(f"precision {precision!r} is not available with the ONNX backend; use fp32 or int8")
+    out = folder / f"{name}.int8.onnx"
+    if not out.is_file() or out.stat().st_mtime < src.stat().st_mtime:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        from gsvkit.utils.io import atomic_path
+
+        if not src.is_file():
+            raise CheckpointError(f"{src}: ONNX graph missing; run `gsv export onnx` again")
+        with atomic_path(out) as tmp:
+            quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, per_channel=True)
+    return out
+
+
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     from gsvkit.inference.onnx.export import ONNX_MANIFEST
 
@@ -57,13 +78,13 @@ class OrtS1:
 
     device = torch.device("cpu")
 
-    def __init__(self, folder: Path, cfg: Any, threads: int | None = None) -> None:
+    def __init__(self, folder: Path, cfg: Any, threads: int | None = None, precision: str = "fp32") -> None:
         from gsvkit.models.s1.gpt import SinePositionalEmbedding
 
         self.cfg = cfg
         self.eos = cfg.eos
-        self.prefill = _session(folder / "s1_prefill.onnx", threads)
-        self.step = _session(folder / "s1_step.onnx", threads)
+        self.prefill = _session(_s1_graph(folder, "s1_prefill", precision), threads)
+        self.step = _session(_s1_graph(folder, "s1_step", precision), threads)
         self._pe = SinePositionalEmbedding(cfg.embedding_dim)  # the table only; alpha lives in the graphs
 
     def _table(self, start: int, n: int) -> np.ndarray:
@@ -83,13 +104,7 @@ class OrtS1:
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> Iterator[int]:
-        from gsvkit.models.s1.gpt import MIN_NEW_TOKENS
-        from gsvkit.models.s1.sampling import (
-            apply_repetition_penalty,
-            logits_to_probs,
-            make_generator,
-            sample_from_probs,
-        )
+        from gsvkit.models.s1.sampling import make_generator, next_token
 
         if prompt is None or prompt.shape[1] == 0:
             raise ParameterError("the ONNX backend needs a reference transcript (reference-free mode is torch-only)")
@@ -109,11 +124,9 @@ class OrtS1:
         history[:, :tp] = prompt
         for step in range(max_new_tokens):
             raw = torch.from_numpy(logits).float()  # [1, V]
-            scores = raw[:, : self.eos] if step < MIN_NEW_TOKENS else raw
-            penalised = apply_repetition_penalty(scores, history[:, : tp + step], repetition_penalty)
-            probs = logits_to_probs(penalised, None, temperature, top_k, top_p, 1.0)
-            tok = int(sample_from_probs(probs, gen))
-            if tok == self.eos or int(penalised.argmax(dim=-1)) == self.eos:
+            rule = (top_k, top_p, temperature, repetition_penalty)
+            tok, ended = next_token(raw, history[:, : tp + step], step, self.eos, gen, *rule)
+            if ended:
                 return
             yield tok
             if step + 1 == max_new_tokens:
@@ -200,8 +213,8 @@ class OrtHubert:
         return torch.from_numpy(ssl)  # [1, C, T]
 
 
-def load_onnx_bundle(folder: str | os.PathLike, threads: int | None = None) -> Any:
-    """A `ModelBundle` whose s1 and s2 run on onnxruntime."""
+def load_onnx_bundle(folder: str | os.PathLike, threads: int | None = None, precision: str = "fp32") -> Any:
+    """A `ModelBundle` whose s1 and s2 run on onnxruntime; s1 at `precision` (fp32 or int8)."""
     from gsvkit.config import ConfigError, config_from_dict
     from gsvkit.inference.bundle import ModelBundle
 
@@ -213,7 +226,7 @@ def load_onnx_bundle(folder: str | os.PathLike, threads: int | None = None) -> A
     except (ConfigError, KeyError) as err:
         raise CheckpointError(f"{folder}: damaged ONNX manifest ({err})") from None
     return ModelBundle(
-        s1=OrtS1(folder, c1.model, threads),
+        s1=OrtS1(folder, c1.model, threads, precision),
         s2=OrtS2(folder, c2.model, threads),
         s1_config=c1,
         s2_config=c2,

@@ -13,8 +13,8 @@ Parameter names equal upstream's (`h.layers.0.self_attn.in_proj_weight`, `ar_tex
 the Lightning `model.` prefix, so official weights load key for key.
 
 Inference uses a per-layer key/value cache, preallocated and grown by doubling: one new token per step reads every
-weight once (fp32 decoding at batch 1 is bound by memory bandwidth). `quantize_int8()` / `.to(torch.bfloat16)`
-give faster, approximate variants.
+weight once (fp32 decoding at batch 1 is bound by memory bandwidth). `with_precision("bf16" | "int8")` gives
+faster, approximate variants of the same model.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from torch import nn
 
 from gsvkit.config import ConfigError, S1ModelConfig
 from gsvkit.errors import CheckpointError
-from gsvkit.models.s1.sampling import apply_repetition_penalty, logits_to_probs, make_generator, sample_from_probs
+from gsvkit.models.s1.sampling import MIN_NEW_TOKENS as MIN_NEW_TOKENS
+from gsvkit.models.s1.sampling import make_generator, next_token
 
 IGNORE_INDEX = -100
-# Upstream never lets EOS win during the first 11 decoding steps (about 0.4 s of audio).
-MIN_NEW_TOKENS = 11
+PRECISIONS = ("fp32", "bf16", "int8")  # s1 weight formats for inference; see `Text2SemanticDecoder.with_precision`
 
 
 # ------------------------------------------------------------------------------------------------ building blocks
@@ -492,16 +492,13 @@ class Text2SemanticDecoder(nn.Module):
             history[:, :tp] = prompt
         for step in range(max_new_tokens):
             raw = self.ar_predict_layer(hidden).float()  # [1, V]
-            logits = raw[:, : self.eos] if step < MIN_NEW_TOKENS else raw  # EOS is the last id
-            penalised = apply_repetition_penalty(logits, history[:, : tp + step], repetition_penalty)
-            probs = logits_to_probs(penalised, None, temperature, top_k, top_p, 1.0)
-            token = sample_from_probs(probs, gen)  # [1, 1]
-            tok = int(token)
-            is_eos = tok == self.eos or int(penalised.argmax(dim=-1)) == self.eos
+            rule = (top_k, top_p, temperature, repetition_penalty)
+            tok, is_eos = next_token(raw, history[:, : tp + step], step, self.eos, gen, *rule)
             yield DecodeStep(step, tok, raw[0], is_eos)
             if is_eos or step + 1 == max_new_tokens:
                 return
             history[:, tp + step] = tok
+            token = history[:, tp + step : tp + step + 1]  # [1, 1]
             hidden = self.h(self.embed_audio(token, offset=tp + step), None, cache)[:, -1]
 
     def generate_iter(self, phones: torch.Tensor, bert: torch.Tensor, prompt: torch.Tensor | None = None, **kw):
@@ -554,6 +551,17 @@ class Text2SemanticDecoder(nn.Module):
         return tokens, logits
 
     # ------------------------------------------------------------------------------------------ speed variants
+    def with_precision(self, precision: str) -> Text2SemanticDecoder:
+        """The same model at one of `PRECISIONS`: "fp32" (self), "bf16" (an inference copy in bfloat16) or "int8"
+        (`quantize_int8`). The decoding rule and the logits' dtype (fp32) are the same for all three."""
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if precision == "int8":
+            return self.quantize_int8()
+        if precision == "bf16":
+            return copy.deepcopy(self).to(torch.bfloat16).eval()
+        return self
+
     def quantize_int8(self) -> Text2SemanticDecoder:
         """An inference-only copy whose linear layers use int8 weights (dynamic quantisation, per-channel scales).
 

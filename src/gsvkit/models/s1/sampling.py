@@ -80,3 +80,31 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     else:
         gen.manual_seed(int(seed))
     return gen
+
+
+MIN_NEW_TOKENS = 11  # EOS is out of reach for this many first steps (upstream's rule)
+
+
+def next_token(
+    raw: torch.Tensor,
+    history: torch.Tensor,
+    step: int,
+    eos: int,
+    generator: torch.Generator | None,
+    top_k: int | None = 15,
+    top_p: float | None = 1.0,
+    temperature: float = 1.0,
+    repetition_penalty: float = 1.35,
+) -> tuple[int, bool]:
+    """The one s1 decoding rule, shared by every backend: raw logits of one step → (token id, sequence ended).
+
+    raw: [1, V] float logits, EOS the last id; history: [1, T] the prompt and every token generated so far.
+    EOS is masked for the first `MIN_NEW_TOKENS` steps; the repetition penalty covers the whole history; then
+    top-p → temperature → top-k → softmax → one draw from `generator`. The sequence ends when the drawn token or
+    the argmax of the penalised logits is EOS (then the token is not part of the output).
+    """
+    scores = raw[:, :eos] if step < MIN_NEW_TOKENS else raw  # [1, V'] (EOS dropped while masked)
+    penalised = apply_repetition_penalty(scores, history, repetition_penalty)
+    probs = logits_to_probs(penalised, None, temperature, top_k, top_p, 1.0)
+    tok = int(sample_from_probs(probs, generator))
+    return tok, tok == eos or int(penalised.argmax(dim=-1)) == eos

@@ -1,0 +1,132 @@
+"""s1 precisions (fp32 | bf16 | int8) as settings of one model: numerical bounds of each fast path against fp32.
+
+Bounds were measured on the synthetic weights used here and are stated with a margin (see the note in
+`benchmarks/vs_upstream.py` for the figures on a whole 250-token run): logits (max |Δ| relative to max |logit|),
+teacher-forced argmax agreement, greedy token agreement, and the mel distance of the pipeline's output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gsvkit.config import ConfigError, load_config
+from gsvkit.models.s1 import Text2SemanticDecoder
+from gsvkit.models.s1.gpt import PRECISIONS
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+# precision → (max |Δlogit| / max |logit|, teacher-forced argmax agreement) bounds
+LOGIT_BOUNDS = {"bf16": (0.03, 0.95), "int8": (0.06, 0.90)}
+MEL_BOUNDS = {"bf16": 1.0, "int8": 1.0}  # log-mel L1 of the sampled output to fp32, same seed (measured: 0.0)
+
+
+def _model(path: Path) -> Text2SemanticDecoder:
+    torch.manual_seed(0)
+    return Text2SemanticDecoder(load_config(path).model).eval()
+
+
+def _inputs(cfg, tx=20, tp=30, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    phones = torch.randint(0, cfg.phone_vocab, (1, tx), generator=g)
+    bert = torch.randn(1, cfg.bert_dim, tx, generator=g)
+    prompt = torch.randint(0, cfg.eos, (1, tp), generator=g)
+    return phones, bert, prompt
+
+
+def _logit_figures(model, precision):
+    phones, bert, codes = _inputs(model.cfg, tp=60)
+    with torch.no_grad():
+        ref = model.logits(phones, bert, codes)
+        got = model.with_precision(precision).logits(phones, bert, codes).float()
+    rel = float((got - ref).abs().max() / ref.abs().max())
+    agree = float((got.argmax(-1) == ref.argmax(-1)).float().mean())
+    return rel, agree
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_tiny_logits_within_bounds(precision):
+    rel, agree = _logit_figures(_model(CONFIGS / "tiny" / "s1.yaml"), precision)
+    max_rel, min_agree = LOGIT_BOUNDS[precision]
+    assert 0 < rel < max_rel and agree >= min_agree
+
+
+def test_fp32_is_the_model_itself_and_unknown_precisions_are_refused():
+    model = _model(CONFIGS / "tiny" / "s1.yaml")
+    assert model.with_precision("fp32") is model
+    assert next(model.with_precision("bf16").parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32  # the fast copies leave the model alone
+    with pytest.raises(ConfigError, match="fp16.*fp32, bf16, int8"):
+        model.with_precision("fp16")
+    assert PRECISIONS == ("fp32", "bf16", "int8")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_official_size_logits_and_greedy_tokens_within_bounds(precision):
+    torch.set_num_threads(1)
+    model = _model(CONFIGS / "s1-v2.yaml")
+    rel, agree = _logit_figures(model, precision)
+    max_rel, min_agree = LOGIT_BOUNDS[precision]
+    assert 0 < rel < max_rel and agree >= min_agree
+    phones, bert, prompt = _inputs(model.cfg)
+    base = model.generate(phones, bert, prompt, top_k=1, max_new_tokens=80)[0]
+    fast = model.with_precision(precision).generate(phones, bert, prompt, top_k=1, max_new_tokens=80)[0]
+    n = min(len(base), len(fast))
+    assert n >= 60 and float((base[:n] == fast[:n]).float().mean()) >= 0.85
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+@pytest.fixture(scope="module")
+def voice(tmp_path_factory):
+    import soundfile as sf
+
+    from gsvkit.inference.voice import create_voice
+    from test_inference_pipeline import build_hubert, build_models, speechlike
+
+    root = tmp_path_factory.mktemp("precision")
+    s1, s2 = build_models(root / "run")
+    hubert = build_hubert(root / "hubert")
+    sf.write(root / "ref.wav", speechlike(4.0), 16000)
+    create_voice(
+        root / "voice",
+        s1=s1,
+        s2=s2,
+        ref_audio=root / "ref.wav",
+        ref_text="hello there",
+        ref_lang="en",
+        hubert=hubert,
+        consent="synthetic test voice, no person",
+    )
+    return root / "voice", hubert
+
+
+def _speak(voice, precision):
+    from gsvkit.inference.pipeline import TTS
+
+    tts = TTS(voice[0], hubert=voice[1], precision=precision, watermark=False)
+    assert tts.status()["precision"] == precision
+    s1 = tts.bundle.s1
+    assert next(s1.parameters(), torch.zeros(0)).dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+    assert ("quantized" in type(s1.h.layers[0].linear1).__module__) == (precision == "int8")
+    torch.set_num_threads(1)
+    return tts.synthesize("Hello world. This is a small test.", "en", seed=0, max_new_tokens=40)
+
+
+def test_pipeline_output_of_each_precision_near_fp32(voice):
+    from gsvkit.eval.mel import mel_distance
+
+    sr, base = _speak(voice, "fp32")
+    assert mel_distance(_speak(voice, "fp32")[1], base, sr=sr, ref_sr=sr).distance == 0.0
+    for precision, bound in MEL_BOUNDS.items():
+        d = mel_distance(_speak(voice, precision)[1], base, sr=sr, ref_sr=sr).distance
+        assert 0.0 <= d < bound, precision
+
+
+def test_unknown_precision_is_refused_by_the_api():
+    from gsvkit.errors import GsvError
+    from gsvkit.inference.pipeline import TTS
+
+    with pytest.raises(GsvError, match="precision 'int4'"):
+        TTS(precision="int4")
