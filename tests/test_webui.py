@@ -126,3 +126,19 @@ def test_page_builds(app):
     blocks = build_ui(ui.tts, voices_dir=ui.voices_dir, work_dir=ui.work_dir)
     assert isinstance(blocks, gr.Blocks)
     time.sleep(0)
+
+
+def test_training_status_counts_the_prepared_utterances(app, monkeypatch, tmp_path):
+    import gsvkit.data.prepare as prepare_mod
+    import gsvkit.training.fit as fit
+    from gsvkit.data.prepare import PrepareResult
+
+    ui, _ = app
+    seen = []
+    monkeypatch.setattr(prepare_mod, "prepare", lambda cfg: PrepareResult(tmp_path, ["u1", "u2", "u3"], None))
+    monkeypatch.setattr(fit, "train_s2", lambda *a, **k: seen.append(ui.job.message))
+    monkeypatch.setattr(fit, "train_s1", lambda *a, **k: None)
+    ui.start_training([str(tmp_path / "a.wav")], "count", "en", "spk", "", "", "", "", "", "", 1, 1)
+    ui.job.thread.join(10)
+    assert ui.job.state == "done", ui.job.message
+    assert seen == ["dataset: 3 utterances"]
