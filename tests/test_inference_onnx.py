@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from test_inference_pipeline import TEXT, build_hubert, build_models, speechlike
+from tiny import TEXT, speechlike
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -23,12 +23,12 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, tiny_pair, tiny_hubert):
     from gsvkit.inference.onnx.export import export_onnx
 
     root = tmp_path_factory.mktemp("onnx")
-    s1, s2 = build_models(root / "run")
-    hubert = build_hubert(root / "hubert")
+    s1, s2 = tiny_pair
+    hubert = tiny_hubert
     ref = root / "ref.wav"
     sf.write(ref, speechlike(4.0), 16000)
     export_onnx(root / "onnx", s1, s2, hubert)

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from gsvkit.cli import app
-from test_inference_pipeline import build_hubert, build_models, speechlike
+from tiny import build_models, speechlike
 
 runner = CliRunner()
 
@@ -25,10 +25,10 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_hubert):
     root = tmp_path_factory.mktemp("cli")
     s1, s2 = build_models(root / "run" / "export")
-    hubert = build_hubert(root / "hubert")
+    hubert = tiny_hubert
     ref = root / "ref.flac"
     sf.write(ref, speechlike(5.0, sr=22050), 22050)
     voice = root / "voices" / "bob"

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from test_inference_pipeline import build_hubert, build_models, speechlike
+from tiny import build_models, speechlike
 
 gr = pytest.importorskip("gradio")
 
@@ -26,7 +26,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def app(tmp_path_factory, tiny_hubert):
     from gsvkit.inference.pipeline import TTS
     from gsvkit.inference.voice import create_voice
 
@@ -35,7 +35,7 @@ def app(tmp_path_factory):
     (root / "run" / "s2").mkdir()
     s2.rename(root / "run" / "s2" / "s2.safetensors")
     s2 = root / "run" / "s2" / "s2.safetensors"
-    hubert = build_hubert(root / "hubert")
+    hubert = tiny_hubert
     ref = root / "ref.wav"
     sf.write(ref, speechlike(4.0), 16000)
     voices = root / "voices"
