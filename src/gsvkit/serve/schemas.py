@@ -9,7 +9,7 @@ one file; 1/true, 2 and 3 all stream audio while s1 is still generating (see `gs
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
@@ -39,7 +39,7 @@ def _synthesis_fields() -> dict[str, Any]:
 _SynthesisFields: type[BaseModel] = create_model("SynthesisFields", **_synthesis_fields())
 
 
-class TTSRequest(_SynthesisFields):  # type: ignore[misc,valid-type]
+class TTSRequest(_SynthesisFields):
     """One synthesis request (`/tts` GET query or POST JSON body)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -61,6 +61,10 @@ class TTSRequest(_SynthesisFields):  # type: ignore[misc,valid-type]
     streaming_mode: int = Field(0, ge=0, le=3, description="0/false: one file; 1/true, 2, 3: stream chunks")
     overlap_length: int = Field(2, ge=0, le=50, description="streaming: cross-fade in semantic tokens")
     min_chunk_length: int = Field(16, ge=2, le=500, description="streaming: new semantic tokens per chunk")
+
+    if TYPE_CHECKING:  # the synthesis fields are made at import time, so a type checker cannot see them
+
+        def __init__(self, **data: Any) -> None: ...
 
     @field_validator("streaming_mode", mode="before")
     @classmethod
