@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes bible-kjv \
 	bible-kjv-text sox chromium chromium-driver
 
-.PHONY: setup system-deps demo test lint clean distclean
+.PHONY: setup system-deps demo test test-quick lint clean distclean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,13 @@ test: setup system-deps
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
+# The quick loop while editing: everything but the end-to-end tests marked `slow` (`make test` runs those too).
+test-quick: setup system-deps
+	$(BIN)/python -m pytest -q -m "not slow"
+
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 
 # `clean` removes what the demo and the tests wrote; `distclean` also removes the virtual environment.
 clean:

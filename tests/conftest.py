@@ -32,3 +32,20 @@ def _audit_log_in_tmp(tmp_path_factory, monkeypatch):
     """Synthesis appends to an audit log; keep the suite's lines out of the user's home."""
     if "GSVKIT_AUDIT_LOG" not in os.environ:
         monkeypatch.setenv("GSVKIT_AUDIT_LOG", str(tmp_path_factory.mktemp("audit") / "audit.jsonl"))
+
+
+# ------------------------------------------------------------------------------ shared tiny models (built once)
+@pytest.fixture(scope="session")
+def tiny_pair(tmp_path_factory):
+    """(s1, s2) paths of a random tiny v2 pair (configs/tiny, seed 0); read-only: copy before changing."""
+    from tiny import build_models
+
+    return build_models(tmp_path_factory.mktemp("tiny_pair"))
+
+
+@pytest.fixture(scope="session")
+def tiny_hubert(tmp_path_factory):
+    """Folder of a tiny random HuBERT stand-in (transformers format)."""
+    from tiny import build_hubert
+
+    return build_hubert(tmp_path_factory.mktemp("tiny_hubert"))

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import zlib
 from pathlib import Path
@@ -68,3 +69,35 @@ def assert_close(got, ref, name: str = "") -> None:
     tol = 1e-4 * max(1.0, float(np.abs(ref).max()))
     err = float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max())
     assert err <= tol, f"{name}: max|diff|={err:.3g} > tol {tol:.3g}"
+
+
+# ------------------------------------------------------------------ official containers and the v2Pro fixtures
+CONTAINERS = json.loads((FIXTURES / "containers.json").read_text())
+PRO = FIXTURES.parent / "gsv_v2pro_parity"
+MANIFEST = json.loads((PRO / "manifest.json").read_text())
+
+# the class upstream pickles its hyperparameters as
+HPARAMS_SRC = """
+class HParams:
+    def __init__(self, **kwargs):
+        for k, v in kwargs.items():
+            if type(v) == dict:
+                v = HParams(**v)
+            self[k] = v
+
+    def __setitem__(self, key, value):
+        return setattr(self, key, value)
+"""
+
+
+def save_torch(obj, path: Path, header: bytes | None = None) -> Path:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    path.write_bytes(header + data[2:] if header else data)
+    return path
+
+
+def pro_case(name: str) -> dict[str, np.ndarray]:
+    with np.load(PRO / name) as z:
+        return {k: z[k] for k in z.files}

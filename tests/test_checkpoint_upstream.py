@@ -4,7 +4,6 @@ supported kind, version detection, refusal of newer versions, integrity errors a
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import zipfile
 from collections import OrderedDict
@@ -17,11 +16,12 @@ import torch
 from gsvkit.checkpoint import load_checkpoint, read_header, save_checkpoint
 from gsvkit.checkpoint.unpickler import RestrictedUnpickler, TensorRef, read_torch_file
 from gsvkit.errors import CheckpointError
+from parity import CONTAINERS, HPARAMS_SRC, save_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "tests/fixtures/gsv_v2_parity"
 EXPECTED = np.load(FIX / "containers_expected.npz")
-CONTAINERS = json.loads((FIX / "containers.json").read_text())
+
 
 
 def _expected(stem: str) -> dict[str, np.ndarray]:
@@ -227,17 +227,7 @@ def test_unknown_class_is_refused_not_imported(tmp_path):
 
 
 # ------------------------------------------------------------------------------- synthetic upstream-style files
-HPARAMS_SRC = """
-class HParams:
-    def __init__(self, **kwargs):
-        for k, v in kwargs.items():
-            if type(v) == dict:
-                v = HParams(**v)
-            self[k] = v
 
-    def __setitem__(self, key, value):
-        return setattr(self, key, value)
-"""
 
 
 def _manifest_keys(name: str) -> dict[str, list[int]]:
@@ -261,12 +251,7 @@ def _s2_hps(version: str = "v2") -> dict:
     return cfg
 
 
-def _save(obj, path: Path, header: bytes | None = None) -> Path:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    data = buf.getvalue()
-    path.write_bytes(header + data[2:] if header else data)
-    return path
+
 
 
 @pytest.fixture(scope="module")
@@ -289,17 +274,17 @@ def upstream(tmp_path_factory):
             weight = {k: v for k, v in _tiny(keys, real=("enc_p.text_embedding.weight",)).items() if "enc_q" not in k}
             hps = utils.HParams(**_s2_hps(version))
             export = OrderedDict(weight=weight, config=hps, info="4epoch_100iteration")
-            files[f"s2_export_{version}"] = _save(export, d / f"s2_{version}.pth")
+            files[f"s2_export_{version}"] = save_torch(export, d / f"s2_{version}.pth")
             # v1 file whose config wrongly says v2: the embedding rows decide
             if version == "v1":
                 wrong = OrderedDict(weight=weight, config=utils.HParams(**_s2_hps("v2")), info="x")
-                files["s2_export_v1_cfg_v2"] = _save(wrong, d / "s2_v1_cfg_v2.pth")
-            files[f"s2_header_{version}"] = _save(
+                files["s2_export_v1_cfg_v2"] = save_torch(wrong, d / "s2_v1_cfg_v2.pth")
+            files[f"s2_header_{version}"] = save_torch(
                 export, d / f"s2_h_{version}.pth", header=b"00" if version == "v1" else b"01"
             )
         # header-tagged file without the embedding key: the tag decides
         no_emb = {k: v for k, v in weight.items() if k != "enc_p.text_embedding.weight"}
-        files["s2_header_v1_noemb"] = _save(
+        files["s2_header_v1_noemb"] = save_torch(
             OrderedDict(weight=no_emb, config=utils.HParams(**_s2_hps("v2")), info="x"), d / "s2_h_v1_noemb.pth", b"00"
         )
         for tag, name in (
@@ -310,27 +295,27 @@ def upstream(tmp_path_factory):
             (b"07", "v5dev"),
             (b"08", "v5turbo"),
         ):
-            files[f"s2_tag_{name}"] = _save(export, d / f"s2_tag_{name}.pth", header=tag)
+            files[f"s2_tag_{name}"] = save_torch(export, d / f"s2_tag_{name}.pth", header=tag)
         # newer versions recognised by their content, with a plain "PK" header
         pro = dict(weight, **{"sv_emb.weight": torch.zeros(2), "ge_to512.weight": torch.zeros(2)})
         cfg_pro = _s2_hps("v2")
         del cfg_pro["model"]["version"], cfg_pro["version"]
-        files["s2_content_v2Pro"] = _save(
+        files["s2_content_v2Pro"] = save_torch(
             OrderedDict(weight=pro, config=utils.HParams(**cfg_pro), info="x"), d / "p.pth"
         )
         plus = dict(pro, **{"dec.conv_pre.weight": torch.zeros(768, 1, 1)})
-        files["s2_content_v2ProPlus"] = _save(OrderedDict(weight=plus, info="x"), d / "pp.pth")
+        files["s2_content_v2ProPlus"] = save_torch(OrderedDict(weight=plus, info="x"), d / "pp.pth")
         v3 = {"cfm.estimator.proj.weight": torch.zeros(2), "enc_p.text_embedding.weight": torch.zeros(732, 2)}
-        files["s2_content_v3"] = _save({"weight": v3, "info": "pretrained_s2G_v3"}, d / "v3.pth")
-        files["s2_content_v4"] = _save({"weight": v3, "info": "pretrained_s2G_v4"}, d / "v4.pth")
+        files["s2_content_v3"] = save_torch({"weight": v3, "info": "pretrained_s2G_v3"}, d / "v3.pth")
+        files["s2_content_v4"] = save_torch({"weight": v3, "info": "pretrained_s2G_v4"}, d / "v4.pth")
         lora = dict(v3, **{"cfm.x.lora_A.weight": torch.zeros(2)})
-        files["s2_content_lora"] = _save({"weight": lora, "lora_rank": 32, "info": "x"}, d / "lora.pth")
+        files["s2_content_lora"] = save_torch({"weight": lora, "lora_rank": 32, "info": "x"}, d / "lora.pth")
 
     # pretrained G (enc_q kept, no config) and D, as in s2G*.pth / s2D*.pth
     g_weight = _tiny(s2_keys, real=("enc_p.text_embedding.weight",), dtype=torch.float32)
-    files["s2_pretrained_G"] = _save({"weight": g_weight}, d / "s2G488k.pth")
-    files["s2_pretrained_D"] = _save({"weight": _tiny(d_keys, dtype=torch.float32)}, d / "s2D488k.pth")
-    files["s2_train_G"] = _save(
+    files["s2_pretrained_G"] = save_torch({"weight": g_weight}, d / "s2G488k.pth")
+    files["s2_pretrained_D"] = save_torch({"weight": _tiny(d_keys, dtype=torch.float32)}, d / "s2D488k.pth")
+    files["s2_train_G"] = save_torch(
         {"model": g_weight, "iteration": 6, "optimizer": {"state": {}, "param_groups": []}, "learning_rate": 1e-4},
         d / "G_6.pth",
     )
@@ -342,7 +327,7 @@ def upstream(tmp_path_factory):
         w = OrderedDict(("model." + k, v) for k, v in w.items())
         cfg = json.loads(json.dumps(s1_cfg))
         cfg["model"]["phoneme_vocab_size"] = rows
-        files[f"s1_export_{version}"] = _save(
+        files[f"s1_export_{version}"] = save_torch(
             OrderedDict(weight=w, config=cfg, info="GPT-e7"), d / f"s1_{version}.ckpt"
         )
     sd = OrderedDict((k, v.float()) for k, v in w.items())
@@ -364,8 +349,8 @@ def upstream(tmp_path_factory):
         "hyper_parameters": {"config": s1_cfg, "output_dir": "logs"},
         "extras": {"np": np.float32(1.5), "dt": np.dtype("float32"), "dd": __import__("collections").defaultdict(list)},
     }
-    files["s1_lightning"] = _save(lightning, d / "epoch=11-step=4321.ckpt")
-    files["s1_bare"] = _save(OrderedDict((k.removeprefix("model."), v) for k, v in sd.items()), d / "s1_bare.pt")
+    files["s1_lightning"] = save_torch(lightning, d / "epoch=11-step=4321.ckpt")
+    files["s1_bare"] = save_torch(OrderedDict((k.removeprefix("model."), v) for k, v in sd.items()), d / "s1_bare.pt")
     return files
 
 
@@ -478,13 +463,13 @@ def test_wrong_kind_for_model_loader(upstream):
 
 
 def test_non_checkpoint_pickles_are_refused(tmp_path):
-    p = _save({"hello": "world", "n": 3}, tmp_path / "other.pth")
+    p = save_torch({"hello": "world", "n": 3}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="not a GPT-SoVITS checkpoint"):
         load_checkpoint(p)
-    p = _save({"weight": {"encoder.layer.0.weight": torch.zeros(2)}}, tmp_path / "bert.pth")
+    p = save_torch({"weight": {"encoder.layer.0.weight": torch.zeros(2)}}, tmp_path / "bert.pth")
     with pytest.raises(CheckpointError, match="neither GPT .* nor SoVITS .*encoder.layer.0.weight"):
         load_checkpoint(p)
-    p = _save([torch.zeros(2)], tmp_path / "list.pth")
+    p = save_torch([torch.zeros(2)], tmp_path / "list.pth")
     with pytest.raises(CheckpointError, match="top level is a list"):
         load_checkpoint(p)
 
@@ -582,7 +567,7 @@ def test_load_official_size_exports(tmp_path):
     weight = {k: v.half() for k, v in net.state_dict().items() if "enc_q" not in k}
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(sys.modules, "utils", utils)
-        p2 = _save(
+        p2 = save_torch(
             OrderedDict(weight=weight, config=utils.HParams(**_s2_hps("v2")), info="8epoch_1iteration"),
             tmp_path / "voice.pth",
         )
@@ -597,7 +582,7 @@ def test_load_official_size_exports(tmp_path):
     w1 = OrderedDict(("model." + k, v.half()) for k, v in gpt.state_dict().items())
     cfg = json.loads(json.dumps(CONTAINERS["s1_export.ckpt"]["config_as_dict"]))
     cfg["model"]["phoneme_vocab_size"] = 512
-    p1 = _save(OrderedDict(weight=w1, config=cfg, info="GPT-e3"), tmp_path / "gpt.ckpt")
+    p1 = save_torch(OrderedDict(weight=w1, config=cfg, info="GPT-e3"), tmp_path / "gpt.ckpt")
     m1 = load_s1(p1)
     got = m1.state_dict()
     assert got["ar_text_embedding.word_embeddings.weight"].shape == (512, 512)
@@ -605,6 +590,6 @@ def test_load_official_size_exports(tmp_path):
     del m1, got, gpt
 
     dnet = MultiPeriodDiscriminator(official_config("s2", "v2").model)
-    pd = _save({"weight": {k: v.half() for k, v in dnet.state_dict().items()}}, tmp_path / "s2D.pth")
+    pd = save_torch({"weight": {k: v.half() for k, v in dnet.state_dict().items()}}, tmp_path / "s2D.pth")
     got = load_s2d(pd).state_dict()
     assert all(torch.equal(got[k], v.half().float()) for k, v in dnet.state_dict().items())

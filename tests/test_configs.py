@@ -76,3 +76,12 @@ def test_missing_file_and_bad_yaml(tmp_path):
     p.write_text("kind: [s2\n")
     with pytest.raises(ConfigError, match="YAML"):
         load_config(p)
+
+
+def test_keys_nothing_reads_are_ignored_on_load():
+    """Upstream configs (and older files) carry data.max_wav_value and train.segment_size: accepted, not kept."""
+    cfg = S2Config.model_validate({"data": {"max_wav_value": 32768.0}, "train": {"segment_size": 20480}})
+    assert "max_wav_value" not in S2Config.model_fields["data"].annotation.model_fields
+    assert "segment_size" not in cfg.train.model_dump() and "max_wav_value" not in cfg.data.model_dump()
+    with pytest.raises(ValueError, match="segment_sizee"):
+        S2Config.model_validate({"train": {"segment_sizee": 1}})

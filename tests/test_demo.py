@@ -74,7 +74,7 @@ def test_the_voice_speaks_through_the_cli_with_no_extra_model(demo, tmp_path):
 def test_the_voice_speaks_through_http(demo):
     from gsvkit.inference.pipeline import TTS
     from gsvkit.serve.http import create_app
-    from test_serve_http import Server
+    from serving import Server
 
     r, _ = demo
     with Server(create_app(TTS(r.voice))) as url:

@@ -11,21 +11,21 @@ import torch
 from typer.testing import CliRunner
 
 from gsvkit.eval.evaluate import evaluate_checkpoints, evaluate_voice, items_from_list
-from test_inference_pipeline import build_hubert, build_models, speechlike
+from tiny import build_models, speechlike
 
 METRICS = ["mel_distance", "duration_ratio"]  # no resemblyzer/Whisper needed: this checks the plumbing
 SHORT = {"max_new_tokens": 20}
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_hubert):
     from gsvkit.inference.voice import create_voice
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: thread hand-offs cost more than the maths
     root = tmp_path_factory.mktemp("evaltts")
     s1, s2 = build_models(root / "run")
-    hubert = build_hubert(root / "hubert")
+    hubert = tiny_hubert
     ref = root / "ref.wav"
     sf.write(ref, speechlike(4.0), 16000)
     voice = create_voice(root / "voice", s1=s1, s2=s2, ref_audio=ref, ref_text="This is my reference voice.",

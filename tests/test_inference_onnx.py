@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from test_inference_pipeline import TEXT, build_hubert, build_models, speechlike
+from tiny import TEXT, speechlike
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -23,12 +23,12 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, tiny_pair, tiny_hubert):
     from gsvkit.inference.onnx.export import export_onnx
 
     root = tmp_path_factory.mktemp("onnx")
-    s1, s2 = build_models(root / "run")
-    hubert = build_hubert(root / "hubert")
+    s1, s2 = tiny_pair
+    hubert = tiny_hubert
     ref = root / "ref.wav"
     sf.write(ref, speechlike(4.0), 16000)
     export_onnx(root / "onnx", s1, s2, hubert)
@@ -92,6 +92,32 @@ def test_pipeline_on_onnx(exported):
     assert sum(len(c) for c in chunks) == len(b.audio)
     with pytest.raises(ParameterError, match="speed"):
         onnx_tts.synthesize(TEXT, "en", speed=1.5, **ref)
+
+
+def test_onnx_speed_refused_before_s1_runs(exported, monkeypatch):
+    """speed != 1 on ONNX fails up front: no s1 step for `synthesize`, and `stream` raises at the call."""
+    from gsvkit.inference import pipeline
+    from gsvkit.inference.params import ParameterError
+    from gsvkit.inference.pipeline import TTS
+
+    steps = []
+
+    def counting(*args, **kwargs):
+        steps.append(1)
+        yield from real(*args, **kwargs)
+
+    real = pipeline.generate_tokens
+    monkeypatch.setattr(pipeline, "generate_tokens", counting)
+    ref = {"ref_audio": exported["ref"], "ref_text": "This is my reference voice.", "ref_lang": "en",
+           "consent": "synthetic test clip"}  # fmt: skip
+    tts = TTS(backend="onnx", onnx_dir=exported["onnx"])
+    with pytest.raises(ParameterError, match="speed 1.5 .*ONNX"):
+        tts.synthesize(TEXT, "en", speed=1.5, **ref)
+    with pytest.raises(ParameterError, match="speed 1.5 .*ONNX"):
+        tts.stream(TEXT, "en", speed=1.5, **ref)  # raises now, not on the first chunk
+    assert steps == []
+    list(tts.stream(TEXT, "en", seed=1, max_new_tokens=8, **ref))
+    assert steps  # the counter does see s1 work when there is some
 
 
 def test_cli_synth_on_onnx(exported, tmp_path):

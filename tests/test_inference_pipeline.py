@@ -12,60 +12,10 @@ import torch
 
 from gsvkit.errors import AudioError, CheckpointError, ConsentError, DataError, GsvError, TextError
 from gsvkit.inference.params import ParameterError
-
-TEXT = "Hello world. This is a small test of the speech pipeline."
+from tiny import TEXT, build_models, speechlike
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-def speechlike(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
-    """A voiced-sounding signal: harmonics of a wandering pitch, amplitude-modulated like syllables."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    wav = sum(np.sin(k * phase) / k for k in range(1, 8))
-    env = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
-    return (0.3 * wav * env / 2 + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
-
-
-def build_models(root: Path, version: str = "v2", seed: int = 0) -> tuple[Path, Path]:
-    from gsvkit.checkpoint import save_checkpoint
-    from gsvkit.config import load_config
-    from gsvkit.models.s1 import Text2SemanticDecoder
-    from gsvkit.models.s2 import SynthesizerTrn
-
-    configs = Path(__file__).resolve().parent.parent / "configs" / "tiny"
-    c1, c2 = load_config(configs / "s1.yaml"), load_config(configs / "s2.yaml")
-    if version != "v2":
-        c1 = c1.model_copy(update={"model": c1.model.model_copy(update={"version": version})})
-        c2 = c2.model_copy(update={"model": c2.model.model_copy(update={"version": version})})
-    torch.manual_seed(seed)
-    s1 = Text2SemanticDecoder(c1.model).eval()
-    s2 = SynthesizerTrn(c2.model).eval()
-    root.mkdir(parents=True, exist_ok=True)
-    p1, p2 = root / "s1.safetensors", root / "s2.safetensors"
-    save_checkpoint(p1, s1.state_dict(), c1, {"epoch": 1})
-    save_checkpoint(p2, s2.state_dict(), c2, {"epoch": 1})
-    return p1, p2
-
-
-def build_hubert(root: Path) -> Path:
-    from transformers import HubertConfig, HubertModel
-
-    torch.manual_seed(0)
-    cfg = HubertConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(16,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-    )
-    HubertModel(cfg).eval().save_pretrained(root)
-    return root
-
-
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     # Tiny models on a shared 2-core machine: thread hand-offs cost far more than the maths.
@@ -76,10 +26,10 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
+def assets(tmp_path_factory, tiny_pair, tiny_hubert):
     root = tmp_path_factory.mktemp("tts")
-    s1, s2 = build_models(root / "run")
-    hubert = build_hubert(root / "hubert")
+    s1, s2 = tiny_pair
+    hubert = tiny_hubert
     ref = root / "ref.wav"
     sf.write(ref, speechlike(4.0), 16000)
     aux = root / "aux.wav"

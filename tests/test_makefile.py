@@ -28,3 +28,9 @@ def test_clean_keeps_the_venv_and_distclean_removes_it():
 
 def test_demo_replaces_its_own_previous_run():
     assert dry_run("demo")[-1] == ".venv/bin/gsv demo --out runs/demo --overwrite"
+
+
+def test_quick_loop_leaves_out_slow_tests_and_lint_type_checks():
+    assert dry_run("test-quick")[-1] == '.venv/bin/python -m pytest -q -m "not slow"'
+    assert ".venv/bin/mypy" in dry_run("lint")
+    assert not any("not slow" in line for line in dry_run("test"))  # `make test` still runs everything

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from gsvkit.cli import app
 from gsvkit.models.official import default_path, resolve
-from test_inference_pipeline import build_hubert, build_models, speechlike
+from tiny import build_hubert, build_models, speechlike
 
 runner = CliRunner()
 HUBERT = "chinese-hubert-base"

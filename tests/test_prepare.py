@@ -21,6 +21,7 @@ from gsvkit.data.manifest import read_manifest
 from gsvkit.data.prepare import prepare
 from gsvkit.data.prepare_config import PrepareConfig
 from gsvkit.errors import CheckpointError, DataError
+from tiny import fake_text
 
 
 # ------------------------------------------------------------------------------------------------- fixtures
@@ -71,15 +72,6 @@ def make_inputs(root: Path) -> tuple[Path, Path]:
     listing = root / "meta.list"
     listing.write_bytes(("\n".join(lines) + "\n").encode() + "in/latin.wav|spk1|EN|caf\xe9\n".encode("latin-1"))
     return inp, listing
-
-
-def fake_text(text: str, language: str) -> dict:
-    """One v2 phone per letter; enough to exercise the text stage without the real frontend's models."""
-    from gsvkit.text.symbols import phones_to_ids, symbols
-
-    table = [s for s in symbols("v2") if s.isalpha() and s.isupper()]
-    phones = [table[ord(c.lower()) % len(table)] for c in text if c.isalpha()] or ["."]
-    return {"norm_text": text.lower(), "phones": phones, "phone_ids": phones_to_ids(phones), "word2ph": None}
 
 
 class CountingASR:

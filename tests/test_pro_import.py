@@ -13,9 +13,7 @@ import torch
 
 from gsvkit.checkpoint import load_checkpoint, load_s2, read_header
 from gsvkit.models.s2 import SynthesizerTrn
-from parity import synth_param
-from test_checkpoint_upstream import CONTAINERS, HPARAMS_SRC, _save
-from test_s2_pro_parity import MANIFEST, _case
+from parity import CONTAINERS, HPARAMS_SRC, MANIFEST, pro_case, save_torch, synth_param
 
 
 @pytest.fixture()
@@ -45,7 +43,7 @@ def test_official_size_v2pro_export_imports(utils, tmp_path):
         if "enc_q" not in k
     )
     export = OrderedDict(weight=weight, config=utils.HParams(**_pro_hps("v2Pro")), info="8epoch_224iteration")
-    path = _save(export, tmp_path / "voice_e8_s224.pth", header=b"05")
+    path = save_torch(export, tmp_path / "voice_e8_s224.pth", header=b"05")
     header = read_header(path)
     assert (header.kind, header.version, header.source_format) == ("s2", "v2Pro", "s2-export-header")
     assert header.config.model.gin_channels == 1024 and header.config.model.p_dropout == 0.0
@@ -53,7 +51,7 @@ def test_official_size_v2pro_export_imports(utils, tmp_path):
     model = load_s2(path)
     assert model.is_pro
     direct = SynthesizerTrn.from_upstream_state_dict(dict(weight), version="v2Pro")
-    case = _case("s2_decode_v2Pro_case0.npz")
+    case = pro_case("s2_decode_v2Pro_case0.npz")
     from gsvkit.audio.spectrogram import spectrogram
 
     ref = spectrogram(torch.from_numpy(case["refer_wav_0"])[None], header.config.data)
@@ -69,6 +67,6 @@ def test_official_size_v2pro_export_imports(utils, tmp_path):
 def test_discriminator_version_from_its_periods(tmp_path, n_discs, version):
     # MultiPeriodDiscriminator: one scale discriminator + 5 periods (v2) or 7 periods up to 23 (v2Pro/v2ProPlus)
     weight = {f"discriminators.{i}.conv_post.weight": torch.zeros(1, 2, 3, 1) for i in range(n_discs)}
-    path = _save({"weight": weight}, tmp_path / "s2D.pth")
+    path = save_torch({"weight": weight}, tmp_path / "s2D.pth")
     header = read_header(path)
     assert (header.kind, header.version) == ("s2d", version)

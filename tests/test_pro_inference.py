@@ -20,31 +20,10 @@ from typer.testing import CliRunner
 
 from gsvkit.cli import app
 from gsvkit.errors import CheckpointError, DataError
-from gsvkit.models.sv import SpeakerEncoder, SpeakerEncoderConfig
-from test_inference_pipeline import build_hubert, speechlike
+from tiny import build_sv, speechlike
 
 runner = CliRunner()
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "tiny"
-TINY_SV = SpeakerEncoderConfig(m_channels=2, num_blocks=(1, 1, 1, 1), base_width=32, scale=2, expansion=2, feat_dim=16)
-
-
-def build_sv(path: Path, seed: int = 0) -> Path:
-    """A tiny ERes2NetV2 saved as upstream's sv checkpoint is: a plain torch.save'd state dict."""
-    torch.manual_seed(seed)
-    enc = SpeakerEncoder(TINY_SV)
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so a wrong use of them would show
-        for m in enc.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.9, 1.2)
-    sd = enc.state_dict()
-    # Upstream's file also holds the unused x-vector head; its input width is how feat_dim is read back.
-    sd["seg_1.weight"], sd["seg_1.bias"] = torch.randn(192, 2 * TINY_SV.dim), torch.zeros(192)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(sd, path)
-    return path
-
-
 def build_pro_models(root: Path, version: str = "v2Pro", s1_version: str = "v2") -> tuple[Path, Path]:
     from gsvkit.checkpoint import save_checkpoint
     from gsvkit.config import load_config
@@ -72,12 +51,12 @@ def one_thread():
 
 
 @pytest.fixture(scope="module", params=["v2Pro", "v2ProPlus"])
-def pro(request, tmp_path_factory):
+def pro(request, tmp_path_factory, tiny_hubert):
     version = request.param
     root = tmp_path_factory.mktemp(version)
     s1, s2 = build_pro_models(root / "run", version)
     sv = build_sv(root / "sv" / "pretrained_eres2netv2w24s4ep4.ckpt")
-    hubert = build_hubert(root / "hubert")
+    hubert = tiny_hubert
     ref, aux = root / "ref.wav", root / "aux.wav"
     sf.write(ref, speechlike(4.0, sr=32000), 32000)
     sf.write(aux, speechlike(3.5, sr=16000, seed=3) * 0.5, 16000)
@@ -176,7 +155,7 @@ def test_missing_sv_model_names_it(pro, tmp_path):
 def test_http_tts(pro):
     from gsvkit.inference.pipeline import TTS
     from gsvkit.serve.http import ServerSettings, create_app
-    from test_serve_http import Server
+    from serving import Server
 
     tts = TTS(pro["voice"])
     with Server(create_app(tts, ServerSettings())) as url:

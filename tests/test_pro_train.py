@@ -20,9 +20,7 @@ from gsvkit.models.s2 import SynthesizerTrn
 from gsvkit.models.sv import SpeakerEncoder
 from gsvkit.training.fit import train_s2
 from gsvkit.training.toy_data import make_toy_dataset
-from test_inference_pipeline import speechlike
-from test_prepare import fake_text
-from test_pro_inference import TINY_SV, build_sv
+from tiny import TINY_SV, build_sv, fake_text, speechlike
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "tiny"
 BASE = ["train.batch_size=2", "train.min_items_per_epoch=0", "train.log_every_n_steps=1", "train.val_audio_samples=1"]

@@ -5,8 +5,6 @@ Fixtures: tests/fixtures/gsv_v2pro_parity (README there: upstream commit, synthe
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -16,15 +14,7 @@ from gsvkit.config import load_config, official_config
 from gsvkit.errors import AudioError, CheckpointError
 from gsvkit.models.s2 import MultiPeriodDiscriminator, SynthesizerTrn
 from gsvkit.models.sv import SpeakerEncoder, fbank
-from parity import FIXTURES, assert_close, synth_param
-
-PRO = FIXTURES.parent / "gsv_v2pro_parity"
-MANIFEST = json.loads((PRO / "manifest.json").read_text())
-
-
-def _case(name: str) -> dict[str, np.ndarray]:
-    with np.load(PRO / name) as z:
-        return {k: z[k] for k in z.files}
+from parity import MANIFEST, PRO, assert_close, pro_case, synth_param
 
 
 def _weights(keys: dict[str, list[int]]) -> dict[str, torch.Tensor]:
@@ -81,7 +71,7 @@ def test_pro_discriminator_and_speaker_encoder_layout() -> None:
 # --------------------------------------------------------------------------------------------- parity
 @pytest.mark.parametrize("name", ["sv_embed_case0.npz", "sv_embed_case1.npz"])
 def test_speaker_embedding_parity(sv, name: str) -> None:
-    case = _case(name)
+    case = pro_case(name)
     wav = torch.from_numpy(case["wav16k"])
     feats = sv.features(wav)
     assert_close(feats, case["fbank"], "fbank (kaldi-native-fbank vs upstream's kaldi.fbank)")
@@ -92,7 +82,7 @@ def test_speaker_embedding_parity(sv, name: str) -> None:
 
 def test_extract_latent_parity_v2pro() -> None:
     model = SynthesizerTrn.from_upstream_state_dict(_weights(MANIFEST["s2_keys_v2Pro"]), version="v2Pro")
-    case = _case("s2_extract_latent_v2Pro.npz")
+    case = pro_case("s2_extract_latent_v2Pro.npz")
     codes = model.extract_latent(torch.from_numpy(case["ssl"]))
     assert np.array_equal(codes.numpy(), case["codes"])
 
@@ -101,7 +91,7 @@ def test_extract_latent_parity_v2pro() -> None:
 def test_decode_parity(pro, sv, ci: int) -> None:
     version, model = pro
     name = f"s2_decode_{version}_case{ci}.npz"
-    case, params = _case(name), MANIFEST["files"][name]["params"]
+    case, params = pro_case(name), MANIFEST["files"][name]["params"]
     n = params["n_refs"]
     data_cfg = official_config("s2", version).data
     refs = [spectrogram(torch.from_numpy(case[f"refer_wav_{r}"])[None], data_cfg) for r in range(n)]
@@ -138,7 +128,7 @@ def test_decode_parity(pro, sv, ci: int) -> None:
 # ------------------------------------------------------------------------------------------ bad input
 def test_pro_decode_without_or_with_wrong_embeddings_is_refused(pro) -> None:
     version, model = pro
-    case = _case(f"s2_decode_{version}_case1.npz")
+    case = pro_case(f"s2_decode_{version}_case1.npz")
     codes, text = torch.from_numpy(case["codes"][..., :6]), torch.from_numpy(case["text"][:, :5])
     ref = spectrogram(torch.from_numpy(case["refer_wav_0"])[None], official_config("s2", version).data)
     emb = torch.from_numpy(case["sv_emb_0"])
@@ -191,9 +181,9 @@ def test_embedding_of_a_32k_reference_within_the_measured_bound(sv, tmp_path, ta
     from gsvkit.inference.reference import reference_speaker_embedding
 
     wav = tmp_path / "ref.wav"
-    sf.write(wav, _case(name)[key], 32000, subtype="FLOAT")
+    sf.write(wav, pro_case(name)[key], 32000, subtype="FLOAT")
     got = reference_speaker_embedding(wav, official_config("s2", "v2Pro").data, sv).numpy()[0].astype(np.float64)
-    ref = _case("sv_embed_32k.npz")[f"emb_{tag}"][0].astype(np.float64)
+    ref = pro_case("sv_embed_32k.npz")[f"emb_{tag}"][0].astype(np.float64)
     rel_l2 = np.linalg.norm(got - ref) / np.linalg.norm(ref)
     cos = float(got @ ref / np.linalg.norm(got) / np.linalg.norm(ref))
     assert rel_l2 <= 0.015 and cos >= 0.9999, (rel_l2, cos)  # measured: 1.08% / 1.15%, cos 0.99994 / 0.99993

@@ -12,7 +12,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from gsvkit.errors import ConsentError, SyntheticAudioError
-from test_inference_pipeline import build_hubert, build_models, speechlike
+from tiny import speechlike
 
 CONSENT = "synthetic test clip, no person's voice"
 TEXT = "Hello world. This is a test."
@@ -31,12 +31,12 @@ def engine_speech(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
+def assets(tmp_path_factory, tiny_pair, tiny_hubert):
     from gsvkit.inference.voice import create_voice
 
     root = tmp_path_factory.mktemp("safety")
-    s1, s2 = build_models(root / "run")
-    hubert = build_hubert(root / "hubert")
+    s1, s2 = tiny_pair
+    hubert = tiny_hubert
     ref = root / "ref.wav"
     sf.write(ref, speechlike(4.0), 16000)
     voice = create_voice(root / "voice", s1=s1, s2=s2, ref_audio=ref, ref_text="This is my reference voice.",

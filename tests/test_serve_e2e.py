@@ -13,8 +13,8 @@ import soundfile as sf
 import torch
 
 from gsvkit.serve.http import ServerSettings, create_app
-from test_inference_pipeline import build_hubert, build_models, speechlike
-from test_serve_http import Server
+from serving import Server
+from tiny import build_models, speechlike
 
 TEXT = "Hello from the server. It speaks in chunks."
 CONSENT = "synthetic test clip, no person's voice"
@@ -29,7 +29,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, tiny_hubert):
     from gsvkit.inference.pipeline import TTS
     from gsvkit.inference.voice import create_voice
 
@@ -37,7 +37,7 @@ def served(tmp_path_factory):
     models = root / "models"
     s1, s2 = build_models(models / "base")
     other_s1, other_s2 = build_models(models / "other", seed=1)
-    hubert = build_hubert(root / "hubert")
+    hubert = tiny_hubert
     ref = models / "ref.wav"
     sf.write(ref, speechlike(4.0), 16000)
     create_voice(models / "voices" / "amy", s1=s1, s2=s2, ref_audio=ref, ref_text="This is Amy.", ref_lang="en",

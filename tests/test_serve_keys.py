@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from gsvkit.errors import AuthError
 from gsvkit.serve.auth import load_keys
 from gsvkit.serve.http import ServerSettings, create_app
-from test_serve_http import SR, FakeBackend, Server
+from serving import SR, FakeBackend, Server
 
 ALICE, BOB = "alice-secret-1", "bob-secret-2"
 

@@ -12,8 +12,8 @@ import soundfile as sf
 import torch
 
 from gsvkit.serve.http import ServerSettings, create_app
-from test_inference_pipeline import build_hubert, build_models, speechlike
-from test_serve_http import Server
+from serving import Server
+from tiny import build_models, speechlike
 
 openai = pytest.importorskip("openai")
 
@@ -31,13 +31,13 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, tiny_hubert):
     from gsvkit.inference.pipeline import TTS
     from gsvkit.inference.voice import create_voice
 
     root = tmp_path_factory.mktemp("openai")
     s1, s2 = build_models(root / "models")
-    hubert = build_hubert(root / "hubert")
+    hubert = tiny_hubert
     ref = root / "ref.wav"
     sf.write(ref, speechlike(4.0), 16000)
     voices = root / "voices"

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from gsvkit.cli import app
-from test_inference_pipeline import build_hubert, build_models, speechlike
+from tiny import build_models, speechlike
 
 runner = CliRunner()
 
@@ -25,10 +25,10 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_hubert):
     root = tmp_path_factory.mktemp("cli")
     s1, s2 = build_models(root / "run" / "export")
-    hubert = build_hubert(root / "hubert")
+    hubert = tiny_hubert
     ref = root / "ref.flac"
     sf.write(ref, speechlike(5.0, sr=22050), 22050)
     voice = root / "voices" / "bob"
@@ -130,3 +130,33 @@ def test_synth_errors_are_one_line(setup, tmp_path, args, message):
 def test_synth_needs_models():
     r = synth(["Hello.", "-l", "en"])
     assert r.exit_code == 2 and "--voice" in r.output
+
+
+@pytest.mark.parametrize(
+    ("option", "field"), [(["--top-k", "0"], "top_k"), (["--speed", "9"], "speed"), (["--split", "cut9"], "split")]
+)
+def test_synth_bad_parameter_fails_before_models_load(setup, tmp_path, monkeypatch, option, field):
+    from gsvkit.inference import pipeline
+
+    loads = []
+    monkeypatch.setattr(pipeline.TTS, "__init__", lambda self, *a, **k: loads.append(k))
+    r = runner.invoke(app, ["synth", "Hi.", "--voice", str(setup["voice"]), "-o", str(tmp_path / "o.wav"), *option])
+    assert r.exit_code == 2 and f"{field}:" in r.output
+    assert loads == []
+
+
+def test_synth_passes_only_given_parameters(setup, tmp_path, monkeypatch):
+    from gsvkit.inference import pipeline
+
+    seen = {}
+
+    def fake(self, *args, **kwargs):
+        seen.update(kwargs)
+        raise pipeline.GsvError("stop here")
+
+    monkeypatch.setattr(pipeline.TTS, "synthesize_result", fake)
+    r = runner.invoke(app, ["synth", "Hi.", "--voice", str(setup["voice"]), "-o", str(tmp_path / "o.wav"),
+                            "--top-k", "5", "--no-split-bucket"])  # fmt: skip
+    assert r.exit_code == 2 and "stop here" in r.output
+    assert seen["top_k"] == 5 and seen["split_bucket"] is False
+    assert "temperature" not in seen and "speed" not in seen  # not given: the model's default decides

@@ -141,3 +141,12 @@ def test_cli_text_prints_phones():
     assert '"language": "en"' in res.output and '"norm_text": "你好,"' in res.output
     bad = CliRunner().invoke(app, ["text", "hi", "--lang", "klingon"])
     assert bad.exit_code == 2
+
+
+def test_jieba_cache_folder_follows_gsvkit_cache_dir(tmp_path, monkeypatch):
+    from gsvkit.text.g2p.zh import _Jieba
+
+    monkeypatch.setenv("GSVKIT_CACHE_DIR", str(tmp_path))
+    seg = _Jieba()
+    assert seg.tok.tmp_dir == str(tmp_path)
+    assert any(tmp_path.glob("jieba*.cache"))  # its dictionary cache was written there

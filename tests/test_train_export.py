@@ -15,8 +15,7 @@ from gsvkit.config import load_config
 from gsvkit.inference.bundle import check_pair
 from gsvkit.training.callbacks import read_checkpoint
 from gsvkit.training.fit import train_s1, train_s2
-from test_train_trust import flip_tensor_bytes
-from train_helpers import TINY_S1, TINY_S2, toy_dataset
+from train_helpers import TINY_S1, TINY_S2, flip_tensor_bytes, toy_dataset
 
 pytestmark = pytest.mark.slow
 COMMON = ["train.epochs=2", "train.batch_size=4", "train.early_stopping.enabled=false"]

@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 
 from gsvkit.config import ConfigError
 from gsvkit.errors import CheckpointError
 from gsvkit.training.callbacks import read_checkpoint
 from gsvkit.training.fit import train_s1, train_s2
 from gsvkit.training.s1_module import S1Module
-from train_helpers import TINY_S1, TINY_S2, toy_dataset
+from train_helpers import TINY_S1, TINY_S2, flip_tensor_bytes, toy_dataset
 
 FAST = ["train.batch_size=4", "train.early_stopping.enabled=false", "train.log_every_n_steps=1"]
 
@@ -24,17 +23,7 @@ def dataset(tmp_path_factory):
     return toy_dataset(tmp_path_factory.mktemp("trust"), n_utts=8)
 
 
-def flip_tensor_bytes(path, n: int = 16) -> None:
-    """Flip `n` bytes inside the largest tensor of a saved training checkpoint (the zip stays readable)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    big = max(state.values(), key=lambda t: t.numel())
-    data = bytearray(path.read_bytes())
-    at = bytes(data).find(big.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    assert at > 0
-    mid = at + big.numel() * big.element_size() // 2
-    for i in range(n):
-        data[mid + i] ^= 0xFF
-    path.write_bytes(bytes(data))
+
 
 
 def fake_curve(monkeypatch, curve: list[float]) -> None:

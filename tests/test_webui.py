@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from test_inference_pipeline import build_hubert, build_models, speechlike
+from tiny import build_models, speechlike
 
 gr = pytest.importorskip("gradio")
 
@@ -26,7 +26,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def app(tmp_path_factory, tiny_hubert):
     from gsvkit.inference.pipeline import TTS
     from gsvkit.inference.voice import create_voice
 
@@ -35,7 +35,7 @@ def app(tmp_path_factory):
     (root / "run" / "s2").mkdir()
     s2.rename(root / "run" / "s2" / "s2.safetensors")
     s2 = root / "run" / "s2" / "s2.safetensors"
-    hubert = build_hubert(root / "hubert")
+    hubert = tiny_hubert
     ref = root / "ref.wav"
     sf.write(ref, speechlike(4.0), 16000)
     voices = root / "voices"
@@ -126,3 +126,19 @@ def test_page_builds(app):
     blocks = build_ui(ui.tts, voices_dir=ui.voices_dir, work_dir=ui.work_dir)
     assert isinstance(blocks, gr.Blocks)
     time.sleep(0)
+
+
+def test_training_status_counts_the_prepared_utterances(app, monkeypatch, tmp_path):
+    import gsvkit.data.prepare as prepare_mod
+    import gsvkit.training.fit as fit
+    from gsvkit.data.prepare import PrepareResult
+
+    ui, _ = app
+    seen = []
+    monkeypatch.setattr(prepare_mod, "prepare", lambda cfg: PrepareResult(tmp_path, ["u1", "u2", "u3"], None))
+    monkeypatch.setattr(fit, "train_s2", lambda *a, **k: seen.append(ui.job.message))
+    monkeypatch.setattr(fit, "train_s1", lambda *a, **k: None)
+    ui.start_training([str(tmp_path / "a.wav")], "count", "en", "spk", "", "", "", "", "", "", 1, 1)
+    ui.job.thread.join(10)
+    assert ui.job.state == "done", ui.job.message
+    assert seen == ["dataset: 3 utterances"]

@@ -34,6 +34,13 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _drop_unused(values: Any, names: tuple[str, ...]) -> Any:
+    """Remove keys that upstream configs (and older gsvkit files) carry but nothing here reads."""
+    if isinstance(values, dict):
+        return {k: v for k, v in values.items() if k not in names}
+    return values
+
+
 # ----------------------------------------------------------------------------------------------------------- s2
 class S2ModelConfig(StrictModel):
     """SoVITS (`SynthesizerTrn`) architecture. Defaults are upstream's `configs/s2.json` for v2."""
@@ -137,7 +144,11 @@ class S2DataConfig(StrictModel):
     n_mel_channels: int = Field(128, gt=0)
     mel_fmin: float = Field(0.0, ge=0.0)
     mel_fmax: float | None = None
-    max_wav_value: float = 32768.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unused(cls, values: Any) -> Any:
+        return _drop_unused(values, ("max_wav_value",))  # audio is read as float in [-1, 1]
 
 
 class S2TrainConfig(CommonTrainConfig):
@@ -149,7 +160,6 @@ class S2TrainConfig(CommonTrainConfig):
     eps: float = Field(1e-9, gt=0)
     batch_size: int = Field(4, gt=0)
     lr_decay: float = Field(0.999875, gt=0, le=1.0)
-    segment_size: int = Field(20480, gt=0, description="waveform slice in samples for the decoder")
     c_mel: float = 45.0
     c_kl: float = 1.0
     text_low_lr_rate: float = Field(0.4, gt=0)
@@ -162,6 +172,11 @@ class S2TrainConfig(CommonTrainConfig):
     min_clip_sec: float = Field(0.6, ge=0, description="training clips shorter than this are skipped (upstream)")
     spec_augment: SpecAugmentConfig = SpecAugmentConfig()
     mixup: MixupConfig = MixupConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unused(cls, values: Any) -> Any:
+        return _drop_unused(values, ("segment_size",))  # the decoder slice is model.segment_size (frames)
 
 
 class S2Config(StrictModel):
@@ -336,6 +351,6 @@ def official_config(kind: Literal["s1", "s2"], version: str = "v2") -> S1Config 
     if kind == "s2":
         if version not in _S2_OFFICIAL:
             raise ConfigError(f"s2 version {version!r} is not supported (supported: {', '.join(_S2_OFFICIAL)})")
-        return S2Config(model=S2ModelConfig(version=version, **_S2_OFFICIAL[version]))  # type: ignore[arg-type]
+        return S2Config(model=S2ModelConfig(version=version, **_S2_OFFICIAL[version]))
     s1_version = "v1" if version == "v1" else "v2"
     return S1Config(model=S1ModelConfig(version=s1_version))

@@ -32,7 +32,7 @@ def page_url(tmp_path_factory):
     from gsvkit.inference.pipeline import TTS
     from gsvkit.inference.voice import create_voice
     from gsvkit.serve.webui import build_ui
-    from test_inference_pipeline import build_hubert, build_models, speechlike
+    from tiny import build_hubert, build_models, speechlike
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

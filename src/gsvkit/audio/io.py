@@ -100,17 +100,6 @@ def wav_fraction_present(path: Path) -> float:
     return 1.0
 
 
-def audio_duration(path: str | Path) -> float:
-    """Length in seconds from the file header, without decoding the samples."""
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(path))
-    except Exception as err:
-        raise AudioError(f"{path}: cannot read the audio header ({_short(err)})") from None
-    return float(info.frames) / float(info.samplerate) if info.samplerate else 0.0
-
-
 def resample(wav: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """soxr high-quality resampling of a mono float signal."""
     if sr_in == sr_out:

@@ -99,7 +99,6 @@ _S2_DATA_FIELDS = (
     "n_mel_channels",
     "mel_fmin",
     "mel_fmax",
-    "max_wav_value",
 )
 _S2_TRAIN_FIELDS = (
     "seed",
@@ -109,7 +108,6 @@ _S2_TRAIN_FIELDS = (
     "eps",
     "batch_size",
     "lr_decay",
-    "segment_size",
     "c_mel",
     "c_kl",
     "text_low_lr_rate",

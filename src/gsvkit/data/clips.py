@@ -16,8 +16,8 @@ import numpy as np
 from gsvkit import limits
 from gsvkit.audio.io import load_audio, normalize_loudness, peak_mix, save_audio
 from gsvkit.audio.slicer import Slicer, split_long
-from gsvkit.data.state import file_sha256
 from gsvkit.errors import AudioError
+from gsvkit.utils.io import sha256_file
 
 # upstream's two peak mixes: after slicing (tools/slice_audio.py) and before features (2-get-hubert-wav32k.py)
 SLICE_MIX = (0.9, 0.25)
@@ -128,7 +128,7 @@ def _cut(job: ClipJob) -> dict:
                 "start": round(start / job.sr, 4),
                 "end": round(end / job.sr, 4),
                 "duration": round(duration, 4),
-                "sha": file_sha256(out),
+                "sha": sha256_file(out),
             }
         )
     if not clips and not dropped:

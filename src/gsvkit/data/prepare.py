@@ -31,6 +31,7 @@ from gsvkit.data.asr import missing_transcripts_error
 from gsvkit.data.clips import ClipJob, cut_recording
 from gsvkit.data.manifest import MANIFEST, Utterance, write_manifest
 from gsvkit.data.prepare_config import PrepareConfig
+from gsvkit.data.prepare_models import Models
 from gsvkit.data.report import Report
 from gsvkit.data.sources import Source, discover
 from gsvkit.data.split import assign_split
@@ -65,71 +66,6 @@ class Clip:
         if self.id == self.source.name:
             return str(self.source.path)
         return f"{self.source.path} [{self.start:.2f}-{self.end:.2f} s] (clip {self.id})"
-
-
-@dataclass
-class Models:
-    """Models and functions the stages use; each is created on first use, so a run with nothing to do loads none.
-
-    Tests (and callers with their own models) pass ready objects instead of paths.
-    """
-
-    cfg: PrepareConfig
-    text_fn: Callable | None = None
-    featurizer: Callable | None = None
-    quantizer: Any = None
-    transcriber: Callable | None = None
-    bert: Callable | None = None
-    sv: Any = None  # gsvkit.models.sv.SpeakerEncoder
-
-    def device(self) -> str:
-        if self.cfg.device != "auto":
-            return self.cfg.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-
-    def get_text_fn(self) -> Callable:
-        if self.text_fn is None:
-            from gsvkit.data.stages import frontend_text_fn
-
-            self.text_fn = frontend_text_fn(self.cfg.text_version)
-        return self.text_fn
-
-    def get_featurizer(self) -> Callable:
-        if self.featurizer is None:
-            from gsvkit.audio.features import HubertFeaturizer
-
-            self.featurizer = HubertFeaturizer(self.cfg.hubert, device=self.device())
-        return self.featurizer
-
-    def get_quantizer(self) -> Any:
-        if self.quantizer is None:
-            from gsvkit.checkpoint import load_s2
-
-            self.quantizer = load_s2(self.cfg.s2, device=self.device())
-        return self.quantizer
-
-    def get_transcriber(self) -> Callable:
-        if self.transcriber is None:
-            from gsvkit.data.asr import FasterWhisperTranscriber
-
-            self.transcriber = FasterWhisperTranscriber(self.cfg.asr_model, device=self.device())
-        return self.transcriber
-
-    def get_sv(self) -> Any:
-        if self.sv is None:
-            from gsvkit.checkpoint import load_speaker_encoder
-
-            self.sv = load_speaker_encoder(self.cfg.sv, device=self.device())
-        return self.sv
-
-    def get_bert(self) -> Callable:
-        if self.bert is None:
-            from gsvkit.text.bert import BertFeaturizer
-
-            self.bert = BertFeaturizer(self.cfg.bert, device=self.device())
-        return self.bert
 
 
 @dataclass

@@ -102,10 +102,10 @@ def discover(
         if not items and not bad:
             problems.append(Problem(str(list_file), "empty transcript file: no audio|speaker|language|text lines"))
         problems += bad
-        for p in bad:
-            if p.audio is not None:
-                found = p.audio.resolve() if p.audio.exists() else None
-                same_name = by_name.get(p.audio.name, [])
+        for problem in bad:
+            if problem.audio is not None:
+                found = problem.audio.resolve() if problem.audio.exists() else None
+                same_name = by_name.get(problem.audio.name, [])
                 unusable.update([found] if found else same_name[:1] if len(same_name) == 1 else [])
         for t in items:
             target = t.audio.resolve() if t.audio.exists() else None
@@ -140,11 +140,11 @@ def discover(
     for resolved in sorted(by_path):
         if resolved in unusable and resolved not in transcripts:
             continue  # already reported with its transcript line
-        t = transcripts.get(resolved)
+        listed = transcripts.get(resolved)
         text, lang, spk, origin = None, language, speaker, ""
-        if t is not None:
-            text, origin = t.text, t.origin
-            lang, spk = t.language or language, t.speaker or speaker
+        if listed is not None:
+            text, origin = listed.text, listed.origin
+            lang, spk = listed.language or language, listed.speaker or speaker
         else:
             side, problem = sidecar_transcript(resolved)
             if problem is not None:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gsvkit.utils.io import atomic_write_text
+from gsvkit.utils.io import atomic_write_text, sha256_file
 
 STATE_DIR = ".state"
 
@@ -24,14 +24,6 @@ def digest(*parts: Any) -> str:
     """Stable hash of JSON-serialisable parts (dict keys sorted)."""
     text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 class FileHashes:
@@ -51,7 +43,7 @@ class FileHashes:
         entry = self._known.get(str(path))
         if entry and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
             return entry["sha256"]
-        sha = file_sha256(path)
+        sha = sha256_file(path)
         self._known[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
         self._dirty = True
         return sha

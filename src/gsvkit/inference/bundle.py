@@ -72,6 +72,12 @@ class ModelBundle:
         frames = 2 if self.s2_config.model.semantic_frame_rate == "25hz" else 1
         return frames * self.s2_config.data.hop_length
 
+    def check_params(self, params: Any) -> None:
+        """Refuse `SynthesisParams` these models cannot honour, before any work (an s2 runtime may restrict them)."""
+        check = getattr(self.s2, "check_params", None)
+        if check is not None:
+            check(params)
+
     def describe(self) -> dict[str, Any]:
         return {
             "s1": str(self.s1_path),

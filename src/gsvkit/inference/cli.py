@@ -8,10 +8,12 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from gsvkit.inference.cli_params import with_options
+from gsvkit.inference.params import SynthesisParams
 from gsvkit.utils.cli_options import BertDir, Device, HubertDir, OnnxDir, Precision, SvModel, Threads, set_threads
 from gsvkit.utils.console import console, fail, warn
 
@@ -52,6 +54,7 @@ def model_dirs(voice: Path | None, hubert: Path | None, bert: Path | None) -> tu
             resolve(bert, "bert", recorded=recorded and recorded.bert_path))  # fmt: skip
 
 
+@with_options(SynthesisParams)
 def synth(
     text: Annotated[str | None, typer.Argument(help="text to speak; '-' or nothing reads stdin")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="output audio: .wav, .flac or .ogg")] = Path("out.wav"),
@@ -69,17 +72,6 @@ def synth(
     ref_text: Annotated[str | None, typer.Option("--ref-text", help="transcript of the reference clip")] = None,
     ref_lang: Annotated[str | None, typer.Option("--ref-lang", help="language of the reference transcript")] = None,
     aux_ref: Annotated[list[Path] | None, typer.Option("--aux-ref", help="extra timbre clip (repeatable)")] = None,
-    top_k: Annotated[int, typer.Option(help="top-k sampling")] = 15,
-    top_p: Annotated[float, typer.Option(help="top-p (nucleus) sampling")] = 1.0,
-    temperature: Annotated[float, typer.Option(help="sampling temperature")] = 1.0,
-    repetition_penalty: Annotated[float, typer.Option(help="penalty on repeated tokens")] = 1.35,
-    speed: Annotated[float, typer.Option(help="speaking rate")] = 1.0,
-    seed: Annotated[int | None, typer.Option(help="random seed (same seed, same audio)")] = None,
-    split: Annotated[str, typer.Option(help="text split method cut0..cut5")] = "cut5",
-    batch_size: Annotated[int, typer.Option(help="fragments decoded together")] = 1,
-    fragment_interval: Annotated[float, typer.Option(help="seconds of silence between fragments")] = 0.3,
-    noise_scale: Annotated[float, typer.Option(help="s2 noise (0 = deterministic decode)")] = 0.5,
-    max_new_tokens: Annotated[int, typer.Option(help="cap on semantic tokens per fragment (25 per second)")] = 1500,
     precision: Precision = "fp32",
     device: Device = "auto",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR from `gsv export onnx`)")] = "torch",
@@ -97,15 +89,19 @@ def synth(
     audit_log: Annotated[
         Path | None, typer.Option("--audit-log", help="audit file (default $GSVKIT_AUDIT_LOG or ~/.local/state)")
     ] = None,
+    params: dict[str, Any] | None = None,
 ) -> None:
     """Speak text in a cloned voice and write it to an audio file (watermarked, with an audit line)."""
     from gsvkit.errors import GsvError
+    from gsvkit.inference.params import SynthesisParams, make_params
 
     set_threads(threads)
     body = _read_text(text, text_file)
     if output.suffix.lower() not in (".wav", ".flac", ".ogg"):
         _fail(f"{output}: choose a .wav, .flac or .ogg output file")
+    params = params or {}
     try:
+        make_params(SynthesisParams, params)  # bad values fail here, before any model loads
         from gsvkit.audio.io import save_audio
         from gsvkit.inference.pipeline import TTS
 
@@ -124,17 +120,7 @@ def synth(
             ref_text=ref_text,
             ref_lang=ref_lang,
             aux_refs=tuple(aux_ref or ()),
-            top_k=top_k,
-            top_p=top_p,
-            temperature=temperature,
-            repetition_penalty=repetition_penalty,
-            speed=speed,
-            seed=seed,
-            split=split,
-            batch_size=batch_size,
-            fragment_interval=fragment_interval,
-            noise_scale=noise_scale,
-            max_new_tokens=max_new_tokens,
+            **params,
             consent=consent,
         )
         save_audio(output, res.audio, res.sample_rate)

@@ -26,6 +26,18 @@ LANGUAGES["v2Pro"] = LANGUAGES["v2ProPlus"] = LANGUAGES["v2"]  # same text front
 DEFAULT_MAX_TEXT_CHARS = 20_000
 
 
+# Semantic tokens per second of speech (the 25 Hz HuBERT frame rate every supported version uses).
+TOKENS_PER_SECOND = 25
+
+# Upstream `api_v2.py` names of the fields it calls otherwise; the HTTP request uses these names.
+UPSTREAM_NAMES: dict[str, str] = {"speed": "speed_factor", "split": "text_split_method"}
+
+
+def _ui(low: float, high: float, step: float) -> dict[str, Any]:
+    """The range a web UI slider offers (narrower than what validation accepts)."""
+    return {"slider": [low, high, step]}
+
+
 class ParameterError(GsvError):
     """A synthesis parameter outside its allowed range (the message names the field and the range)."""
 
@@ -35,19 +47,29 @@ class SynthesisParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    top_k: int = Field(15, ge=1, le=1024, description="sample among the k most likely tokens")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass (1 = off)")
-    temperature: float = Field(1.0, gt=0.0, le=5.0, description="softmax temperature")
-    repetition_penalty: float = Field(1.35, ge=1.0, le=10.0, description="penalty on tokens already produced")
-    speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate (s2 stretches its latent)")
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="None draws a fresh random seed")
+    top_k: int = Field(15, ge=1, le=1024, description="sample among the k most likely tokens",
+                       json_schema_extra=_ui(1, 100, 1))  # fmt: skip
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass (1 = off)",
+                         json_schema_extra=_ui(0.05, 1.0, 0.05))  # fmt: skip
+    temperature: float = Field(1.0, gt=0.0, le=5.0, description="softmax temperature",
+                               json_schema_extra=_ui(0.05, 2.0, 0.05))  # fmt: skip
+    repetition_penalty: float = Field(1.35, ge=1.0, le=10.0, description="penalty on tokens already produced",
+                                      json_schema_extra=_ui(1.0, 2.0, 0.05))  # fmt: skip
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate (s2 stretches its latent)",
+                         json_schema_extra=_ui(0.5, 2.0, 0.05))  # fmt: skip
+    seed: int | None = Field(
+        None, ge=0, le=2**32 - 1, description="random seed: the same seed gives the same audio (None: a fresh one)"
+    )
     split: SplitMethod = Field("cut5", description="text split method, cut0 (none) to cut5 (every punctuation)")
     batch_size: int = Field(1, ge=1, le=64, description="fragments decoded together by s2")
     batch_threshold: float = Field(0.75, ge=0.0, le=1.0, description="length-similarity threshold of a batch")
     split_bucket: bool = Field(True, description="group fragments of similar length into batches")
-    fragment_interval: float = Field(0.3, ge=0.0, le=5.0, description="seconds of silence after each fragment")
+    fragment_interval: float = Field(0.3, ge=0.0, le=5.0, description="seconds of silence after each fragment",
+                                     json_schema_extra=_ui(0.0, 2.0, 0.05))  # fmt: skip
     noise_scale: float = Field(0.5, ge=0.0, le=2.0, description="s2 prior noise (0 = deterministic decode)")
-    max_new_tokens: int = Field(1500, ge=1, le=5000, description="cap on semantic tokens per fragment")
+    max_new_tokens: int = Field(
+        1500, ge=1, le=5000, description=f"cap on semantic tokens per fragment ({TOKENS_PER_SECOND} per second)"
+    )
 
 
 class StreamParams(BaseModel):
@@ -87,6 +109,11 @@ def make_params(model: type[BaseModel], values: dict[str, Any]) -> Any:
         return model(**values)
     except ValidationError as err:
         raise ParameterError(f"invalid parameter: {_messages(err)}") from None
+
+
+def given(values: dict[str, Any]) -> dict[str, Any]:
+    """The values actually given (None means "not given": the voice or the model's default decides)."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def check_language(lang: str, version: str, what: str = "language") -> str:

@@ -239,6 +239,7 @@ class TTS:
         if voice is not None and not isinstance(voice, Voice):
             voice = load_voice(voice)
         bundle = self._bundle_for(voice)
+        bundle.check_params(p)  # backend limits (e.g. ONNX and speed) fail now, for synthesize and stream alike
         lang = check_language(lang, bundle.version, what="text language")
         speaker = voice or self.voice
         if speaker is not None and lang not in speaker.info.languages:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,13 +182,6 @@ class ReferenceCache:
 
 
 # ------------------------------------------------------------------------------------ voice prompt cache file
-@dataclass(frozen=True)
-class StoredPrompt:
-    tokens: torch.Tensor  # [Tp] long
-    s2_sha256: str
-    reference_sha256: str
-
-
 def write_prompt_cache(voice: Voice, hubert: str | os.PathLike | Any) -> Path:
     """Compute the voice's reference tokens and store them beside its weights.
 
@@ -199,8 +191,7 @@ def write_prompt_cache(voice: Voice, hubert: str | os.PathLike | Any) -> Path:
 
     from gsvkit.audio.features import HubertFeaturizer
     from gsvkit.checkpoint import load_checkpoint, load_s2
-    from gsvkit.inference.voice import sha256_file
-    from gsvkit.utils.io import atomic_path
+    from gsvkit.utils.io import atomic_path, sha256_file
 
     data = load_checkpoint(voice.s2_path).config.data
     s2 = load_s2(voice.s2_path)
@@ -224,7 +215,7 @@ def read_prompt_cache(voice: Voice) -> torch.Tensor | None:
     """The stored reference tokens if they still match the voice's s2 weights and reference clip, else None."""
     from safetensors import safe_open
 
-    from gsvkit.inference.voice import sha256_file
+    from gsvkit.utils.io import sha256_file
 
     path = voice.prompt_cache
     if not path.is_file():
@@ -249,8 +240,7 @@ def write_speaker_cache(voice: Voice, sv_path: str | os.PathLike) -> Path:
     from safetensors.torch import save_file
 
     from gsvkit.checkpoint import load_speaker_encoder, read_header
-    from gsvkit.inference.voice import sha256_file
-    from gsvkit.utils.io import atomic_path
+    from gsvkit.utils.io import atomic_path, sha256_file
 
     config = read_header(voice.s2_path).config
     model, data = config.model, config.data
@@ -273,7 +263,7 @@ def read_speaker_cache(voice: Voice) -> dict[Path, torch.Tensor]:
     """The stored embeddings whose clip is unchanged, by clip path (empty when there is no usable file)."""
     from safetensors import safe_open
 
-    from gsvkit.inference.voice import sha256_file
+    from gsvkit.utils.io import sha256_file
 
     if not voice.speaker_cache.is_file():
         return {}

@@ -60,7 +60,6 @@ class TextReader:
         self.version = version
         self.frontend = TextFrontend(version=version)
         self.bert = bert  # BertFeaturizer or None
-        self.bert_dim = 1024
 
     def features(self, text: str, lang: str) -> TextFeatures:
         """Phones + BERT of one piece; `TextError` when nothing in it can be pronounced.

@@ -19,7 +19,6 @@ BERT, the speaker-verification model) may be named by absolute path, because the
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import os
 import shutil
 import tempfile
@@ -33,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gsvkit.errors import CheckpointError, DataError
 from gsvkit.inference.params import LANGUAGES, check_language
 from gsvkit.safety.consent import Consent, coerce_consent, new_consent
-from gsvkit.utils.io import atomic_write_text
+from gsvkit.utils.io import atomic_write_text, sha256_file
 
 VOICE_FILE = "voice.json"
 PROMPT_FILE = "prompt.safetensors"
@@ -260,14 +259,6 @@ def find_voice(root: str | os.PathLike, name: str) -> Voice:
 
 
 # ------------------------------------------------------------------------------------------------- creating
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def find_run_weights(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     """The s1 and s2 weight files of an exported training run.
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from gsvkit.inference.voice import sha256_file
 from gsvkit.safety.audit import AuditLog, now_utc_iso, sha256_text
 from gsvkit.safety.consent import check_declaration, os_user
+from gsvkit.utils.io import sha256_file
 
 WATERMARK_OFF = "off"
 

@@ -207,7 +207,7 @@ def add_speech_route(
         enc = _ChunkEncoder(fmt, rate)
         inner = reply.body_iterator
 
-        async def body() -> AsyncIterator[bytes]:
+        async def chunks() -> AsyncIterator[bytes]:
             try:
                 if head := enc.start():
                     yield head
@@ -220,4 +220,4 @@ def add_speech_route(
                 enc.close()
                 await inner.aclose()
 
-        return StreamingResponse(body(), media_type=media, headers={"X-Sample-Rate": str(enc.out_rate)})
+        return StreamingResponse(chunks(), media_type=media, headers={"X-Sample-Rate": str(enc.out_rate)})

@@ -8,17 +8,38 @@ one file; 1/true, 2 and 3 all stream audio while s1 is still generating (see `gs
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import copy
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from gsvkit.inference.params import SplitMethod
+from gsvkit.inference.params import UPSTREAM_NAMES, SynthesisParams
 
 MediaType = Literal["wav", "raw", "ogg"]
 MEDIA_TYPES: dict[str, str] = {"wav": "audio/wav", "raw": "audio/raw", "ogg": "audio/ogg"}
 
 
-class TTSRequest(BaseModel):
+# Accepted for upstream clients and ignored (v3/v4 switches and its batching switch), unless a field of that name
+# is a synthesis parameter here.
+_IGNORED_UPSTREAM: dict[str, Any] = {
+    "parallel_infer": (bool, True),
+    "sample_steps": (int, Field(32, ge=1, le=128, description="ignored (v3/v4 only upstream)")),
+    "super_sampling": (bool, Field(False, description="ignored (v3/v4 only upstream)")),
+}
+
+
+def _synthesis_fields() -> dict[str, Any]:
+    """`SynthesisParams` fields under upstream's names (same types, defaults, ranges and help)."""
+    fields = {k: v for k, v in _IGNORED_UPSTREAM.items() if k not in SynthesisParams.model_fields}
+    for name, info in SynthesisParams.model_fields.items():
+        fields[UPSTREAM_NAMES.get(name, name)] = (info.annotation, copy.copy(info))
+    return fields
+
+
+_SynthesisFields: type[BaseModel] = create_model("SynthesisFields", **_synthesis_fields())
+
+
+class TTSRequest(_SynthesisFields):
     """One synthesis request (`/tts` GET query or POST JSON body)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -35,25 +56,15 @@ class TTSRequest(BaseModel):
     consent: str | None = Field(
         None, max_length=1000, description="required with a reference clip: how its speaker agreed to this (audited)"
     )
-    top_k: int = Field(15, ge=1, le=1024)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    temperature: float = Field(1.0, gt=0.0, le=5.0)
-    text_split_method: SplitMethod = "cut5"
-    batch_size: int = Field(1, ge=1, le=64)
-    batch_threshold: float = Field(0.75, ge=0.0, le=1.0)
-    split_bucket: bool = True
-    speed_factor: float = Field(1.0, ge=0.25, le=4.0)
-    fragment_interval: float = Field(0.3, ge=0.0, le=5.0)
     seed: int = Field(-1, ge=-1, le=2**32 - 1, description="-1 draws a random seed")
     media_type: MediaType = "wav"
     streaming_mode: int = Field(0, ge=0, le=3, description="0/false: one file; 1/true, 2, 3: stream chunks")
-    parallel_infer: bool = True
-    repetition_penalty: float = Field(1.35, ge=1.0, le=10.0)
-    sample_steps: int = Field(32, ge=1, le=128, description="ignored (v3/v4 only upstream)")
-    super_sampling: bool = Field(False, description="ignored (v3/v4 only upstream)")
     overlap_length: int = Field(2, ge=0, le=50, description="streaming: cross-fade in semantic tokens")
     min_chunk_length: int = Field(16, ge=2, le=500, description="streaming: new semantic tokens per chunk")
-    noise_scale: float = Field(0.5, ge=0.0, le=2.0, description="s2 prior noise")
+
+    if TYPE_CHECKING:  # the synthesis fields are made at import time, so a type checker cannot see them
+
+        def __init__(self, **data: Any) -> None: ...
 
     @field_validator("streaming_mode", mode="before")
     @classmethod
@@ -78,18 +89,8 @@ class TTSRequest(BaseModel):
             "ref_lang": self.prompt_lang or None,
             "aux_refs": tuple(self.aux_ref_audio_paths),
             "voice": self.voice or None,
-            "top_k": self.top_k,
-            "top_p": self.top_p,
-            "temperature": self.temperature,
-            "repetition_penalty": self.repetition_penalty,
-            "speed": self.speed_factor,
+            **{name: getattr(self, UPSTREAM_NAMES.get(name, name)) for name in SynthesisParams.model_fields},
             "seed": None if self.seed < 0 else self.seed,
-            "split": self.text_split_method,
-            "batch_size": self.batch_size,
-            "batch_threshold": self.batch_threshold,
-            "split_bucket": self.split_bucket,
-            "fragment_interval": self.fragment_interval,
-            "noise_scale": self.noise_scale,
             "consent": self.consent or None,
         }
 

@@ -21,9 +21,17 @@ from typing import Any
 import numpy as np
 
 from gsvkit.errors import GsvError
-from gsvkit.inference.params import LANGUAGES, SPLIT_METHODS
+from gsvkit.inference.params import LANGUAGES, SPLIT_METHODS, SynthesisParams
 
 LOADED = "(loaded models)"
+_FIELDS = SynthesisParams.model_fields
+
+
+def _slider(gr: Any, name: str, label: str) -> Any:
+    """A slider for a `SynthesisParams` field: its default and help, over the range its field offers a UI."""
+    field = _FIELDS[name]
+    low, high, step = field.json_schema_extra["slider"]  # type: ignore[index]
+    return gr.Slider(low, high, value=field.default, step=step, label=label, info=field.description)
 
 
 def _pcm(audio: np.ndarray) -> np.ndarray:
@@ -179,7 +187,7 @@ class WebApp:
                                 speaker=speaker or "speaker", transcripts=transcripts, hubert=hubert or None,
                                 bert=bert or None, s2=s2_pre or None)  # fmt: skip
             result = prepare(cfg)
-            job.set("training s2", f"dataset: {len(getattr(result, 'utterances', []) or [])} utterances")
+            job.set("training s2", f"dataset: {len(result.items)} utterances")
             train_s2(root / "dataset", root / "run", s2_cfg or None, s2_pre or None,
                      overrides=[f"train.epochs={int(s2_epochs)}"], progress=False)  # fmt: skip
             job.set("training s1")
@@ -262,16 +270,17 @@ def build_ui(tts: Any, voices_dir: Path | None = None, work_dir: Path | None = N
                                      elem_id="consent")  # fmt: skip
             with gr.Accordion("Parameters", open=False):
                 with gr.Row():
-                    top_k = gr.Slider(1, 100, value=15, step=1, label="top_k")
-                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p")
-                    temperature = gr.Slider(0.05, 2.0, value=1.0, step=0.05, label="temperature")
+                    top_k = _slider(gr, "top_k", "top_k")
+                    top_p = _slider(gr, "top_p", "top_p")
+                    temperature = _slider(gr, "temperature", "temperature")
                 with gr.Row():
-                    rep = gr.Slider(1.0, 2.0, value=1.35, step=0.05, label="repetition penalty")
-                    speed = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="speed")
-                    interval = gr.Slider(0.0, 2.0, value=0.3, step=0.05, label="pause between fragments (s)")
+                    rep = _slider(gr, "repetition_penalty", "repetition penalty")
+                    speed = _slider(gr, "speed", "speed")
+                    interval = _slider(gr, "fragment_interval", "pause between fragments (s)")
                 with gr.Row():
                     seed = gr.Number(value=-1, precision=0, label="seed (-1: random)")
-                    split = gr.Dropdown(list(SPLIT_METHODS), value="cut5", label="text split")
+                    split = gr.Dropdown(list(SPLIT_METHODS), value=_FIELDS["split"].default, label="text split",
+                                        info=_FIELDS["split"].description)  # fmt: skip
             with gr.Row():
                 go = gr.Button("Synthesize", variant="primary", elem_id="synthesize")
                 go_stream = gr.Button("Stream", elem_id="stream")

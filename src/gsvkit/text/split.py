@@ -56,7 +56,7 @@ def cut1(text: str) -> str:
     """Every four sentences."""
     text = text.strip("\n")
     sents = split_sentences(text)
-    idx = list(range(0, len(sents), 4))
+    idx: list[int | None] = list(range(0, len(sents), 4))
     idx[-1] = None
     opts = ["".join(sents[idx[i] : idx[i + 1]]) for i in range(len(idx) - 1)] if len(idx) > 1 else [text]
     return "\n".join(o for o in opts if not _only_marks(o))

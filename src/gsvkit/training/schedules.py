@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import ExponentialLR, LambdaLR, LRScheduler, ReduceLROnPlateau
+from torch.optim.lr_scheduler import ExponentialLR, LambdaLR, ReduceLROnPlateau
 
 from gsvkit.training.config import PlateauConfig
 
@@ -36,7 +36,3 @@ def s2_scheduler(opt: Optimizer, gamma: float) -> ExponentialLR:
 
 def plateau_scheduler(opt: Optimizer, cfg: PlateauConfig, mode: str) -> ReduceLROnPlateau:
     return ReduceLROnPlateau(opt, mode=mode, factor=cfg.factor, patience=cfg.patience, min_lr=cfg.min_lr)
-
-
-def current_lr(sched: LRScheduler | ReduceLROnPlateau) -> float:
-    return float(sched.optimizer.param_groups[0]["lr"])

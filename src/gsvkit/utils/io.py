@@ -1,9 +1,10 @@
-"""Atomic file writes: a crash or a full disk never leaves a half-written file under the final name."""
+"""Atomic file writes (a crash or a full disk never leaves a half-written file under the final name) and file hashes."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import math
 import os
 import tempfile
@@ -82,3 +83,12 @@ def atomic_write_bytes(path: str | Path, data: bytes, overwrite: bool = True) ->
 
 def atomic_write_text(path: str | Path, text: str, overwrite: bool = True) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

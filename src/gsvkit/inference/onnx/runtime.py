@@ -172,6 +172,14 @@ class OrtS2:
         ges = [self.ref.run(None, feed)[0] for feed in feeds]
         return np.mean(np.stack(ges, 0), 0).astype(np.float32)  # [1, gin, 1]
 
+    @staticmethod
+    def check_params(params: Any) -> None:
+        """The exported graphs decode at speed 1 only (s2's length rule is a Python expression)."""
+        if params.speed != 1.0:
+            raise ParameterError(
+                f"speed {params.speed} is not available with the ONNX backend (speed 1 only); use the torch backend"
+            )
+
     @torch.inference_mode()
     def decode(
         self,

@@ -46,7 +46,9 @@ def prosody_phones(text: str) -> list[str]:
         labels = pyopenjtalk.make_label(pyopenjtalk.run_frontend(text))
     out: list[str] = []
     for n, lab in enumerate(labels):
-        p3 = re.search(r"\-(.*?)\+", lab).group(1)
+        found = re.search(r"\-(.*?)\+", lab)
+        assert found is not None  # every full-context label has a -p3+ part
+        p3 = found.group(1)
         if p3 in "AEIOU":  # unvoiced vowels are read as vowels
             p3 = p3.lower()
         if p3 == "sil":

@@ -69,7 +69,7 @@ def _inflect():
     return inflect.engine()
 
 
-def _words(num: int, **kw) -> str:
+def _words(num: int | str, **kw) -> str:
     return _inflect().number_to_words(num, **kw)
 
 
@@ -170,7 +170,9 @@ def _pluralize_number(words: str) -> str:
 
 
 def _expand_decade(m: re.Match) -> str:
-    return _pluralize_number(_expand_number(re.match(r"\d+", m.group(1))))
+    digits = re.match(r"\d+", m.group(1))
+    assert digits is not None  # the decade pattern starts with digits
+    return _pluralize_number(_expand_number(digits))
 
 
 def _comma_number_fixed(m: re.Match) -> str:
