@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import zlib
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +102,19 @@ def save_torch(obj, path: Path, header: bytes | None = None) -> Path:
 def pro_case(name: str) -> dict[str, np.ndarray]:
     with np.load(PRO / name) as z:
         return {k: z[k] for k in z.files}
+
+
+def tiny_state_dict(keys: dict[str, list[int]], real: tuple[str, ...] = (), dtype=torch.float16) -> OrderedDict:
+    """Every key of an official model, each a tiny tensor, except `real` keys which keep their true shape."""
+    g = torch.Generator().manual_seed(0)
+    out = OrderedDict()
+    for k, shape in keys.items():
+        out[k] = torch.randn(*(shape if k in real else [2]), generator=g).to(dtype)
+    return out
+
+
+def s2_hps(version: str = "v2") -> dict:
+    cfg = json.loads(json.dumps(CONTAINERS["s2_export_v2.pth"]["config_as_dict"]))
+    cfg["model"]["version"] = version
+    cfg["version"] = version
+    return cfg

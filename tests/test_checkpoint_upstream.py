@@ -16,7 +16,7 @@ import torch
 from gsvkit.checkpoint import load_checkpoint, read_header, save_checkpoint
 from gsvkit.checkpoint.unpickler import RestrictedUnpickler, TensorRef, read_torch_file
 from gsvkit.errors import CheckpointError
-from parity import CONTAINERS, HPARAMS_SRC, save_torch
+from parity import CONTAINERS, HPARAMS_SRC, manifest_keys, s2_hps, save_torch, tiny_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "tests/fixtures/gsv_v2_parity"
@@ -230,30 +230,6 @@ def test_unknown_class_is_refused_not_imported(tmp_path):
 
 
 
-def _manifest_keys(name: str) -> dict[str, list[int]]:
-    m = json.loads((FIX / name).read_text())
-    return {k: v["shape"] for k, v in m["keys"].items()}
-
-
-def _tiny(keys: dict[str, list[int]], real: tuple[str, ...] = (), dtype=torch.float16) -> OrderedDict:
-    """Every key of an official model, each a tiny tensor, except `real` keys which keep their true shape."""
-    g = torch.Generator().manual_seed(0)
-    out = OrderedDict()
-    for k, shape in keys.items():
-        out[k] = torch.randn(*(shape if k in real else [2]), generator=g).to(dtype)
-    return out
-
-
-def _s2_hps(version: str = "v2") -> dict:
-    cfg = json.loads(json.dumps(CONTAINERS["s2_export_v2.pth"]["config_as_dict"]))
-    cfg["model"]["version"] = version
-    cfg["version"] = version
-    return cfg
-
-
-
-
-
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory):
     """Upstream-like files of every supported kind, written with torch.save as upstream does."""
@@ -263,21 +239,22 @@ def upstream(tmp_path_factory):
     spec = importlib.util.spec_from_file_location("utils", d / "fake" / "utils.py")
     utils = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(utils)
-    s2_keys = _manifest_keys("manifest_s2_v2.json")
-    s1_keys = _manifest_keys("manifest_s1_v2.json")
-    d_keys = _manifest_keys("manifest_s2D_v2.json")
+    s2_keys = manifest_keys("manifest_s2_v2.json")
+    s1_keys = manifest_keys("manifest_s1_v2.json")
+    d_keys = manifest_keys("manifest_s2D_v2.json")
     files = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(__import__("sys").modules, "utils", utils)
         for version, rows in (("v1", 322), ("v2", 732)):
             keys = dict(s2_keys, **{"enc_p.text_embedding.weight": [rows, 192]})
-            weight = {k: v for k, v in _tiny(keys, real=("enc_p.text_embedding.weight",)).items() if "enc_q" not in k}
-            hps = utils.HParams(**_s2_hps(version))
+            weight = {k: v for k, v in tiny_state_dict(keys, real=("enc_p.text_embedding.weight",)).items()
+                      if "enc_q" not in k}  # fmt: skip
+            hps = utils.HParams(**s2_hps(version))
             export = OrderedDict(weight=weight, config=hps, info="4epoch_100iteration")
             files[f"s2_export_{version}"] = save_torch(export, d / f"s2_{version}.pth")
             # v1 file whose config wrongly says v2: the embedding rows decide
             if version == "v1":
-                wrong = OrderedDict(weight=weight, config=utils.HParams(**_s2_hps("v2")), info="x")
+                wrong = OrderedDict(weight=weight, config=utils.HParams(**s2_hps("v2")), info="x")
                 files["s2_export_v1_cfg_v2"] = save_torch(wrong, d / "s2_v1_cfg_v2.pth")
             files[f"s2_header_{version}"] = save_torch(
                 export, d / f"s2_h_{version}.pth", header=b"00" if version == "v1" else b"01"
@@ -285,7 +262,7 @@ def upstream(tmp_path_factory):
         # header-tagged file without the embedding key: the tag decides
         no_emb = {k: v for k, v in weight.items() if k != "enc_p.text_embedding.weight"}
         files["s2_header_v1_noemb"] = save_torch(
-            OrderedDict(weight=no_emb, config=utils.HParams(**_s2_hps("v2")), info="x"), d / "s2_h_v1_noemb.pth", b"00"
+            OrderedDict(weight=no_emb, config=utils.HParams(**s2_hps("v2")), info="x"), d / "s2_h_v1_noemb.pth", b"00"
         )
         for tag, name in (
             (b"02", "v3"),
@@ -298,7 +275,7 @@ def upstream(tmp_path_factory):
             files[f"s2_tag_{name}"] = save_torch(export, d / f"s2_tag_{name}.pth", header=tag)
         # newer versions recognised by their content, with a plain "PK" header
         pro = dict(weight, **{"sv_emb.weight": torch.zeros(2), "ge_to512.weight": torch.zeros(2)})
-        cfg_pro = _s2_hps("v2")
+        cfg_pro = s2_hps("v2")
         del cfg_pro["model"]["version"], cfg_pro["version"]
         files["s2_content_v2Pro"] = save_torch(
             OrderedDict(weight=pro, config=utils.HParams(**cfg_pro), info="x"), d / "p.pth"
@@ -312,9 +289,9 @@ def upstream(tmp_path_factory):
         files["s2_content_lora"] = save_torch({"weight": lora, "lora_rank": 32, "info": "x"}, d / "lora.pth")
 
     # pretrained G (enc_q kept, no config) and D, as in s2G*.pth / s2D*.pth
-    g_weight = _tiny(s2_keys, real=("enc_p.text_embedding.weight",), dtype=torch.float32)
+    g_weight = tiny_state_dict(s2_keys, real=("enc_p.text_embedding.weight",), dtype=torch.float32)
     files["s2_pretrained_G"] = save_torch({"weight": g_weight}, d / "s2G488k.pth")
-    files["s2_pretrained_D"] = save_torch({"weight": _tiny(d_keys, dtype=torch.float32)}, d / "s2D488k.pth")
+    files["s2_pretrained_D"] = save_torch({"weight": tiny_state_dict(d_keys, dtype=torch.float32)}, d / "s2D488k.pth")
     files["s2_train_G"] = save_torch(
         {"model": g_weight, "iteration": 6, "optimizer": {"state": {}, "param_groups": []}, "learning_rate": 1e-4},
         d / "G_6.pth",
@@ -323,7 +300,7 @@ def upstream(tmp_path_factory):
     s1_cfg = json.loads(json.dumps(CONTAINERS["s1_export.ckpt"]["config_as_dict"]))
     for version, rows in (("v1", 512), ("v2", 732)):
         keys = dict(s1_keys, **{"ar_text_embedding.word_embeddings.weight": [rows, 512]})
-        w = _tiny(keys, real=("ar_text_embedding.word_embeddings.weight",))
+        w = tiny_state_dict(keys, real=("ar_text_embedding.word_embeddings.weight",))
         w = OrderedDict(("model." + k, v) for k, v in w.items())
         cfg = json.loads(json.dumps(s1_cfg))
         cfg["model"]["phoneme_vocab_size"] = rows
@@ -398,13 +375,13 @@ def test_synthetic_official_files(upstream, name, kind, version, fmt, tmp_path):
 
 def test_full_key_sets_survive(upstream):
     s2 = load_checkpoint(upstream["s2_pretrained_G"]).state_dict
-    assert set(s2) == set(_manifest_keys("manifest_s2_v2.json"))  # enc_q included in pretrained G
+    assert set(s2) == set(manifest_keys("manifest_s2_v2.json"))  # enc_q included in pretrained G
     export = load_checkpoint(upstream["s2_export_v2"]).state_dict
     assert set(export) == {k for k in s2 if not k.startswith("enc_q.")}
     d = load_checkpoint(upstream["s2_pretrained_D"]).state_dict
-    assert set(d) == set(_manifest_keys("manifest_s2D_v2.json"))
+    assert set(d) == set(manifest_keys("manifest_s2D_v2.json"))
     s1 = load_checkpoint(upstream["s1_lightning"]).state_dict
-    assert set(s1) == set(_manifest_keys("manifest_s1_v2.json"))
+    assert set(s1) == set(manifest_keys("manifest_s1_v2.json"))
 
 
 def test_training_info_is_kept(upstream):
@@ -510,7 +487,7 @@ needs_models = pytest.mark.skipif(not _models_available(), reason="gsvkit.models
 
 
 @needs_models
-def test_load_s2_and_s1_from_our_format_tiny(tmp_path):
+def test_load_s2_and_s1_from_our_formattiny_state_dict(tmp_path):
     from gsvkit.checkpoint import load_s1, load_s2
     from gsvkit.config import load_config
     from gsvkit.models.s1 import Text2SemanticDecoder
@@ -568,7 +545,7 @@ def test_load_official_size_exports(tmp_path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(sys.modules, "utils", utils)
         p2 = save_torch(
-            OrderedDict(weight=weight, config=utils.HParams(**_s2_hps("v2")), info="8epoch_1iteration"),
+            OrderedDict(weight=weight, config=utils.HParams(**s2_hps("v2")), info="8epoch_1iteration"),
             tmp_path / "voice.pth",
         )
     del net

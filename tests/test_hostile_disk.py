@@ -91,7 +91,7 @@ def test_voice_create_on_a_full_disk_leaves_no_folder(tmp_path, monkeypatch):
     import shutil
 
     from gsvkit.inference.voice import create_voice
-    from test_inference_pipeline import build_models, speechlike
+    from tiny import build_models, speechlike
 
     s1, s2 = build_models(tmp_path / "models")
     ref = tmp_path / "ref.wav"

@@ -120,13 +120,13 @@ def test_latin1_config_is_one_error(tmp_path):
 def test_upstream_file_whose_config_claims_5000_layers_is_refused(tmp_path):
     from collections import OrderedDict
 
-    from test_checkpoint_upstream import _manifest_keys, _s2_hps, _save, _tiny
+    from parity import manifest_keys, s2_hps, save_torch, tiny_state_dict
 
-    keys = dict(_manifest_keys("manifest_s2_v2.json"), **{"enc_p.text_embedding.weight": [732, 192]})
-    weight = {k: v for k, v in _tiny(keys, real=("enc_p.text_embedding.weight",)).items() if "enc_q" not in k}
-    hps = _s2_hps("v2")
+    keys = dict(manifest_keys("manifest_s2_v2.json"), **{"enc_p.text_embedding.weight": [732, 192]})
+    weight = {k: v for k, v in tiny_state_dict(keys, real=("enc_p.text_embedding.weight",)).items() if "enc_q" not in k}
+    hps = s2_hps("v2")
     hps["model"]["n_layers"] = 5000
-    f = _save(OrderedDict(weight=weight, config=hps, info="x"), tmp_path / "s2_5000.pth")
+    f = save_torch(OrderedDict(weight=weight, config=hps, info="x"), tmp_path / "s2_5000.pth")
     with pytest.raises(GsvError, match=r"n_layers.*exceeds the limit MAX_LAYERS=256"):
         convert_checkpoint(f, tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()

@@ -12,7 +12,7 @@ import soundfile as sf
 import hostile
 from gsvkit import limits
 from gsvkit.serve.http import ServerSettings, create_app
-from test_serve_http import SR, FakeBackend, Server
+from serving import SR, FakeBackend, Server
 
 LONG = "a" * 5000 + ".wav"
 

@@ -83,7 +83,7 @@ def voice(tmp_path_factory):
     import soundfile as sf
 
     from gsvkit.inference.voice import create_voice
-    from test_inference_pipeline import build_hubert, build_models, speechlike
+    from tiny import build_hubert, build_models, speechlike
 
     root = tmp_path_factory.mktemp("precision")
     s1, s2 = build_models(root / "run")
