@@ -363,7 +363,7 @@ def _scan_pickle(data: bytes, source: str) -> None:
     try:
         for op, arg, _pos in pickletools.genops(data):
             count += 1
-            if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET") and int(arg) > count:
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET") and int(arg or 0) > count:
                 raise CheckpointError(f"{source}: corrupted object table (memo index {arg} at opcode {count})")
             if op.name == "STOP":
                 return
