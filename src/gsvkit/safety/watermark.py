@@ -42,7 +42,7 @@ _WEIGHTS = "perth_net/pretrained/implicit/perth_net_250000.pth.tar"
 _ID_FILE = "perth_net/pretrained/implicit/id.txt"
 
 
-_TONAL_SHARE = 0.9  # a band whose power lies this much within +-2 bins of its peak (per frame, on average) is a tone
+_TONAL_SHARE = 0.99  # a band whose power lies this much within +-2 bins of its peak (per frame, on average) is a tone
 
 
 @dataclass(frozen=True)
