@@ -7,7 +7,9 @@ clips of `--seconds` s (upstream batch 4, 20480-sample decoder slices), s1 batch
 `--seconds` s of semantic tokens (25 Hz) and 12 phones per second.
 
 s1 runs at dropout 0 and at the default 0.1 (upstream's): on CPU, attention dropout runs in checkpointed query
-chunks (`gsvkit.models.s1.gpt.chunked_dropout_attention`), on CUDA in the memory-efficient kernel.
+chunks (`gsvkit.models.s1.gpt.chunked_dropout_attention`) when a layer's attention weights exceed
+`FULL_ATTENTION_MAX` (official sizes do), else in torch's kernel; on CUDA in the memory-efficient kernel.
+`--s1-phones` / `--s1-tokens` set the s1 item's lengths directly (default: from `--seconds`).
 
 Each stage runs in its own subprocess so its peak memory (max RSS on CPU, max allocated on CUDA) is its own.
 
@@ -87,7 +89,10 @@ def bench_s2(batch: int, seconds: float, steps: int, device: str, amp: bool, ver
             "step_s": sum(times) / len(times)}  # fmt: skip
 
 
-def bench_s1(batch: int, seconds: float, steps: int, device: str, amp: bool, dropout: float = 0.1) -> dict:
+def bench_s1(
+    batch: int, seconds: float, steps: int, device: str, amp: bool, dropout: float = 0.1, phones: int = 0,
+    tokens: int = 0,
+) -> dict:
     import torch
 
     from gsvkit.config import official_config
@@ -96,7 +101,7 @@ def bench_s1(batch: int, seconds: float, steps: int, device: str, amp: bool, dro
     cfg = official_config("s1")
     model = Text2SemanticDecoder(cfg.model.model_copy(update={"dropout": dropout})).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), 2e-4, betas=(0.9, 0.95))
-    ts, tx = int(seconds * 25), int(seconds * 12)
+    ts, tx = tokens or int(seconds * 25), phones or int(seconds * 12)
     g = torch.Generator().manual_seed(0)
     phones = torch.randint(1, cfg.model.phone_vocab, (batch, tx), generator=g).to(device)
     sem = torch.randint(0, cfg.model.eos, (batch, ts), generator=g).to(device)
@@ -118,7 +123,8 @@ def bench_s1(batch: int, seconds: float, steps: int, device: str, amp: bool, dro
             torch.cuda.synchronize()
         if i:
             times.append(time.perf_counter() - t)
-    return {"stage": "s1", "batch": batch, "seconds": seconds, "amp": amp, "dropout": dropout,
+    return {"stage": "s1", "batch": batch, "seconds": seconds, "amp": amp, "dropout": dropout, "phones": tx,
+            "tokens": ts,
             "step_s": sum(times) / len(times)}
 
 
@@ -130,7 +136,8 @@ def _child(args: argparse.Namespace) -> None:
     if args.stage == "s2":
         res = bench_s2(args.s2_batch, args.seconds, args.steps, args.device, args.amp, args.s2_version)
     else:
-        res = bench_s1(args.s1_batch, args.seconds, args.steps, args.device, args.amp, args.dropout)
+        res = bench_s1(args.s1_batch, args.seconds, args.steps, args.device, args.amp, args.dropout,
+                       args.s1_phones, args.s1_tokens)
     if args.device == "cuda":
         res["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -147,6 +154,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="clip length of every batch item")
     p.add_argument("--s2-batch", type=int, default=4)
     p.add_argument("--s1-batch", type=int, default=8)
+    p.add_argument("--s1-phones", type=int, default=0, help="phones per s1 item (0: 12 per second)")
+    p.add_argument("--s1-tokens", type=int, default=0, help="semantic tokens per s1 item (0: 25 per second)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--s2-version", default="v2", choices=["v1", "v2", "v2Pro", "v2ProPlus"])
     p.add_argument("--stages", default="s2,s1", help="comma-separated stages to run")
@@ -165,6 +174,7 @@ def main() -> None:
     for stage, amp, dropout in runs:
         cmd = [sys.executable, __file__, "--stage", stage, "--device", args.device, "--steps", str(args.steps),
                "--seconds", str(args.seconds), "--s2-batch", str(args.s2_batch), "--s1-batch", str(args.s1_batch),
+               "--s1-phones", str(args.s1_phones), "--s1-tokens", str(args.s1_tokens),
                "--threads", str(args.threads), "--s2-version", args.s2_version] + (["--amp"] if amp else []) + (
                ["--dropout", str(dropout)] if dropout is not None else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]

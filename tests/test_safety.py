@@ -217,3 +217,22 @@ def test_voice_create_refuses_a_watermarked_reference(assets, tmp_path):
         create_voice(tmp_path / "v", **kw)
     assert not (tmp_path / "v").exists()
     assert create_voice(tmp_path / "v", allow_synthetic_reference=True, **kw).reference_audio.is_file()
+
+
+def test_a_steady_tone_is_not_judged_watermarked(engine_speech):
+    """A pure low tone (over 99 % of the band's power within 2 bins of its peak; speech stays under 80 %) drives
+    the speech-trained decoder to a score near 1, marked or not: it is reported as not judgeable (not watermarked,
+    with a note), while speech keeps its verdicts."""
+    from gsvkit.audio.io import read_audio
+    from gsvkit.safety.watermark import get_watermarker
+
+    wm = get_watermarker()
+    t = np.arange(3 * 32000) / 32000
+    for hz in (110.0, 220.0):
+        tone = (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+        for x in (tone, wm.apply(tone, 32000)):
+            det = wm.detect(x, 32000)
+            assert not det.watermarked and det.note and "tone" in det.note
+    wav, sr = read_audio(engine_speech["espeak"])
+    clean, marked = wm.detect(wav, sr), wm.detect(wm.apply(wav, sr), sr)
+    assert clean.note is None and not clean.watermarked and marked.note is None and marked.watermarked

@@ -4,6 +4,12 @@ per loader batch and the batch size is kept by accumulation."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -84,3 +90,23 @@ def test_s1_oom_after_the_optimizer_step_does_not_step_twice(dataset, tmp_path, 
     assert r.opt_steps == r.global_step == 3  # one step per loader batch (6 training clips, batch 2)
     state = read_checkpoint(next((tmp_path / "run" / "s1" / "checkpoints").glob("epoch=0001-*.ckpt")))
     assert state["gsvkit"]["splits"] == 2
+
+
+@pytest.mark.parametrize("phase", ["forward", "after-d-step"])
+def test_ddp_oom_on_one_rank_backs_off_on_both(dataset, tmp_path, phase):
+    """Two CPU processes (gloo); rank 1 alone runs out of memory (before any step, or after D stepped): both ranks
+    agree before the next gradient collective, both halve the micro-batch, nobody blocks, and each optimizer still
+    steps once per loader batch. Without the agreement rank 0 waits forever in its gradient all-reduce."""
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    script = Path(__file__).parent / "ddp_oom_run.py"
+    res = subprocess.run([sys.executable, str(script), str(dataset), str(out), phase], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["oom_events"] == [1, 1]  # rank 0 backed off with its peer, rank 1 from its own OOM
+    state = read_checkpoint(next((out / "s2" / "checkpoints").glob("epoch=0001-*.ckpt")))
+    assert state["gsvkit"]["splits"] == 2  # the loader batch (2) is kept by accumulating two halves
+    # 6 training clips over 2 ranks with batch 2: 2 loader batches per rank (the sampler pads), one G and one D
+    # step each, none repeated after the OOM.
+    assert result["opt_steps"] == 2 and result["global_step"] == 4

@@ -32,7 +32,8 @@ def detect(
     else:
         for r in results:
             verdict = "[bold red]watermarked[/]" if r["watermarked"] else "not watermarked"
-            console.print(f"{r['file']}: {verdict} (score {r['score']:.2f})", highlight=False)
+            note = f"; {r['note']}" if r.get("note") else ""
+            console.print(f"{r['file']}: {verdict} (score {r['score']:.2f}{note})", highlight=False)
     raise typer.Exit(1 if any(r["watermarked"] for r in results) else 0)
 
 

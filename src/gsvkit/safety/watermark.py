@@ -42,13 +42,18 @@ _WEIGHTS = "perth_net/pretrained/implicit/perth_net_250000.pth.tar"
 _ID_FILE = "perth_net/pretrained/implicit/id.txt"
 
 
+_TONAL_SHARE = 0.99  # a band whose power lies this much within +-2 bins of its peak (per frame, on average) is a tone
+
+
 @dataclass(frozen=True)
 class Detection:
-    """Result of scoring one signal: `score` in [0, 1]; `watermarked` when score >= threshold."""
+    """Result of scoring one signal: `score` in [0, 1]; `watermarked` when score >= threshold. `note` says why a
+    signal could not be judged (then `watermarked` is False and `score` is 0)."""
 
     watermarked: bool
     score: float
     threshold: float = WATERMARK_THRESHOLD
+    note: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +84,25 @@ def _active_frames(mag: torch.Tensor) -> torch.Tensor:
 
 def _masked_mean(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(dim=2) / m.sum(dim=2).clamp_min(1.0)  # [B, C]
+
+
+def tonal_share(mag: torch.Tensor) -> float:
+    """[1, F, T] normalised log-magnitude -> the share of the watermark band's power within +-2 bins of each active
+    frame's peak, averaged over active frames: about 1 for a pure tone, well under 0.9 for speech.
+
+    The decoder was trained on speech; a steady low tone (a test beep, mains hum) can drive it to a score near 1
+    whether or not it is marked, so such a signal is reported as not judgeable instead of as watermarked."""
+    db = mag[0, :_SUBBAND] * (-_MIN_DB + _HEADROOM_DB) + _MIN_DB
+    power = 10.0 ** (db / 10.0)  # [F_band, T]
+    active = _active_frames(mag)[0, 0] > 0  # [T]
+    if not bool(active.any()):
+        return 0.0
+    power = power[:, active]
+    peak = power.argmax(dim=0)  # [T']
+    bins = torch.arange(power.shape[0])[:, None]
+    near = ((bins - peak[None]).abs() <= 2).float()
+    share = (power * near).sum(dim=0) / power.sum(dim=0).clamp_min(1e-30)
+    return float(share.mean())
 
 
 class _Encoder(nn.Module):
@@ -186,14 +210,20 @@ class Watermarker:
         if x.size < _N_FFT or not np.any(x):
             return Detection(watermarked=False, score=0.0, threshold=threshold)
         step = int(_WINDOW_S * _SR)
-        best = 0.0
+        best, tonal = 0.0, True
         with torch.inference_mode():
             for start in range(0, x.size, step):
                 piece = x[start : start + step]
                 if piece.size < _N_FFT or (start and piece.size < _SR):
                     continue  # a short tail is scored with its window's neighbour only
                 mag, _ = self._analyse(torch.from_numpy(piece).to(self.device))
+                if tonal_share(mag.cpu()) >= _TONAL_SHARE:
+                    continue  # a steady tone says nothing about the mark (see tonal_share)
+                tonal = False
                 best = max(best, float(self.net.decoder(mag)[0].clamp(0.0, 1.0)))
+        if tonal:
+            note = "a steady tone, not speech: the watermark detector cannot judge it"
+            return Detection(watermarked=False, score=0.0, threshold=threshold, note=note)
         return Detection(watermarked=best >= threshold, score=round(best, 4), threshold=threshold)
 
     def detect_file(self, path: str | Path, threshold: float = WATERMARK_THRESHOLD) -> Detection:

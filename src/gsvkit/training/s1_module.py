@@ -92,6 +92,7 @@ class S1Module(ManualStepModule):
             self.manual_backward(m["loss"] / self._batch_targets / self.train_cfg.accumulate_grad_batches)
         if last:
             opt = self.optimizers()
+            self.sync_before_step(opt)
             opt.step()
             opt.zero_grad(set_to_none=True)
             self.stepped.add("model")

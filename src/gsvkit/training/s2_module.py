@@ -166,6 +166,7 @@ class S2Module(ManualStepModule):
                 if self.check_finite(d["loss"]):
                     self.manual_backward(d["loss"] * scale)
                 if last:
+                    self.sync_before_step(opt_d)
                     opt_d.step()
                     opt_d.zero_grad(set_to_none=True)
                     self.stepped.add("d")
@@ -175,6 +176,7 @@ class S2Module(ManualStepModule):
             if self.check_finite(g["loss"]):
                 self.manual_backward(g["loss"] * scale)
             if last:
+                self.sync_before_step(opt_g)
                 opt_g.step()
                 opt_g.zero_grad(set_to_none=True)
                 self.stepped.add("g")

@@ -5,6 +5,11 @@ Lightning refuses `gradient_clip_val` and `accumulate_grad_batches` under manual
 a loader batch is split into `splits` micro-batches (1 unless an out-of-memory error forced more), each micro-batch
 loss is scaled by its share of the accumulation window, and the optimizers step at the end of the window.
 Gradients are clipped in `on_before_optimizer_step`, which Lightning calls after un-scaling fp16 gradients.
+
+Under DDP an out-of-memory error on one rank must not leave the others waiting in a gradient all-reduce: backward
+runs without DDP's bucketed sync, and before every optimizer step the ranks first agree (one tiny all-reduce) that
+none failed, then average the gradients explicitly (`sync_before_step`). A rank that fails sends its failure into
+the same agreement, so every rank backs off and retries the batch together (see `run_micro_batches`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,62 @@ def is_oom(err: BaseException) -> bool:
     """Whether `err` is an out-of-memory error (CUDA or otherwise) that a smaller micro-batch could avoid."""
     oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
     return isinstance(err, oom_type) or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+
+
+class PeerOutOfMemory(RuntimeError):
+    """Another DDP rank ran out of memory on this batch: this rank backs off with it."""
+
+
+# What a rank sends into the agreement: all fine, an OOM it can retry with smaller micro-batches, or one it cannot.
+OK, RETRY, FATAL = 0, 1, 2
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and (
+        torch.distributed.get_world_size() > 1
+    )
+
+
+def agree(code: int, device: torch.device | str = "cpu") -> int:
+    """The worst code over all ranks (one all-reduce of one number; `code` itself when not distributed)."""
+    if not _distributed():
+        return code
+    flag = torch.tensor([code], dtype=torch.int64, device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return int(flag.item())
+
+
+def check_peers(device: torch.device | str = "cpu") -> None:
+    """A sync point: agree with the other ranks that none failed; raise PeerOutOfMemory when one did."""
+    verdict = agree(OK, device)
+    if verdict == FATAL:
+        raise RuntimeError("another DDP rank ran out of memory with one item per micro-batch; reduce the batch size")
+    if verdict == RETRY:
+        raise PeerOutOfMemory("another rank ran out of memory on this batch")
+
+
+def average_gradients(params: Sequence[torch.Tensor]) -> None:
+    """Average the gradients of `params` over the ranks (what DDP's backward sync would do), in two all-reduces.
+
+    A parameter without a gradient on some ranks counts as zero there; one without a gradient on every rank keeps
+    None (as with DDP's `find_unused_parameters`)."""
+    if not _distributed() or not params:
+        return
+    world = torch.distributed.get_world_size()
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.int64, device=params[0].device)
+    torch.distributed.all_reduce(has, op=torch.distributed.ReduceOp.MAX)
+    live = [p for p, h in zip(params, has.tolist(), strict=True) if h]
+    if not live:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in live]
+    flat = torch.cat([g.reshape(-1).float() for g in grads])  # [sum of numels]
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in live:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).to(p.dtype)
+        offset += n
 
 
 class MicroBatches:
@@ -119,6 +180,23 @@ class ManualStepModule(LightningModule):
         self.dataset_hash: str | None = None  # set by the runner; travels in checkpoints with the config
         self.stepped: set[str] = set()  # optimizers that stepped on the current loader batch (OOM retries skip them)
 
+    # ----------------------------------------------------------------- DDP: agree before every gradient collective
+    def _no_backward_sync(self) -> None:
+        """No bucketed all-reduce inside backward: a rank that ran out of memory before or during its backward
+        would leave the others blocked there; `sync_before_step` averages the gradients instead. (Lightning sets
+        the flag back after every training step, so this runs at the start of each.)"""
+        ddp = self.trainer.model
+        if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
+            ddp.require_backward_grad_sync = False
+
+    def sync_before_step(self, optimizer) -> None:
+        """Call right before `optimizer.step()`: the ranks agree that none ran out of memory on this batch (else
+        raise PeerOutOfMemory, which backs off like a local OOM), then average the optimizer's gradients."""
+        if not _distributed():
+            return
+        check_peers(self.device)
+        average_gradients([p for g in optimizer.param_groups for p in g["params"]])
+
     # ----------------------------------------------------------------- randomness
     def reseed(self) -> None:
         """Seed every generator from (seed, rank, micro-step): a resumed run draws the same numbers."""
@@ -140,6 +218,7 @@ class ManualStepModule(LightningModule):
         optimizer step): the retry starts the batch over with smaller micro-batches, except that `step_fn` skips
         the optimizers already in `self.stepped`, so none steps twice on one batch.
         """
+        self._no_backward_sync()
         ends = self.window_ends()
         self.stepped = set()
         while True:
@@ -153,10 +232,20 @@ class ManualStepModule(LightningModule):
                     out = step_fn(micro, scale, ends and k == len(slices) - 1)
                     for name, v in out.items():
                         metrics[name] = metrics.get(name, 0.0) + float(v) * (sl.stop - sl.start) / len(batch)
+                # A peer may have failed after its last agreement (an EMA update, a window that does not step).
+                check_peers(self.device)
                 break
             except Exception as err:
-                if not is_oom(err) or not self.micro.backoff(len(batch)):
+                peer = isinstance(err, PeerOutOfMemory)  # the ranks already agreed on this failure
+                if not peer and not is_oom(err):
                     raise
+                can_retry = self.micro.backoff(len(batch))
+                if not peer:
+                    verdict = agree(RETRY if can_retry else FATAL, self.device)
+                    if not can_retry:
+                        raise
+                    if verdict == FATAL:
+                        raise RuntimeError("another DDP rank ran out of memory with one item per micro-batch") from err
                 self.oom_events += 1
                 # The window restarts: gradients of earlier micro-batches in it are dropped with the failed ones.
                 self.zero_grad(set_to_none=True)
@@ -165,8 +254,9 @@ class ManualStepModule(LightningModule):
                     ends = self.window_ends()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
+                where = "on another rank" if peer else f"at step {self.global_step}"
                 msg = (
-                    f"out of memory at step {self.global_step}: micro-batch halved to "
+                    f"out of memory {where}: micro-batch halved to "
                     f"{len(batch) // self.micro.splits} (x{self.micro.splits} accumulation keeps batch {len(batch)})"
                 )
                 log.warning(msg)

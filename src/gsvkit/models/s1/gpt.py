@@ -150,7 +150,7 @@ class SelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # [B, H, S, hd]
         p = self.dropout if self.training else 0.0
-        if p > 0 and q.device.type == "cpu" and torch.is_grad_enabled():
+        if p > 0 and q.device.type == "cpu" and torch.is_grad_enabled() and attention_is_large(q, k):
             out = chunked_dropout_attention(q, k, v, attn_mask, p)
         else:
             # On CUDA the memory-efficient kernel applies dropout and masks without a [T, S] matrix per head.
@@ -159,6 +159,15 @@ class SelfAttention(nn.Module):
 
 
 ATTENTION_CHUNK = 128  # query rows per chunk of CPU attention with dropout
+# Above this many attention weights per layer ([B, H, T, S] elements) CPU attention with dropout runs in chunks;
+# below it torch's kernel (which keeps the weights and mask for the backward pass) is faster and its memory small.
+FULL_ATTENTION_MAX = 2**21
+
+
+def attention_is_large(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether q [B, H, T, hd] against k [B, H, S, hd] would keep more than FULL_ATTENTION_MAX weights per layer."""
+    b, h, t, _ = q.shape
+    return b * h * t * k.shape[2] > FULL_ATTENTION_MAX
 
 
 def chunked_dropout_attention(
