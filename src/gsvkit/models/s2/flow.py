@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gsvkit.config import FLOW_VERSIONS, S2ModelConfig, official_config
+from gsvkit.config import FLOW_VERSIONS, FlowDecoderConfig, S2ModelConfig, official_config
 from gsvkit.errors import CheckpointError
 from gsvkit.models.cfm import CFM, CHUNKS, DiT, decode_chunked
 from gsvkit.models.cfm.flow_matching import Noise
@@ -25,11 +25,40 @@ from gsvkit.models.modules import WN, MelStyleEncoder, sequence_mask
 from gsvkit.models.s2.quantizer import ResidualVectorQuantizer
 from gsvkit.models.s2.sovits import TextEncoder, check_layout, fp32_copy
 
-__all__ = ["SynthesizerTrnV3"]
+__all__ = ["SynthesizerTrnV3", "flow_config_from_state_dict"]
 
 # Mel frames per 25 Hz semantic token: 2 content frames x the feature upsampling (upstream's decode_encp sizes).
 FRAMES_PER_TOKEN = {"v3": 3.875, "v4": 4.0}
 FEATURE_UPSAMPLE = {"v3": 1.875, "v4": 2.0}
+
+
+def flow_config_from_state_dict(sd) -> FlowDecoderConfig:
+    """The mel decoder's sizes read off a full v3/v4 state dict (cfm.*, bridge, wns1 keys); heads of 64 channels."""
+    est = "cfm.estimator."
+    try:
+        dim = int(sd[est + "proj_out.weight"].shape[1])
+        inner = int(sd[est + "transformer_blocks.0.attn.to_q.weight"].shape[0])
+        hidden = int(sd[est + "transformer_blocks.0.ff.ff.0.0.weight"].shape[0])
+        mel = int(sd[est + "proj_out.weight"].shape[0])
+        width = int(sd["bridge.0.weight"].shape[0])
+    except KeyError as err:
+        raise CheckpointError(f"v3/v4 weights lack {err.args[0]}: not a full SynthesizerTrnV3 state dict") from None
+
+    def count(prefix: str) -> int:
+        return len({k[len(prefix) :].split(".")[0] for k in sd if k.startswith(prefix)})
+
+    dim_head = FlowDecoderConfig().dim_head
+    return FlowDecoderConfig(
+        dim=dim,
+        depth=count(est + "transformer_blocks."),
+        heads=max(1, inner // dim_head),
+        dim_head=dim_head if inner >= dim_head else inner,
+        ff_mult=max(1, hidden // dim),
+        conv_layers=count(est + "text_embed.text_blocks."),
+        mel_channels=mel,
+        bridge_channels=width,
+        wns1_layers=count("wns1.enc.in_layers."),
+    )
 
 
 class ConditionEncoder(nn.Module):
