@@ -73,9 +73,9 @@ def test_prepare_finds_hubert_s2_and_bert(tmp_path, models, monkeypatch):
 
 def test_train_uses_the_official_pretrained_files(tmp_path, models, monkeypatch):
     calls = []
-    monkeypatch.setattr("gsvkit.training.run.train_s2", lambda *a, **k: calls.append(("s2", a)))
-    monkeypatch.setattr("gsvkit.training.run.train_s1", lambda *a, **k: calls.append(("s1", a)))
-    monkeypatch.setattr("gsvkit.training.run.train_all", lambda *a, **k: calls.append(("all", a)))
+    monkeypatch.setattr("gsvkit.training.fit.train_s2", lambda *a, **k: calls.append(("s2", a)))
+    monkeypatch.setattr("gsvkit.training.fit.train_s1", lambda *a, **k: calls.append(("s1", a)))
+    monkeypatch.setattr("gsvkit.training.fit.train_all", lambda *a, **k: calls.append(("all", a)))
     ds, out = str(tmp_path / "ds"), str(tmp_path / "run")
     r = runner.invoke(app, ["train", "s2", ds, "--out", out])
     assert r.exit_code == 0, r.output
@@ -94,7 +94,7 @@ def test_train_uses_the_official_pretrained_files(tmp_path, models, monkeypatch)
 
 def test_train_without_the_files_names_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("GSVKIT_MODELS", str(tmp_path / "empty"))
-    monkeypatch.setattr("gsvkit.training.run.train_s2", lambda *a, **k: None)
+    monkeypatch.setattr("gsvkit.training.fit.train_s2", lambda *a, **k: None)
     r = runner.invoke(app, ["train", "s2", str(tmp_path), "--out", str(tmp_path / "run")])
     assert "random weights" in r.output and "gsv models fetch v2" in r.output
 

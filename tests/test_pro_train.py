@@ -18,7 +18,7 @@ from gsvkit.data.prepare_config import PrepareConfig
 from gsvkit.errors import DataError
 from gsvkit.models.s2 import SynthesizerTrn
 from gsvkit.models.sv import SpeakerEncoder
-from gsvkit.training.run import train_s2
+from gsvkit.training.fit import train_s2
 from gsvkit.training.toy_data import make_toy_dataset
 from test_inference_pipeline import speechlike
 from test_prepare import fake_text

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from gsvkit.checkpoint import load_checkpoint, load_s1, load_s2
 from gsvkit.cli import app
 from gsvkit.config import load_config
-from gsvkit.inference.models import check_pair
+from gsvkit.inference.bundle import check_pair
 from gsvkit.training.callbacks import read_checkpoint
-from gsvkit.training.run import train_s1, train_s2
+from gsvkit.training.fit import train_s1, train_s2
 from test_train_trust import flip_tensor_bytes
 from train_helpers import TINY_S1, TINY_S2, toy_dataset
 

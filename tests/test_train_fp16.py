@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gsvkit.training.callbacks import read_checkpoint
-from gsvkit.training.run import train_s1, train_s2
+from gsvkit.training.fit import train_s1, train_s2
 from gsvkit.training.s1_module import S1Module
 from train_helpers import TINY_S1, TINY_S2, toy_dataset
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gsvkit.training.callbacks import read_checkpoint
-from gsvkit.training.run import TrainingInterrupted, train_s1
+from gsvkit.training.fit import TrainingInterrupted, train_s1
 from gsvkit.training.s1_module import S1Module
 from train_helpers import TINY_S1, toy_dataset
 

@@ -15,7 +15,7 @@ from gsvkit.config import ConfigError
 from gsvkit.data.manifest import read_manifest, write_manifest
 from gsvkit.errors import DataError
 from gsvkit.training.callbacks import read_checkpoint
-from gsvkit.training.run import format_summary, train_s1, train_s2
+from gsvkit.training.fit import format_summary, train_s1, train_s2
 from train_helpers import TINY_S1, TINY_S2, toy_dataset
 
 NO_VAL = ["train.require_validation=false", "train.batch_size=2", "train.log_every_n_steps=1"]

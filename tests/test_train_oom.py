@@ -9,7 +9,7 @@ import torch
 
 from gsvkit.training.callbacks import read_checkpoint
 from gsvkit.training.ema import EMA
-from gsvkit.training.run import train_s1, train_s2
+from gsvkit.training.fit import train_s1, train_s2
 from gsvkit.training.s2_module import S2Module
 from train_helpers import TINY_S1, TINY_S2, toy_dataset
 

@@ -14,7 +14,7 @@ from gsvkit.checkpoint import load_checkpoint
 from gsvkit.cli import app
 from gsvkit.errors import CheckpointError, DataError
 from gsvkit.training.callbacks import read_checkpoint
-from gsvkit.training.run import TrainingInterrupted, train_s1
+from gsvkit.training.fit import TrainingInterrupted, train_s1
 from gsvkit.training.s1_module import S1Module
 from train_helpers import TINY_S1, toy_dataset
 

@@ -11,7 +11,7 @@ from gsvkit.config import load_config
 from gsvkit.errors import CheckpointError
 from gsvkit.models.s2 import SynthesizerTrn
 from gsvkit.training.callbacks import read_checkpoint
-from gsvkit.training.run import train_s2
+from gsvkit.training.fit import train_s2
 from train_helpers import TINY_S2, toy_dataset
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import torch
 
 from gsvkit.config import ConfigError, load_config
 from gsvkit.errors import GsvError
-from gsvkit.training.run import apply_overrides, train_s2
+from gsvkit.training.fit import apply_overrides, train_s2
 from train_helpers import TINY_S2, toy_dataset
 
 needs_resemblyzer = pytest.mark.skipif(importlib.util.find_spec("resemblyzer") is None,

@@ -12,7 +12,7 @@ import torch
 from gsvkit.config import load_config
 from gsvkit.training.callbacks import read_checkpoint
 from gsvkit.training.datamodule import S1DataModule
-from gsvkit.training.run import apply_overrides, train_s1
+from gsvkit.training.fit import apply_overrides, train_s1
 from gsvkit.training.s1_module import S1Module
 from train_helpers import TINY_S1, toy_dataset
 

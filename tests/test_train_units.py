@@ -233,7 +233,7 @@ def test_micro_batches_backoff():
 def test_oom_backoff_keeps_the_gradient(tmp_path, monkeypatch):
     """A simulated OOM on the full batch: the step is redone in halves and the gradient equals the full batch's."""
     from gsvkit.training.datamodule import S1DataModule
-    from gsvkit.training.run import apply_overrides
+    from gsvkit.training.fit import apply_overrides
     from gsvkit.training.s1_module import S1Module
     from train_helpers import toy_dataset
 
@@ -311,7 +311,7 @@ def test_bucket_sampler_deterministic_sharded_and_resumable():
 
 
 def test_config_typo_is_named_and_overrides():
-    from gsvkit.training.run import apply_overrides
+    from gsvkit.training.fit import apply_overrides
 
     cfg = load_config(TINY_S2)
     cfg2 = apply_overrides(cfg, ["train.early_stopping.patience=2", "train.ema.enabled=true"])

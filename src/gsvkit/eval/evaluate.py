@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from gsvkit.errors import AudioError, DataError, GsvError
-from gsvkit.eval._audio import AudioInput
 from gsvkit.eval.report import METRICS, EvalReport, ItemScore
+from gsvkit.eval.waveform import AudioInput
 
 LIST_LANGS = {"zh": "zh", "en": "en", "ja": "ja", "jp": "ja", "ko": "ko", "yue": "yue"}
 

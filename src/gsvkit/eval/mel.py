@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from gsvkit.config import S2DataConfig
-from gsvkit.eval._audio import AudioInput, read_audio
+from gsvkit.eval.waveform import AudioInput, as_waveform
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,8 @@ def mel_distance(
 ) -> MelDistance:
     """Log-mel L1 distance of `audio` to the ground truth `reference` (paths or waveforms at `sr`/`ref_sr`)."""
     cfg = cfg or S2DataConfig()
-    wav = read_audio(audio, cfg.sampling_rate, sr)
-    ref = read_audio(reference, cfg.sampling_rate, ref_sr)
+    wav = as_waveform(audio, cfg.sampling_rate, sr)
+    ref = as_waveform(reference, cfg.sampling_rate, ref_sr)
     mel, mel_ref = log_mel(wav, cfg), log_mel(ref, cfg)
     distance, aligned = mel_distance_frames(mel, mel_ref, align)
     return MelDistance(distance, len(wav) / len(ref), mel_ref.shape[1], aligned)

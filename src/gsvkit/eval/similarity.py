@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gsvkit.errors import AudioError, GsvError
-from gsvkit.eval._audio import AudioInput, read_audio
+from gsvkit.eval.waveform import AudioInput, as_waveform
 
 SAMPLE_RATE = 16000
 MIN_SPEECH_S = 0.3  # shorter than this after silence trimming, an embedding is noise
@@ -38,7 +38,7 @@ class SpeakerEncoder:
         from resemblyzer import preprocess_wav
 
         name = audio if not isinstance(audio, np.ndarray) else "waveform"
-        wav = read_audio(audio, SAMPLE_RATE, sr)
+        wav = as_waveform(audio, SAMPLE_RATE, sr)
         if float(np.abs(wav).max()) < 1e-4:  # resemblyzer's volume normalisation divides by the level
             raise AudioError(f"{name}: the audio is silent; a speaker embedding needs speech")
         wav = preprocess_wav(wav)  # already 16 kHz: normalises volume and trims long silences only

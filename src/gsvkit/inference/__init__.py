@@ -8,15 +8,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from gsvkit.inference.pipeline import TTS, AudioStream, SynthesisResult
+    from gsvkit.inference.pipeline import TTS
+    from gsvkit.inference.results import AudioStream, SynthesisResult
     from gsvkit.inference.voice import Voice, create_voice, load_voice, scan_voices
 
 __all__ = ["TTS", "AudioStream", "SynthesisResult", "Voice", "create_voice", "load_voice", "scan_voices"]
 
 _HOMES = {
     "TTS": "gsvkit.inference.pipeline",
-    "AudioStream": "gsvkit.inference.pipeline",
-    "SynthesisResult": "gsvkit.inference.pipeline",
+    "AudioStream": "gsvkit.inference.results",
+    "SynthesisResult": "gsvkit.inference.results",
     "Voice": "gsvkit.inference.voice",
     "create_voice": "gsvkit.inference.voice",
     "load_voice": "gsvkit.inference.voice",

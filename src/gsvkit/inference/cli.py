@@ -207,8 +207,9 @@ def voice_create(
             ref_audio=ref,
             ref_text=ref_text,
             ref_lang=ref_lang,
-            consent=Consent(statement=consent, speaker=speaker, given=consent_date, scope=consent_scope,
-                            recorded_by=consent_by),  # fmt: skip
+            consent=Consent(
+                statement=consent, speaker=speaker, given=consent_date, scope=consent_scope, recorded_by=consent_by
+            ),  # fmt: skip
             allow_synthetic_reference=allow_synthetic_reference,
             name=name,
             languages=languages,

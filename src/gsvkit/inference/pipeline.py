@@ -21,13 +21,11 @@ weights into a synthesis already running; reference features are cached per file
 from __future__ import annotations
 
 import os
-import queue
 import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,9 @@ import numpy as np
 import torch
 
 from gsvkit.errors import CheckpointError, GsvError, TextError
-from gsvkit.inference.models import ModelBundle, load_bundle
+from gsvkit.inference.batching import background, fragment_batches
+from gsvkit.inference.bundle import ModelBundle, load_bundle
+from gsvkit.inference.job import Job, decode_tokens, generate_tokens, generators
 from gsvkit.inference.params import (
     DEFAULT_MAX_TEXT_CHARS,
     StreamParams,
@@ -43,65 +43,17 @@ from gsvkit.inference.params import (
     check_language,
     make_params,
 )
-from gsvkit.inference.reference import ReferenceCache, SpeakerEmbeddings, read_prompt_cache
+from gsvkit.inference.prompt import PromptBuilder
+from gsvkit.inference.reference import ReferenceCache, SpeakerEmbeddings
+from gsvkit.inference.results import AudioStream, SynthesisResult
 from gsvkit.inference.streaming import WindowedDecoder
-from gsvkit.inference.textprep import TextFeatures, TextReader, split_fragments, with_end_punctuation
+from gsvkit.inference.textprep import TextFeatures, TextReader, split_fragments
 from gsvkit.inference.voice import Voice, load_voice
 from gsvkit.safety.guard import Guard
 
+__all__ = ["TTS", "AudioStream", "SynthesisResult"]
+
 PathLike = str | os.PathLike
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """Everything taken from the reference: s1's prompt (tokens + text features) and s2's spectrograms."""
-
-    tokens: torch.Tensor | None  # [Tp] long; None = reference-free (no transcript)
-    text: TextFeatures | None
-    specs: list[torch.Tensor]  # each [1, bins, F]
-    sv_embs: list[torch.Tensor] | None = None  # v2Pro: one [1, sv_dim] speaker embedding per spectrogram
-
-
-@dataclass
-class SynthesisResult:
-    sample_rate: int
-    audio: np.ndarray  # float32 [S]
-    seed: int
-    fragments: list[str]
-    tokens_per_fragment: list[int]
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: prepare, s1, s2
-    watermark: str = ""  # the watermark model id, or "off"
-    audit_id: str = ""  # the id of this synthesis's audit line
-
-
-class AudioStream:
-    """Iterator of float32 audio chunks; `sample_rate` and `seed` are known before the first chunk."""
-
-    def __init__(self, sample_rate: int, seed: int, chunks: Iterator[np.ndarray]) -> None:
-        self.sample_rate = sample_rate
-        self.seed = seed
-        self._chunks = chunks
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return self._chunks
-
-    def __next__(self) -> np.ndarray:
-        return next(self._chunks)
-
-    def close(self) -> None:
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
-
-
-@dataclass(frozen=True)
-class _Job:
-    bundle: ModelBundle
-    reader: TextReader
-    prompt: Prompt
-    params: SynthesisParams
-    seed: int
-    audit: dict[str, Any] = field(default_factory=dict)  # what the audit line says about the request
 
 
 class TTS:
@@ -166,7 +118,9 @@ class TTS:
         self.hubert_path = Path(hubert) if hubert else (voice.hubert_path if voice else None)
         self.bert_path = Path(bert) if bert else (voice.bert_path if voice else None)
         self.cache = ReferenceCache(cache_size)
-        self.speakers = SpeakerEmbeddings(sv_model, self.cache, device)
+        self.prompts = PromptBuilder(
+            self.cache, SpeakerEmbeddings(sv_model, self.cache, device), self.hubert_path, self.onnx_dir, device
+        )
         self._lock = threading.RLock()  # lazy loads and bundle swaps; never held while synthesizing
         self._switch_lock = threading.Lock()
         if backend == "onnx":
@@ -177,10 +131,8 @@ class TTS:
             self._bundle = load_bundle(s1, s2, device, int8) if s1 is not None else None
         self._voice_bundles: OrderedDict[tuple[Path, Path], ModelBundle] = OrderedDict()
         self._max_voices = max(1, max_loaded_voices)
-        self._hubert: Any = None
         self._bert: Any = None
         self._readers: dict[str, TextReader] = {}
-        self._stored_prompts: dict[tuple[Path, str], torch.Tensor | None] = {}
 
     # ------------------------------------------------------------------------------------------ models
     @property
@@ -248,24 +200,6 @@ class TTS:
                 self._voice_bundles.popitem(last=False)
             return bundle
 
-    def _hubert_model(self) -> Any:
-        with self._lock:
-            if self._hubert is None and self.onnx_dir is not None and (self.onnx_dir / "hubert.onnx").is_file():
-                from gsvkit.inference.onnx.runtime import OrtHubert
-
-                self._hubert = OrtHubert(self.onnx_dir)
-            if self._hubert is None:
-                if self.hubert_path is None:
-                    raise CheckpointError(
-                        "reading a reference clip needs a HuBERT model (chinese-hubert-base): pass hubert=DIR "
-                        "(CLI: --hubert DIR, or `gsv models fetch hubert` once), or use a voice that stores its "
-                        "prompt tokens"
-                    )
-                from gsvkit.audio.features import HubertFeaturizer
-
-                self._hubert = HubertFeaturizer(self.hubert_path, device=self.device)
-            return self._hubert
-
     def _reader(self, version: str) -> TextReader:
         with self._lock:
             reader = self._readers.get(version)
@@ -276,56 +210,6 @@ class TTS:
                     self._bert = BertFeaturizer(self.bert_path, device=self.device)
                 reader = self._readers[version] = TextReader(version, self._bert)
             return reader
-
-    # ------------------------------------------------------------------------------------------ reference
-    def _prompt_tokens(self, bundle: ModelBundle, path: Path, voice: Voice | None) -> torch.Tensor:
-        if voice is not None and self.hubert_path is None and path == voice.reference_audio:
-            key = (voice.root, bundle.ident)
-            if key not in self._stored_prompts:
-                stored = read_prompt_cache(voice) if bundle.s2_path == voice.s2_path.resolve() else None
-                self._stored_prompts[key] = stored
-            if self._stored_prompts[key] is not None:
-                return self._stored_prompts[key]
-        return self.cache.tokens(path, self._hubert_model(), bundle.s2, bundle.sample_rate, bundle.ident)
-
-    def _prompt(
-        self,
-        bundle: ModelBundle,
-        reader: TextReader,
-        voice: Voice | None,
-        ref_audio: PathLike | None,
-        ref_text: str | None,
-        ref_lang: str | None,
-        aux_refs: Sequence[PathLike],
-    ) -> Prompt:
-        voice = voice or self.voice
-        speaker = voice
-        if ref_audio is None:
-            if voice is None:
-                raise GsvError("no reference audio: pass ref_audio (CLI: --ref) or use a voice")
-            ref_path = voice.reference_audio
-            ref_text = voice.reference_text if ref_text is None else ref_text
-            ref_lang = ref_lang or voice.reference_language
-            aux = [Path(a) for a in aux_refs] if aux_refs else voice.aux_references
-        else:
-            ref_path = Path(ref_audio)
-            aux = [Path(a) for a in aux_refs]
-            voice_ref = voice if (voice is not None and ref_path == voice.reference_audio) else None
-            voice = voice_ref
-        data, ident = bundle.s2_config.data, bundle.ident
-        specs = [self.cache.spectrogram(ref_path, data, ident, check=True)]
-        specs += [self.cache.spectrogram(p, data, ident) for p in aux]
-        m = bundle.s2_config.model
-        embs = self.speakers.for_clips([ref_path, *aux], speaker, data, m.sv_dim) if m.is_pro else None
-        ref_text = (ref_text or "").strip()
-        if not ref_text:  # reference-free: timbre from the spectrogram only, s1 starts without a prompt
-            return Prompt(tokens=None, text=None, specs=specs, sv_embs=embs)
-        if not ref_lang:
-            raise TextError("the reference transcript needs its language: pass ref_lang (CLI: --ref-lang)")
-        ref_lang = check_language(ref_lang, bundle.version, what="reference language")
-        tokens = self._prompt_tokens(bundle, ref_path, voice)
-        text = reader.features(with_end_punctuation(ref_text, ref_lang), ref_lang)
-        return Prompt(tokens=tokens, text=text, specs=specs, sv_embs=embs)
 
     # ------------------------------------------------------------------------------------------ preparing
     def _prepare(
@@ -338,7 +222,7 @@ class TTS:
         aux_refs: Sequence[PathLike],
         voice: Voice | PathLike | None,
         params: dict[str, Any],
-    ) -> tuple[_Job, list[str]]:
+    ) -> tuple[Job, list[str]]:
         consent, user = params.pop("consent", None), params.pop("user", None)
         p: SynthesisParams = make_params(SynthesisParams, params)
         if not isinstance(text, str) or not text.strip():
@@ -365,7 +249,7 @@ class TTS:
         own = [speaker.reference_audio, *speaker.aux_references] if speaker is not None else []
         hashes, declaration = self.guard.admit(given, own, consent)
         reader = self._reader(bundle.text_version)
-        prompt = self._prompt(bundle, reader, voice, ref_audio, ref_text, ref_lang, aux_refs)
+        prompt = self.prompts.build(bundle, reader, voice or self.voice, ref_audio, ref_text, ref_lang, aux_refs)
         seed = p.seed if p.seed is not None else secrets.randbits(32)
         named = speaker if declaration is None else None  # a zero-shot clone speaks as its reference, not the voice
         audit = {
@@ -373,10 +257,10 @@ class TTS:
             "voice": named.name if named else None, "reference_sha256": hashes,
             "voice_s2_sha256": named.info.provenance.s2_sha256 if named else None,
         }  # fmt: skip
-        return _Job(bundle, reader, prompt, p, seed, audit), pieces
+        return Job(bundle, reader, prompt, p, seed, audit), pieces
 
     @staticmethod
-    def _features(job: _Job, pieces: list[str], lang: str) -> list[TextFeatures]:
+    def _features(job: Job, pieces: list[str], lang: str) -> list[TextFeatures]:
         feats = []
         for piece in pieces:
             try:
@@ -386,52 +270,6 @@ class TTS:
         if not feats:
             raise TextError(f"nothing pronounceable in the text ({len(pieces)} pieces, none with phones)")
         return feats
-
-    # ------------------------------------------------------------------------------------------ s1 / s2
-    @staticmethod
-    def _s1_inputs(job: _Job, frag: TextFeatures) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        pt = job.prompt.text
-        ids = (pt.phone_ids if pt else []) + frag.phone_ids
-        bert = torch.cat([pt.bert, frag.bert], dim=1) if pt else frag.bert  # [1024, Tx]
-        phones = torch.tensor([ids], dtype=torch.long)  # [1, Tx]
-        prompt = job.prompt.tokens[None] if job.prompt.tokens is not None else None  # [1, Tp]
-        return phones, bert[None], prompt
-
-    @staticmethod
-    def _tokens(job: _Job, frag: TextFeatures, gen: torch.Generator) -> Iterator[int]:
-        phones, bert, prompt = TTS._s1_inputs(job, frag)
-        p = job.params
-        return job.bundle.s1.generate_iter(
-            phones,
-            bert,
-            prompt,
-            top_k=p.top_k,
-            top_p=p.top_p,
-            temperature=p.temperature,
-            repetition_penalty=p.repetition_penalty,
-            max_new_tokens=p.max_new_tokens,
-            generator=gen,
-        )
-
-    @staticmethod
-    def _decode(job: _Job, codes: list[int], phone_ids: list[int], gen: torch.Generator) -> np.ndarray:
-        if not codes:
-            return np.zeros(0, np.float32)
-        device = model_device(job.bundle.s2)
-        wav = job.bundle.s2.decode(
-            torch.tensor([[codes]], dtype=torch.long, device=device),  # [1, 1, N]
-            torch.tensor([phone_ids], dtype=torch.long, device=device),  # [1, L]
-            [s.to(device) for s in job.prompt.specs],
-            noise_scale=job.params.noise_scale,
-            speed=job.params.speed,
-            generator=gen,
-            sv_emb=[e.to(device) for e in job.prompt.sv_embs] if job.prompt.sv_embs is not None else None,
-        )  # [1, 1, S]
-        return wav[0, 0].float().cpu().numpy()
-
-    @staticmethod
-    def _generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
-        return torch.Generator().manual_seed(seed), torch.Generator().manual_seed((seed + 1) % 2**64)
 
     # ------------------------------------------------------------------------------------------ whole
     def synthesize(
@@ -476,21 +314,21 @@ class TTS:
         p = job.params
         t_s1 = t_s2 = 0.0
         t_prep = time.perf_counter() - t0
-        g1, g2 = self._generators(job.seed)
+        g1, g2 = generators(job.seed)
         sr = job.bundle.sample_rate
         audio: list[np.ndarray | None] = [None] * len(feats)
         counts = [0] * len(feats)
-        for batch in _batches(feats, p.batch_size, p.batch_threshold, p.split_bucket and p.speed == 1.0):
+        for batch in fragment_batches(feats, p.batch_size, p.batch_threshold, p.split_bucket and p.speed == 1.0):
             codes = {}
             t = time.perf_counter()
             for i in batch:
-                codes[i] = list(self._tokens(job, feats[i], g1))
+                codes[i] = list(generate_tokens(job, feats[i], g1))
                 counts[i] = len(codes[i])
             t_s1 += time.perf_counter() - t
             t = time.perf_counter()
             if p.speed == 1.0 and len(batch) > 1:
                 # Upstream decodes a batch's fragments as one sequence (codes and phones joined), then cuts it.
-                joined = self._decode(
+                joined = decode_tokens(
                     job, sum((codes[i] for i in batch), []), sum((feats[i].phone_ids for i in batch), []), g2
                 )
                 step = job.bundle.samples_per_token
@@ -500,7 +338,7 @@ class TTS:
                     start += counts[i] * step
             else:
                 for i in batch:
-                    audio[i] = self._decode(job, codes[i], feats[i].phone_ids, g2)
+                    audio[i] = decode_tokens(job, codes[i], feats[i].phone_ids, g2)
             t_s2 += time.perf_counter() - t
         gap = np.zeros(int(sr * p.fragment_interval), np.float32)
         out = []
@@ -556,9 +394,9 @@ class TTS:
         return AudioStream(job.bundle.sample_rate, job.seed, self._stream_chunks(job, first, pieces, lang, sp))
 
     def _stream_chunks(
-        self, job: _Job, first: TextFeatures, rest: list[str], lang: str, sp: StreamParams
+        self, job: Job, first: TextFeatures, rest: list[str], lang: str, sp: StreamParams
     ) -> Iterator[np.ndarray]:
-        g1, _ = self._generators(job.seed)
+        g1, _ = generators(job.seed)
         sr = job.bundle.sample_rate
         gap = np.zeros(int(job.bundle.sample_rate * job.params.fragment_interval), np.float32)
         window = 0
@@ -577,77 +415,14 @@ class TTS:
                 nonlocal window
                 window += 1
                 gen = torch.Generator().manual_seed((job.seed + 1 + 7919 * window) % 2**64)
-                return self._decode(job, tokens.tolist(), frag.phone_ids, gen)
+                return decode_tokens(job, tokens.tolist(), frag.phone_ids, gen)
 
             dec = WindowedDecoder(decode, sp)
-            tokens = self._tokens(job, frag, g1)
-            for tok in _background(tokens) if sp.threaded else tokens:
+            tokens = generate_tokens(job, frag, g1)
+            for tok in background(tokens) if sp.threaded else tokens:
                 for chunk in dec.push(tok):  # one token at a time: windows never depend on timing
                     yield self.guard.mark(np.clip(chunk, -1.0, 1.0), sr)
             for chunk in dec.finish():
                 yield self.guard.mark(np.clip(chunk, -1.0, 1.0), sr)
             if len(gap):
                 yield gap
-
-
-_END = object()
-
-
-def _background(tokens: Iterator[int]) -> Iterator[int]:
-    """Run the token generator in its own thread, so s1 generates while s2 decodes (torch releases the GIL).
-
-    Closing this iterator stops the producer after its current step.
-    """
-    q: queue.SimpleQueue = queue.SimpleQueue()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for tok in tokens:
-                q.put(tok)
-                if stop.is_set():
-                    break
-        except BaseException as err:  # handed to the consumer, raised there
-            q.put(err)
-        finally:
-            q.put(_END)
-
-    worker = threading.Thread(target=produce, name="gsvkit-s1", daemon=True)
-    worker.start()
-    try:
-        while (item := q.get()) is not _END:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        worker.join()
-
-
-def model_device(model: Any) -> torch.device:
-    """Where a torch module (or an onnxruntime stand-in with a `device` attribute) wants its inputs."""
-    device = getattr(model, "device", None)
-    return device if isinstance(device, torch.device) else next(model.parameters()).device
-
-
-def _batches(feats: list[TextFeatures], size: int, threshold: float, bucket: bool) -> list[list[int]]:
-    """Fragment indices grouped for decoding (upstream `TTS.to_batch`): in order, or bucketed by text length."""
-    n = len(feats)
-    if size <= 1 or n <= 1:
-        return [[i] for i in range(n)]
-    if not bucket:
-        return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
-    order = sorted(range(n), key=lambda i: len(feats[i].norm_text))
-    lengths = np.array([len(feats[i].norm_text) for i in order], dtype=np.float32)
-    batches, pos = [], 0
-    while pos < n:
-        end = min(pos + size, n)
-        while end > pos:
-            part = lengths[pos:end]
-            score = part[(end - pos) // 2] / (part.mean() + 1e-8)
-            if score >= threshold or end - pos == 1:
-                batches.append(order[pos:end])
-                break
-            end -= 1
-        pos = end
-    return batches

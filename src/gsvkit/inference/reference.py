@@ -205,7 +205,9 @@ def write_prompt_cache(voice: Voice, hubert: str | os.PathLike | Any) -> Path:
     data = load_checkpoint(voice.s2_path).config.data
     s2 = load_s2(voice.s2_path)
     tokens = prompt_tokens(
-        load_reference_16k(voice.reference_audio), hubert if callable(hubert) else HubertFeaturizer(hubert), s2,
+        load_reference_16k(voice.reference_audio),
+        hubert if callable(hubert) else HubertFeaturizer(hubert),
+        s2,
         data.sampling_rate,
     )
     meta = {

@@ -336,7 +336,7 @@ def create_voice(
     """
     from gsvkit import __version__
     from gsvkit.checkpoint import load_checkpoint, save_checkpoint
-    from gsvkit.inference.models import check_pair
+    from gsvkit.inference.bundle import check_pair
     from gsvkit.inference.reference import load_reference_16k
 
     out_dir = Path(out_dir)
@@ -372,7 +372,7 @@ def create_voice(
     try:
         save_checkpoint(tmp / "s1.safetensors", ck1.state_dict, ck1.config, dict(ck1.info or {}))
         save_checkpoint(tmp / "s2.safetensors", ck2.state_dict, ck2.config, dict(ck2.info or {}))
-        from gsvkit.inference.models import load_bundle
+        from gsvkit.inference.bundle import load_bundle
 
         load_bundle(tmp / "s1.safetensors", tmp / "s2.safetensors")  # the weights really build both models
         ref_name = "reference" + (Path(ref_audio).suffix.lower() or ".wav")

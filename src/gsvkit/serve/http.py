@@ -26,7 +26,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -39,9 +38,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from gsvkit import __version__
-from gsvkit.errors import ConsentError, GsvError, SyntheticAudioError
+from gsvkit.errors import GsvError
 from gsvkit.serve.auth import Gatekeeper, KeyEntry, KeysFile, Principal, check_key_value
 from gsvkit.serve.encoding import encode, encode_chunk, stream_start
+from gsvkit.serve.errors import HttpError, refusal
+from gsvkit.serve.limits import BodyLimit, JobGate
+from gsvkit.serve.paths import AUDIO_UPLOAD_SUFFIXES, WEIGHT_SUFFIXES, confine, confine_any, store_upload
 from gsvkit.serve.schemas import (
     MEDIA_TYPES,
     HealthResponse,
@@ -54,9 +56,6 @@ from gsvkit.serve.schemas import (
 )
 
 log = logging.getLogger("gsvkit.serve")
-
-WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pth")
-AUDIO_UPLOAD_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -103,141 +102,7 @@ class SpeechBackend(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
-# ------------------------------------------------------------------------------------------------ job gate
-class JobGate:
-    """At most `workers` jobs run and `queue` wait; `try_enter` says no at once when both are full."""
-
-    def __init__(self, workers: int, queue: int) -> None:
-        self.workers = workers
-        self.capacity = workers + queue
-        self._run = threading.Semaphore(workers)
-        self._lock = threading.Lock()
-        self.admitted = 0
-        self.running = 0
-
-    def try_enter(self) -> bool:
-        with self._lock:
-            if self.admitted >= self.capacity:
-                return False
-            self.admitted += 1
-            return True
-
-    def start(self) -> None:
-        """Block (in a worker thread) until a run slot is free."""
-        self._run.acquire()
-        with self._lock:
-            self.running += 1
-
-    def finish(self, started: bool) -> None:
-        with self._lock:
-            self.admitted -= 1
-            if started:
-                self.running -= 1
-        if started:
-            self._run.release()
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            return {"running": self.running, "waiting": self.admitted - self.running, "capacity": self.capacity}
-
-
 # ------------------------------------------------------------------------------------------------ helpers
-class HttpError(Exception):
-    def __init__(self, status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.detail, self.headers = status, message, detail, headers
-
-
-def confine(root: Path | None, value: str, what: str, suffixes: tuple[str, ...]) -> Path:
-    """Resolve `value` inside `root`; refuse (403) anything that lands outside it, symlinks included."""
-    if root is None:
-        raise HttpError(403, f"{what}: not allowed (the server was started without a folder for it)")
-    if not value or "\x00" in value:
-        raise HttpError(400, f"{what} is required")
-    base = root.resolve()
-    p = Path(value)
-    target = (p if p.is_absolute() else base / p).resolve()
-    if target != base and base not in target.parents:
-        raise HttpError(403, f"{what} {value!r} is outside the allowed folder")
-    if target.suffix.lower() not in suffixes:
-        raise HttpError(400, f"{what} {value!r}: expected one of {', '.join(suffixes)}")
-    if not target.is_file():
-        raise HttpError(404, f"{what} {value!r} not found")
-    return target
-
-
-def _confine_any(roots: list[Path], value: str, what: str, suffixes: tuple[str, ...]) -> Path:
-    if not roots:
-        raise HttpError(403, f"{what}: server-side paths are not allowed; upload the clip to /tts/upload instead")
-    first: HttpError | None = None
-    for root in roots:
-        try:
-            return confine(root, value, what, suffixes)
-        except HttpError as err:
-            first = first or err
-            if err.status != 403:
-                raise
-    assert first is not None
-    raise first
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over `limit` bytes with 413, before they are parsed or stored."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await self._reject(send)
-            return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> dict:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: dict) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._reject(send)
-
-    async def _reject(self, send: Any) -> None:
-        import json
-
-        body = json.dumps({"message": f"request body over the {self.limit}-byte limit"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
 def caller(request: Request) -> Principal:
     """Dependency: the `Principal` behind the request's key (401 when it is missing or wrong)."""
     given = request.headers.get("x-api-key") or ""
@@ -342,11 +207,11 @@ def create_app(
         if uploaded is not None:
             kwargs["ref_audio"] = uploaded
         elif kwargs["ref_audio"]:
-            kwargs["ref_audio"] = _confine_any(
+            kwargs["ref_audio"] = confine_any(
                 ref_roots(who), kwargs["ref_audio"], "ref_audio_path", AUDIO_UPLOAD_SUFFIXES
             )
         kwargs["aux_refs"] = tuple(
-            _confine_any(ref_roots(who), a, "aux_ref_audio_paths", AUDIO_UPLOAD_SUFFIXES) for a in kwargs["aux_refs"]
+            confine_any(ref_roots(who), a, "aux_ref_audio_paths", AUDIO_UPLOAD_SUFFIXES) for a in kwargs["aux_refs"]
         )
         kwargs["voice"] = resolve_voice(kwargs["voice"], who)
         kwargs["user"] = who.name  # for the audit line
@@ -378,7 +243,7 @@ def create_app(
             try:
                 sr, audio = await run_in_threadpool(job)
             except GsvError as err:
-                raise _refusal(err) from None
+                raise refusal(err) from None
             finally:
                 gate.finish(started)
             body = await run_in_threadpool(encode, audio, sr, req.media_type)
@@ -396,7 +261,7 @@ def create_app(
             stream = await run_in_threadpool(open_stream)
         except GsvError as err:
             gate.finish(started)
-            raise _refusal(err) from None
+            raise refusal(err) from None
         except BaseException:
             gate.finish(started)
             raise
@@ -468,7 +333,7 @@ def create_app(
         suffix = suffix if suffix in AUDIO_UPLOAD_SUFFIXES else ".wav"
         path = upload_dir / (hashlib.sha256(data).hexdigest()[:32] + suffix)
         if not path.exists():
-            await run_in_threadpool(_store_upload, upload_dir, path, data, settings.upload_cache_files)
+            await run_in_threadpool(store_upload, upload_dir, path, data, settings.upload_cache_files)
         return await handle(params, who, uploaded=path)
 
     # OpenAI's speech API over the same handler (limits, key, voices); its own file, serve/openai_speech.py
@@ -531,14 +396,6 @@ def create_app(
     return app
 
 
-def _refusal(err: GsvError) -> HttpError:
-    if isinstance(err, ConsentError):
-        return HttpError(403, "consent required", str(err))
-    if isinstance(err, SyntheticAudioError):
-        return HttpError(422, "synthetic reference refused", str(err))
-    return HttpError(400, "tts failed", str(err))
-
-
 _PUBLIC_KEYS = ("loaded", "version", "sample_rate", "voice", "backend", "int8", "cached_references")
 
 
@@ -553,13 +410,3 @@ def _public_status(status: dict[str, Any], models_dir: Path | None) -> dict[str,
             except ValueError:
                 out[key] = p.name
     return out
-
-
-def _store_upload(folder: Path, path: Path, data: bytes, keep: int) -> None:
-    from gsvkit.utils.io import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
-    files = sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime)
-    for old in files[:-keep]:
-        with contextlib.suppress(OSError):
-            old.unlink()

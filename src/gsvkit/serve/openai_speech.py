@@ -178,7 +178,7 @@ def add_speech_route(
     @app.post("/v1/audio/speech", responses=responses, response_class=Response, tags=["OpenAI-compatible"])
     async def speech(req: SpeechRequest, who: Any = Depends(caller)) -> Any:  # noqa: B008
         """OpenAI-compatible speech: `model`, `input`, `voice`, `response_format`, `speed`, `stream_format`."""
-        from gsvkit.serve.http import HttpError
+        from gsvkit.serve.errors import HttpError
 
         fmt = req.response_format
         if fmt == "aac":

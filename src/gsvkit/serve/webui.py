@@ -172,7 +172,7 @@ class WebApp:
         def run(job: TrainingJob) -> None:
             from gsvkit.data.prepare import prepare
             from gsvkit.data.prepare_config import PrepareConfig
-            from gsvkit.training.run import train_s1, train_s2
+            from gsvkit.training.fit import train_s1, train_s2
 
             job.set("preparing", f"{len(audio)} recording(s)")
             cfg = PrepareConfig(inputs=audio, out=str(root / "dataset"), language=lang or "en",

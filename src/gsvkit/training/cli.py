@@ -1,5 +1,5 @@
 """`gsv train s2|s1|all`, `gsv runs show`, `gsv export checkpoint` and `gsv demo`: thin wrappers over
-`gsvkit.training.run` and friends.
+`gsvkit.training.fit` and friends.
 
 Importing this module imports no torch or Lightning; they load when a command runs.
 """
@@ -37,7 +37,7 @@ def _fail(message: str, code: int = 2) -> None:
 def _run(fn, *args, **kwargs):
     from gsvkit.config import ConfigError
     from gsvkit.errors import GsvError
-    from gsvkit.training.run import TrainingInterrupted
+    from gsvkit.training.fit import TrainingInterrupted
 
     try:
         return fn(*args, **kwargs)
@@ -64,7 +64,7 @@ def _default_pretrained(given: Path | None, config: Path | None, role: str, stag
 
 
 def _print(result) -> None:
-    from gsvkit.training.run import format_summary
+    from gsvkit.training.fit import format_summary
 
     console.print(format_summary(result), highlight=False)
 
@@ -83,7 +83,7 @@ def train_s2_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Train s2 (SoVITS) with validation, early stopping and safe checkpoints; export the best epoch."""
-    from gsvkit.training.run import train_s2
+    from gsvkit.training.fit import train_s2
 
     pretrained = _default_pretrained(pretrained, config, "s2G", "s2", resume)
     result = _run(train_s2, dataset, out, config, pretrained, pretrained_d, resume, overrides or [], devices,
@@ -105,7 +105,7 @@ def train_s1_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Train s1 (GPT) with validation, early stopping and safe checkpoints; export the best epoch."""
-    from gsvkit.training.run import train_s1
+    from gsvkit.training.fit import train_s1
 
     pretrained = _default_pretrained(pretrained, config, "s1", "s1", resume)
     result = _run(train_s1, dataset, out, config, pretrained, resume, overrides or [], devices, accelerator,
@@ -131,7 +131,7 @@ def train_all_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Train s2, then s1, on the same dataset."""
-    from gsvkit.training.run import train_all
+    from gsvkit.training.fit import train_all
 
     s2_pretrained = _default_pretrained(s2_pretrained, s2_config, "s2G", "s2", resume)
     s1_pretrained = _default_pretrained(s1_pretrained, s1_config, "s1", "s1", resume)

@@ -232,7 +232,7 @@ def run_demo(
     from gsvkit.config import load_config
     from gsvkit.data.prepare import prepare
     from gsvkit.data.prepare_config import PrepareConfig
-    from gsvkit.training.run import format_summary, train_s1, train_s2
+    from gsvkit.training.fit import format_summary, train_s1, train_s2
 
     started = time.time()
     out = Path(out)

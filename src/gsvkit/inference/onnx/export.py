@@ -174,7 +174,7 @@ def export_onnx(
     from torch.export import Dim
 
     from gsvkit.checkpoint import load_s1, load_s2, read_header
-    from gsvkit.inference.models import check_pair
+    from gsvkit.inference.bundle import check_pair
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

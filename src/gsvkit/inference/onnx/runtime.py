@@ -203,7 +203,7 @@ class OrtHubert:
 def load_onnx_bundle(folder: str | os.PathLike, threads: int | None = None) -> Any:
     """A `ModelBundle` whose s1 and s2 run on onnxruntime."""
     from gsvkit.config import ConfigError, config_from_dict
-    from gsvkit.inference.models import ModelBundle
+    from gsvkit.inference.bundle import ModelBundle
 
     folder = Path(folder)
     data = read_manifest(folder)

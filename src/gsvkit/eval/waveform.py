@@ -11,7 +11,7 @@ from gsvkit.errors import AudioError
 AudioInput = str | Path | np.ndarray
 
 
-def read_audio(audio: AudioInput, sr: int, source_sr: int | None = None) -> np.ndarray:
+def as_waveform(audio: AudioInput, sr: int, source_sr: int | None = None) -> np.ndarray:
     """Return `audio` as mono float32 at `sr` Hz.
 
     `audio` is a path (anything `gsvkit.audio.io.load_audio` reads) or a waveform [T] or [T, C]; a waveform

@@ -1,0 +1,82 @@
+"""One synthesis call's fixed inputs (`Job`) and the two model steps on a fragment: s1 tokens, s2 audio."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from gsvkit.inference.bundle import ModelBundle
+from gsvkit.inference.params import SynthesisParams
+from gsvkit.inference.prompt import Prompt
+from gsvkit.inference.textprep import TextFeatures, TextReader
+
+
+@dataclass(frozen=True)
+class Job:
+    """Taken once at the start of a call, so a model switch during it changes nothing it uses."""
+
+    bundle: ModelBundle
+    reader: TextReader
+    prompt: Prompt
+    params: SynthesisParams
+    seed: int
+    audit: dict[str, Any] = field(default_factory=dict)  # what the audit line says about the request
+
+
+def generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
+    """The s1 and s2 random streams of one seed."""
+    return torch.Generator().manual_seed(seed), torch.Generator().manual_seed((seed + 1) % 2**64)
+
+
+def s1_inputs(job: Job, frag: TextFeatures) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Prompt text + fragment as s1 sees them: phone ids [1, Tx], BERT [1, 1024, Tx], prompt tokens [1, Tp]."""
+    pt = job.prompt.text
+    ids = (pt.phone_ids if pt else []) + frag.phone_ids
+    bert = torch.cat([pt.bert, frag.bert], dim=1) if pt else frag.bert  # [1024, Tx]
+    phones = torch.tensor([ids], dtype=torch.long)  # [1, Tx]
+    prompt = job.prompt.tokens[None] if job.prompt.tokens is not None else None  # [1, Tp]
+    return phones, bert[None], prompt
+
+
+def generate_tokens(job: Job, frag: TextFeatures, gen: torch.Generator) -> Iterator[int]:
+    """s1: the fragment's semantic tokens, one at a time."""
+    phones, bert, prompt = s1_inputs(job, frag)
+    p = job.params
+    return job.bundle.s1.generate_iter(
+        phones,
+        bert,
+        prompt,
+        top_k=p.top_k,
+        top_p=p.top_p,
+        temperature=p.temperature,
+        repetition_penalty=p.repetition_penalty,
+        max_new_tokens=p.max_new_tokens,
+        generator=gen,
+    )
+
+
+def decode_tokens(job: Job, codes: list[int], phone_ids: list[int], gen: torch.Generator) -> np.ndarray:
+    """s2: semantic tokens (+ the fragment's phones) -> float32 audio [S] in the reference's timbre."""
+    if not codes:
+        return np.zeros(0, np.float32)
+    device = model_device(job.bundle.s2)
+    wav = job.bundle.s2.decode(
+        torch.tensor([[codes]], dtype=torch.long, device=device),  # [1, 1, N]
+        torch.tensor([phone_ids], dtype=torch.long, device=device),  # [1, L]
+        [s.to(device) for s in job.prompt.specs],
+        noise_scale=job.params.noise_scale,
+        speed=job.params.speed,
+        generator=gen,
+        sv_emb=[e.to(device) for e in job.prompt.sv_embs] if job.prompt.sv_embs is not None else None,
+    )  # [1, 1, S]
+    return wav[0, 0].float().cpu().numpy()
+
+
+def model_device(model: Any) -> torch.device:
+    """Where a torch module (or an onnxruntime stand-in with a `device` attribute) wants its inputs."""
+    device = getattr(model, "device", None)
+    return device if isinstance(device, torch.device) else next(model.parameters()).device
