@@ -78,6 +78,12 @@ def synth(
     fragment_interval: Annotated[float, typer.Option(help="seconds of silence between fragments")] = 0.3,
     noise_scale: Annotated[float, typer.Option(help="s2 noise (0 = deterministic decode)")] = 0.5,
     max_new_tokens: Annotated[int, typer.Option(help="cap on semantic tokens per fragment (25 per second)")] = 1500,
+    sample_steps: Annotated[
+        int | None, typer.Option(help="v3/v4 flow-matching steps, 1-128 (default 32 for v3, 8 for v4)")
+    ] = None,
+    vocoder: Annotated[
+        Path | None, typer.Option("--vocoder", help="v3/v4 vocoder file (default: the models folder's)")
+    ] = None,
     int8: Annotated[bool, typer.Option("--int8", help="int8 s1 weights: faster on CPU")] = False,
     device: Annotated[str, typer.Option(help="torch device")] = "cpu",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR from `gsv export onnx`)")] = "torch",
@@ -115,8 +121,8 @@ def synth(
             _fail("give a voice (--voice DIR) or both --s1 and --s2")
         hubert, bert = model_dirs(voice, hubert, bert)
         t0 = time.perf_counter()
-        tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, device=device, int8=int8,
-                  backend=backend, onnx_dir=onnx, watermark=not no_watermark,
+        tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, vocoder=vocoder, device=device,
+                  int8=int8, backend=backend, onnx_dir=onnx, watermark=not no_watermark,
                   allow_synthetic_reference=allow_synthetic_reference, audit_log=audit_log)  # fmt: skip
         t_load = time.perf_counter() - t0
         res = tts.synthesize_result(
@@ -136,6 +142,7 @@ def synth(
             batch_size=batch_size,
             fragment_interval=fragment_interval,
             noise_scale=noise_scale,
+            sample_steps=sample_steps,
             max_new_tokens=max_new_tokens,
             consent=consent,
         )
@@ -176,6 +183,9 @@ def voice_create(
     bert: Annotated[Path | None, typer.Option("--bert", help="Chinese BERT directory, recorded for use")] = None,
     sv_model: Annotated[
         Path | None, typer.Option("--sv-model", help="v2Pro: speaker-verification model; stores the embeddings")
+    ] = None,
+    vocoder: Annotated[
+        Path | None, typer.Option("--vocoder", help="v3/v4: vocoder file, recorded in the voice")
     ] = None,
     description: Annotated[str, typer.Option("--description", help="free text")] = "",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace OUT if it exists")] = False,
@@ -221,6 +231,7 @@ def voice_create(
             hubert=hubert,
             bert=bert,
             sv=sv_model,
+            vocoder=vocoder,
             overwrite=overwrite,
         )
     except GsvError as err:

@@ -15,7 +15,8 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, device: str, int8: bool,
-         backend: str = "torch", onnx: Path | None = None, sv_model: Path | None = None, **safety):  # fmt: skip
+         backend: str = "torch", onnx: Path | None = None, sv_model: Path | None = None,
+         vocoder: Path | None = None, **safety):  # fmt: skip
     from gsvkit.inference.pipeline import TTS
     from gsvkit.inference.voice import scan_voices
 
@@ -25,8 +26,8 @@ def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, devi
     from gsvkit.inference.cli import model_dirs
 
     hubert, bert = model_dirs(voice, hubert, bert)
-    return TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, device=device, int8=int8,
-               backend=backend, onnx_dir=onnx, **safety)  # fmt: skip
+    return TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, vocoder=vocoder, device=device,
+               int8=int8, backend=backend, onnx_dir=onnx, **safety)  # fmt: skip
 
 
 NO_WATERMARK_HELP = "leave outputs unmarked (recorded as 'off' in every audit line)"
@@ -48,6 +49,9 @@ def serve(
     s2: Annotated[Path | None, typer.Option("--s2", help="SoVITS weights loaded at start")] = None,
     hubert: Annotated[Path | None, typer.Option("--hubert", help="HuBERT model directory")] = None,
     bert: Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory")] = None,
+    vocoder: Annotated[
+        Path | None, typer.Option("--vocoder", help="v3/v4 vocoder file (default: models folder's)")
+    ] = None,
     sv_model: Annotated[
         Path | None, typer.Option("--sv-model", help="v2Pro/v2ProPlus speaker-verification model file")
     ] = None,
@@ -101,13 +105,28 @@ def serve(
         if key_file is not None and api_key is not None:
             _fail("give either --api-key (GSVKIT_API_KEY) or --keys, not both")
         if key_file is not None:
-            tts = _tts(None, None, None, None, hubert, bert, device, int8, backend, onnx, sv_model, **safety)
+            tts = _tts(None, None, None, None, hubert, bert, device, int8, backend, onnx, sv_model, vocoder, **safety)
         else:
-            tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, int8, backend, onnx, sv_model, **safety)
+            tts = _tts(
+                voice, voices_dir, s1, s2, hubert, bert, device, int8, backend, onnx, sv_model, vocoder, **safety
+            )
 
         def per_key(entry):  # each key loads its own models: a switch by one never changes another's
-            return _tts(None, entry.voices_dir, None, None, hubert, bert, device, int8, backend, onnx, sv_model,
-                        **safety)
+            return _tts(
+                None,
+                entry.voices_dir,
+                None,
+                None,
+                hubert,
+                bert,
+                device,
+                int8,
+                backend,
+                onnx,
+                sv_model,
+                vocoder,
+                **safety,
+            )
 
         settings = ServerSettings(
             models_dir=models_dir,

@@ -49,7 +49,9 @@ class TTSRequest(BaseModel):
     streaming_mode: int = Field(0, ge=0, le=3, description="0/false: one file; 1/true, 2, 3: stream chunks")
     parallel_infer: bool = True
     repetition_penalty: float = Field(1.35, ge=1.0, le=10.0)
-    sample_steps: int = Field(32, ge=1, le=128, description="ignored (v3/v4 only upstream)")
+    sample_steps: int | None = Field(
+        None, ge=1, le=128, description="v3/v4 flow-matching steps (default 32 for v3, 8 for v4; others ignore it)"
+    )
     super_sampling: bool = Field(False, description="ignored (v3/v4 only upstream)")
     overlap_length: int = Field(2, ge=0, le=50, description="streaming: cross-fade in semantic tokens")
     min_chunk_length: int = Field(16, ge=2, le=500, description="streaming: new semantic tokens per chunk")
@@ -90,6 +92,7 @@ class TTSRequest(BaseModel):
             "split_bucket": self.split_bucket,
             "fragment_interval": self.fragment_interval,
             "noise_scale": self.noise_scale,
+            "sample_steps": self.sample_steps,
             "consent": self.consent or None,
         }
 
