@@ -258,7 +258,8 @@ def _merged_lora(path: Path, imp: Any, base: Path) -> Checkpoint:
         merged = merge_lora(full.state_dict, imp.state_dict, int(imp.info["lora_rank"]))
     except CheckpointError as err:
         raise CheckpointError(f"{path} on {base}: {err}") from None
-    config = imp.config.model_copy(deep=True)
+    # The base file's architecture (a LoRA file's config names only upstream's configurable sizes).
+    config = full.config.model_copy(deep=True)
     config.model.flow = flow_config_from_state_dict(merged)
     info = {**imp.info, "lora_base_file": str(base), "source_format": "s2-lora-merged"}
     return Checkpoint("s2", imp.version, config, merged, info, "s2-lora-merged", path)

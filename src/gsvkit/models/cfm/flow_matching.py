@@ -142,6 +142,7 @@ def decode_chunked(
         noise = noises[k] if isinstance(noises, Sequence) else noises
         lens = torch.tensor([fea.size(2)], device=fea.device)
         mel = cfm.sample(fea, lens, mel_ref, steps, noise=noise)[:, :, mel_ref.size(2) :]
-        mel_ref, fea_ref = mel[:, :, -t_min:], todo[:, :, -t_min:]
+        # The tail prompts the next chunk (written without -t_min, which would keep everything when t_min is 0).
+        mel_ref, fea_ref = mel[:, :, mel.size(2) - t_min :], todo[:, :, todo.size(2) - t_min :]
         outs.append(mel)
     return torch.cat(outs, dim=2)
