@@ -70,6 +70,9 @@ def convert(
         typer.Option("--fp16/--fp32", help="store floating tensors in half / full precision (default: as stored)"),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace OUT if it exists")] = False,
+    base: Annotated[
+        Path | None, typer.Option(help="v3/v4 LoRA files: the full base model they were trained on (merged)")
+    ] = None,
 ) -> None:
     """Convert a weight file to gsvkit's safe, self-describing .safetensors format."""
     from gsvkit.checkpoint import convert_checkpoint, read_header
@@ -87,7 +90,7 @@ def convert(
 
             header = read_header(export_checkpoint(src, out, dtype=dtype, overwrite=overwrite))
         else:
-            header = convert_checkpoint(src, out, dtype=dtype, overwrite=overwrite)
+            header = convert_checkpoint(src, out, dtype=dtype, overwrite=overwrite, base=base)
     except GsvError as err:
         fail(str(err))
     console.print(

@@ -21,8 +21,10 @@ from gsvkit.training.config import CommonTrainConfig, MixupConfig, SpecAugmentCo
 ModelVersion = Literal["v1", "v2"]
 # s2 families: v2Pro/v2ProPlus are v2 plus a speaker-verification branch (ProPlus also a wider decoder); s1 and the
 # phone table stay v2's.
-S2Version = Literal["v1", "v2", "v2Pro", "v2ProPlus"]
+S2Version = Literal["v1", "v2", "v2Pro", "v2ProPlus", "v3", "v4"]
 PRO_VERSIONS = ("v2Pro", "v2ProPlus")
+# v3/v4: v2's content encoder feeding a conditional flow-matching mel decoder (`SynthesizerTrnV3`) and a vocoder.
+FLOW_VERSIONS = ("v3", "v4")
 
 # Phone-symbol table sizes of the official models: v1's table is an exact prefix of v2's.
 N_SYMBOLS = {"v1": 322, "v2": 732}
@@ -42,6 +44,28 @@ def _drop_unused(values: Any, names: tuple[str, ...]) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------------- s2
+class FlowDecoderConfig(StrictModel):
+    """The v3/v4 mel decoder: bridge -> wns1 (WaveNet) -> CFM with an F5-TTS-style DiT estimator (upstream sizes)."""
+
+    dim: int = Field(1024, gt=0, description="DiT width")
+    depth: int = Field(22, gt=0, description="DiT blocks")
+    heads: int = Field(16, gt=0)
+    dim_head: int = Field(64, gt=0)
+    ff_mult: int = Field(2, gt=0)
+    conv_layers: int = Field(4, ge=0, description="ConvNeXt-V2 blocks over the condition features")
+    mel_channels: int = Field(100, gt=0)
+    bridge_channels: int = Field(512, gt=0, description="width of bridge/wns1 = the DiT's condition width")
+    wns1_layers: int = Field(8, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> FlowDecoderConfig:
+        if self.dim_head % 2:
+            raise ValueError(f"dim_head={self.dim_head} must be even (rotary embedding)")
+        if self.dim % 16 or self.dim < 16:
+            raise ValueError(f"dim={self.dim} must be a multiple of 16 (grouped conv position embedding)")
+        return self
+
+
 class S2ModelConfig(StrictModel):
     """SoVITS (`SynthesizerTrn`) architecture. Defaults are upstream's `configs/s2.json` for v2."""
 
@@ -83,6 +107,7 @@ class S2ModelConfig(StrictModel):
     discriminator_channel_divisor: int = Field(
         1, description="divide the discriminator's widths (1 = upstream's 46.7 M; 16 for tiny smoke configs)"
     )
+    flow: FlowDecoderConfig | None = Field(None, description="v3/v4 only: the mel decoder; None = official sizes")
 
     @field_validator("discriminator_channel_divisor")
     @classmethod
@@ -104,6 +129,15 @@ class S2ModelConfig(StrictModel):
         if self.ref_enc_bins is not None and self.ref_enc_bins > self.spec_channels:
             raise ValueError(f"ref_enc_bins={self.ref_enc_bins} exceeds spec_channels={self.spec_channels}")
         return self
+
+    @property
+    def is_flow(self) -> bool:
+        """v3/v4: a flow-matching mel decoder plus a separate vocoder instead of the HiFi-GAN decoder."""
+        return self.version in FLOW_VERSIONS
+
+    @property
+    def flow_decoder(self) -> FlowDecoderConfig:
+        return self.flow if self.flow is not None else FlowDecoderConfig()
 
     @property
     def is_pro(self) -> bool:
@@ -339,6 +373,9 @@ _S2_OFFICIAL: dict[str, dict[str, Any]] = {
     "v2": {},
     "v2Pro": _PRO_MODEL,
     "v2ProPlus": {**_PRO_MODEL, "upsample_initial_channel": 768, "upsample_kernel_sizes": [20, 16, 8, 2, 2]},
+    # v3/v4 are built from s2.json (upstream keeps the unused decoder keys); the mel decoder is FlowDecoderConfig.
+    "v3": {},
+    "v4": {},
 }
 
 

@@ -21,6 +21,7 @@ from gsvkit.checkpoint.store import (
     load_s2,
     load_s2d,
     load_speaker_encoder,
+    load_vocoder_file,
     read_header,
     save_checkpoint,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "load_s2",
     "load_s2d",
     "load_speaker_encoder",
+    "load_vocoder_file",
     "read_header",
     "save_checkpoint",
 ]

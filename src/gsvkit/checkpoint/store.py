@@ -23,6 +23,7 @@ KIND_NAMES = {
     "s2": "SoVITS generator (s2)",
     "s2d": "SoVITS discriminator (s2d)",
     "sv": "speaker-verification (ERes2NetV2, v2Pro/v2ProPlus)",
+    "vocoder": "vocoder (v3 BigVGAN / v4 HiFi-GAN)",
 }
 
 
@@ -83,7 +84,7 @@ class CheckpointHeader:
             "num_params": self.num_params,
             "num_tensors": len(self.tensors),
             "dtypes": self.dtypes,
-            "config": self.config.model_dump(mode="json"),
+            "config": self.config.model_dump(mode="json") if self.config is not None else None,
             "info": self.info,
         }
 
@@ -210,11 +211,13 @@ def _ours_meta(path: Path, raw: Any) -> tuple[str, str, S1Config | S2Config, dic
     return kind, version, config, info if isinstance(info, dict) else {"info": info}
 
 
-def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
+def load_checkpoint(path: str | Path, *, verify: bool = True, base: str | Path | None = None) -> Checkpoint:
     """Load a gsvkit `.safetensors` file or any supported official GPT-SoVITS file.
 
     `verify=True` checks our content checksum (official zip entries are always CRC-checked). s1 keys come back
     without upstream's Lightning "model." prefix, so they match `gsvkit.models.s1.Text2SemanticDecoder`.
+    A v3/v4 LoRA file holds adapters only: `base` (the full v3/v4 model it was trained on) is then required, and
+    the result is the merged full model.
     """
     from gsvkit.checkpoint import format as fmt
 
@@ -232,9 +235,37 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
     from gsvkit.checkpoint.upstream import interpret
 
     # Look before reading tensor bytes, so refused versions and wrong files fail fast and cheaply.
-    interpret(read_torch_file(path, lazy=True), path)
+    first = interpret(read_torch_file(path, lazy=True), path)
+    if "lora_rank" in first.info and base is None:
+        raise CheckpointError(
+            f"{path} is a {first.version} LoRA file (adapters only): give the base model it was trained on, "
+            f"upstream's pretrained_models/{first.info['lora_base']} (--base PATH)"
+        )
     imp = interpret(read_torch_file(path), path)
+    if "lora_rank" in imp.info:
+        return _merged_lora(path, imp, Path(base))  # type: ignore[arg-type]
     return Checkpoint(imp.kind, imp.version, imp.config, imp.state_dict, imp.info, imp.source_format, path)
+
+
+def _merged_lora(path: Path, imp: Any, base: Path) -> Checkpoint:
+    from gsvkit.models.s2.flow import flow_config_from_state_dict
+    from gsvkit.models.s2.lora import merge_lora
+
+    full = load_checkpoint(base)
+    if full.kind != "s2" or full.version != imp.version or "lora_rank" in full.info:
+        raise CheckpointError(
+            f"{base} is a {full.kind} {full.version} file, but {path} needs a full {imp.version} SoVITS base model "
+            f"(upstream's pretrained_models/{imp.info['lora_base']})"
+        )
+    try:
+        merged = merge_lora(full.state_dict, imp.state_dict, int(imp.info["lora_rank"]))
+    except CheckpointError as err:
+        raise CheckpointError(f"{path} on {base}: {err}") from None
+    # The base file's architecture (a LoRA file's config names only upstream's configurable sizes).
+    config = full.config.model_copy(deep=True)
+    config.model.flow = flow_config_from_state_dict(merged)
+    info = {**imp.info, "lora_base_file": str(base), "source_format": "s2-lora-merged"}
+    return Checkpoint("s2", imp.version, config, merged, info, "s2-lora-merged", path)
 
 
 def read_header(path: str | Path) -> CheckpointHeader:
@@ -272,9 +303,17 @@ _DTYPE_NAMES = {
 
 
 def convert_checkpoint(
-    src: str | Path, dst: str | Path, *, dtype: torch.dtype | None = None, overwrite: bool = False
+    src: str | Path,
+    dst: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
+    base: str | Path | None = None,
 ) -> CheckpointHeader:
-    """Import any supported file and save it in gsvkit's format (`gsv convert`); returns the new file's header."""
+    """Import any supported file and save it in gsvkit's format (`gsv convert`); returns the new file's header.
+
+    A v3/v4 LoRA file needs `base`; the saved file is the merged full model.
+    """
     src, dst = Path(src), Path(dst)
     if dst.suffix != ".safetensors":
         raise CheckpointError(
@@ -286,11 +325,16 @@ def convert_checkpoint(
         raise CheckpointError(f"{dst} already exists; pass --overwrite to replace it")
     if dst.is_dir():
         raise CheckpointError(f"{dst} is a directory; give the output file name (e.g. {dst / 'model.safetensors'})")
-    ckpt = load_checkpoint(src)
+    ckpt = load_checkpoint(src, base=base)
     if ckpt.kind == "sv":
         raise CheckpointError(
             f"{src}: the speaker-verification model is used as upstream ships it (--sv-model {src}); "
             "there is nothing to convert"
+        )
+    if ckpt.kind == "vocoder":
+        raise CheckpointError(
+            f"{src}: the {ckpt.version} vocoder is used as upstream ships it (--vocoder {src}); there is nothing to "
+            "convert"
         )
     info = dict(ckpt.info)
     info.setdefault("source_file", str(src))
@@ -328,13 +372,22 @@ def _load_into(model: Any, state_dict: Mapping[str, Any], path: Path, optional: 
     model.load_state_dict(dict(state_dict), strict=False)
 
 
-def load_s2(path: str | Path, device: str = "cpu") -> Any:
-    """An eval-mode `gsvkit.models.s2.SynthesizerTrn` from any supported s2 file (enc_q may be absent)."""
+def load_s2(path: str | Path, device: str = "cpu", base: str | Path | None = None) -> Any:
+    """An eval-mode SoVITS from any supported s2 file: `SynthesizerTrn` (enc_q may be absent), or
+    `SynthesizerTrnV3` for v3/v4 (a LoRA file is merged into `base`)."""
     from gsvkit.models.s2 import SynthesizerTrn
 
     path = Path(path)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, base=base)
     _expect_kind(ckpt, "s2", path)
+    if ckpt.config.model.is_flow:
+        from gsvkit.models.s2.flow import SynthesizerTrnV3
+
+        try:
+            flow = SynthesizerTrnV3.from_upstream_state_dict(ckpt.state_dict, ckpt.version, ckpt.config.model)
+        except CheckpointError as err:
+            raise CheckpointError(f"{path}: {err}") from None
+        return flow.to(device).eval()
     model = SynthesizerTrn(ckpt.config.model)
     _load_into(model, ckpt.state_dict, path, optional=("enc_q.",))
     return model.to(device).eval()
@@ -367,6 +420,19 @@ def load_speaker_encoder(path: str | Path, device: str = "cpu") -> Any:
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
     return model.to(device).eval()
+
+
+def load_vocoder_file(path: str | Path, device: str = "cpu") -> Any:
+    """An eval-mode vocoder from upstream's files: BigVGAN's `bigvgan_generator.pt` (v3) or `vocoder.pth` (v4)."""
+    from gsvkit.models.vocoders import load_vocoder
+
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    _expect_kind(ckpt, "vocoder", path)
+    try:
+        return load_vocoder(ckpt.state_dict, ckpt.version).to(device).eval()
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
 
 
 def load_s2d(path: str | Path, device: str = "cpu") -> Any:

@@ -49,8 +49,10 @@ from gsvkit.config import (
 from gsvkit.errors import CheckpointError
 from gsvkit.models.s2.discriminators import PERIODS
 
-SUPPORTED_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")
-NEWER_VERSIONS = ("v3", "v4", "v3-LoRA", "v4-LoRA", "v5dev", "v5turbo")
+SUPPORTED_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus", "v3", "v4", "v3-LoRA", "v4-LoRA")
+NEWER_VERSIONS = ("v5dev", "v5turbo")
+# Where upstream keeps the base model a v3/v4 LoRA file is merged into (pretrained_models/...).
+LORA_BASE_FILES = {"v3": "s2Gv3.pth", "v4": "gsv-v4-pretrained/s2Gv4.pth"}
 
 S1_PREFIXES = (
     "ar_text_embedding.",
@@ -65,6 +67,8 @@ S2_PREFIXES = ("enc_p.", "dec.", "flow.", "ref_enc.", "ssl_proj.", "quantizer.",
 # Modules only newer SoVITS generations have; enough to tell their weights apart from v1/v2 ones.
 V2PRO_PREFIXES = ("sv_emb.", "ge_to512.", "prelu.")
 V3_PREFIXES = ("cfm.", "bridge.", "wns1.", "linear_mel.")
+# Vocoders: BigVGAN (v3, `{"generator": ...}`) and the v4 HiFi-GAN (`vocoder.pth`, a bare state dict).
+VOCODER_PREFIXES = ("conv_pre.", "ups.", "resblocks.", "conv_post.", "activation_post.")
 D_PREFIX = "discriminators."
 # ERes2NetV2, the speaker-verification model of v2Pro/v2ProPlus (the x-vector head seg_*/pool included).
 SV_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.", "layer3_ds.", "fuse34.", "seg_", "pool.")
@@ -133,8 +137,8 @@ _S1_SECTIONS = {
 class Imported:
     """An official file, understood: its tensors (or `TensorRef`s when read lazily) and what they are."""
 
-    kind: str  # "s1" | "s2" | "s2d" | "sv"
-    version: str  # "v1" | "v2" | "v2Pro" | "v2ProPlus"
+    kind: str  # "s1" | "s2" | "s2d" | "sv" | "vocoder"
+    version: str  # "v1" | "v2" | "v2Pro" | "v2ProPlus" | "v3" | "v4"
     config: Any  # S1Config | S2Config; SpeakerEncoderConfig for "sv"
     state_dict: dict[str, Any]
     info: dict[str, Any]
@@ -143,7 +147,7 @@ class Imported:
 
 def refuse_version(path: Path, version: str) -> CheckpointError:
     return CheckpointError(
-        f"{path} is a GPT-SoVITS {version} model; gsvkit supports v1, v2, v2Pro and v2ProPlus for now "
+        f"{path} is a GPT-SoVITS {version} model; gsvkit supports v1, v2, v2Pro, v2ProPlus, v3 and v4 for now "
         "(use a model of those families, or upstream GPT-SoVITS for this one)"
     )
 
@@ -160,14 +164,20 @@ def interpret(tf: TorchFile, path: Path) -> Imported:
     sv_like = "fuse34.local_att.0.weight" in weights and all(k.startswith(SV_PREFIXES) for k in weights)
     if container == "bare" and sv_like:
         return _speaker_encoder(weights, path, tf.header_version)
+    if container in ("bare", "generator") and all(k.startswith(VOCODER_PREFIXES) for k in weights):
+        return _vocoder(weights, path, container)
     upstream_cfg = _upstream_config(obj, container)
     kind = _kind_of(weights, path)
     if kind == "s1":
         weights = {k.removeprefix("model."): v for k, v in weights.items()}
+    flow = None
     if kind == "s2":
-        _refuse_newer_s2(path, obj, weights, upstream_cfg)
+        _refuse_newer_s2(path, upstream_cfg)
+        flow = _flow_family(path, obj, weights, upstream_cfg, tf.header_version)
     elif _declared_version(upstream_cfg) in NEWER_VERSIONS:
         raise refuse_version(path, _declared_version(upstream_cfg))
+    if flow is not None:
+        return _flow_s2(path, obj, container, weights, upstream_cfg, tf.header_version, *flow)
 
     source_format = _source_format(kind, container, obj, weights, tf.header_version)
     if kind == "s1":
@@ -207,6 +217,8 @@ def _is_tensor(v: Any) -> bool:
 def _find_weights(obj: Mapping, path: Path) -> tuple[str, Mapping[str, Any]]:
     if isinstance(obj.get("state_dict"), Mapping):
         container, weights = "lightning", obj["state_dict"]
+    elif isinstance(obj.get("generator"), Mapping) and len(obj) <= 2:
+        container, weights = "generator", obj["generator"]  # NVIDIA's bigvgan_generator.pt
     elif isinstance(obj.get("weight"), Mapping):
         container, weights = "weight", obj["weight"]
     elif isinstance(obj.get("model"), Mapping) and "iteration" in obj:
@@ -257,16 +269,84 @@ def _declared_version(cfg: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _refuse_newer_s2(path: Path, obj: Mapping, weights: Mapping[str, Any], cfg: Mapping[str, Any]) -> None:
-    names = list(weights)
+def _refuse_newer_s2(path: Path, cfg: Mapping[str, Any]) -> None:
     declared = _declared_version(cfg)
-    v3_or_v4 = declared if declared in ("v3", "v4") else ("v4" if obj.get("info") == "pretrained_s2G_v4" else "v3")
-    if "lora_rank" in obj or any("lora_" in n for n in names):
-        raise refuse_version(path, f"{v3_or_v4}-LoRA")
-    if any(n.startswith(V3_PREFIXES) for n in names):
-        raise refuse_version(path, v3_or_v4)
     if declared in NEWER_VERSIONS:
         raise refuse_version(path, declared)
+
+
+def _flow_family(
+    path: Path, obj: Mapping, weights: Mapping[str, Any], cfg: Mapping[str, Any], header: str | None
+) -> tuple[str, int | None] | None:
+    """(version v3|v4, lora_rank or None) for a flow-matching SoVITS file; None for the v1/v2 families.
+
+    Content first (cfm/bridge/wns1 keys, lora_A/lora_B keys), then the header tag (`02` v3, `03`/`04` v3/v4 LoRA),
+    then the config's version, then upstream's pretrained info tag. v3 and v4 share every key, so a file with
+    none of these is v3, as upstream's own size rule decides.
+    """
+    names = list(weights)
+    has_flow = any(n.startswith(V3_PREFIXES) for n in names)
+    is_lora = "lora_rank" in obj or any(".lora_A." in n or ".lora_B." in n for n in names)
+    tagged = header in ("v3", "v3-LoRA", "v4-LoRA")
+    if not (has_flow or is_lora or tagged):
+        return None
+    if not has_flow:
+        raise CheckpointError(
+            f"{path}: tagged or marked as a GPT-SoVITS {header or 'v3/v4 LoRA'} file, but it holds no flow-decoder "
+            "weights (cfm.*); the file is damaged or mislabelled"
+        )
+    declared = _declared_version(cfg)
+    if header in ("v3", "v3-LoRA", "v4-LoRA"):
+        version = header[:2]
+    elif declared in ("v3", "v4"):
+        version = declared
+    else:
+        version = "v4" if obj.get("info") == "pretrained_s2G_v4" else "v3"
+    if header in ("v3-LoRA", "v4-LoRA") or is_lora:
+        rank = obj.get("lora_rank")
+        if not isinstance(rank, int):
+            a = next((weights[n] for n in names if ".lora_A." in n), None)
+            rank = int(a.shape[0]) if a is not None else None
+        if not isinstance(rank, int) or rank < 1:
+            raise CheckpointError(f"{path}: a v3/v4 LoRA file without a usable lora_rank ({obj.get('lora_rank')!r})")
+        return version, rank
+    return version, None
+
+
+def _flow_s2(
+    path: Path,
+    obj: Mapping,
+    container: str,
+    weights: Mapping[str, Any],
+    cfg: Mapping[str, Any],
+    header: str | None,
+    version: str,
+    lora_rank: int | None,
+) -> Imported:
+    from gsvkit.models.s2.flow import flow_config_from_state_dict
+
+    config = _s2_config(cfg, version, None, path, weights)
+    if lora_rank is None:
+        config.model.flow = flow_config_from_state_dict(weights)
+        source_format = "s2-export-header" if header is not None else "s2-pretrained-G"
+    else:
+        source_format = "s2-lora"
+    info = _info(obj, container, path, source_format, dict(cfg), header)
+    if lora_rank is not None:
+        info["lora_rank"] = lora_rank
+        info["lora_base"] = LORA_BASE_FILES[version]
+    return Imported("s2", version, config, dict(weights), info, source_format)
+
+
+def _vocoder(weights: Mapping[str, Any], path: Path, container: str) -> Imported:
+    version = "v3" if any(k.startswith("activation_post.") for k in weights) else "v4"
+    info = {
+        "source_file": str(path),
+        "source_format": "bigvgan-generator" if container == "generator" else "vocoder-state-dict",
+        "model": "BigVGAN-v2 24 kHz 100-band x256" if version == "v3" else "v4 vocoder (HiFi-GAN x480, 48 kHz)",
+        "used_by": [version],
+    }
+    return Imported("vocoder", version, None, dict(weights), info, info["source_format"])
 
 
 def _source_format(kind: str, container: str, obj: Mapping, weights: Mapping, header: str | None) -> str:

@@ -47,6 +47,8 @@ class ModelBundle:
     s1_path: Path
     s2_path: Path
     ident: str  # identity of the loaded s2 weights: keys the reference cache (tokens come from its quantizer)
+    vocoder: Any = None  # v3/v4: mel -> waveform (gsvkit.models.vocoders)
+    vocoder_path: Path | None = None
 
     @property
     def version(self) -> str:
@@ -63,12 +65,26 @@ class ModelBundle:
         return self.s2_config.model.is_pro
 
     @property
+    def is_flow(self) -> bool:
+        """v3/v4: s2 predicts a mel by flow matching and a separate vocoder makes the audio."""
+        return self.s2_config.model.is_flow
+
+    @property
     def sample_rate(self) -> int:
+        """Rate of the audio synthesis returns (v3 24 kHz, v4 48 kHz: the vocoder's)."""
+        if self.is_flow:
+            from gsvkit.models.vocoders import VOCODER_RATE
+
+            return VOCODER_RATE[self.version]
         return self.s2_config.data.sampling_rate
 
     @property
     def samples_per_token(self) -> int:
         """Waveform samples per semantic token at speed 1 (tokens are 25 Hz: two spectrogram frames)."""
+        if self.is_flow:
+            from gsvkit.inference.flow import samples_per_token
+
+            return round(samples_per_token(self.version))
         frames = 2 if self.s2_config.model.semantic_frame_rate == "25hz" else 1
         return frames * self.s2_config.data.hop_length
 
@@ -93,9 +109,12 @@ def load_bundle(
     device: str = "cpu",
     precision: str = "fp32",
     reuse: ModelBundle | None = None,
+    vocoder: str | os.PathLike | None = None,
 ) -> ModelBundle:
     """Load and cross-check s1 and s2; s1 at `precision` (fp32 | bf16 | int8). With `reuse`, a side whose path is
-    unchanged keeps its loaded model."""
+    unchanged keeps its loaded model.
+
+    v3/v4 also need their vocoder: `vocoder`, else the models folder's (`gsv models fetch v3|v4`)."""
     from gsvkit.checkpoint import load_s1, load_s2, read_header
 
     s1_path, s2_path = Path(s1_path), Path(s2_path)
@@ -112,6 +131,9 @@ def load_bundle(
     else:
         s1 = load_s1(s1_path, device=device).with_precision(precision)
     s2 = reuse.s2 if same2 else load_s2(s2_path, device=device)
+    voc, voc_path = None, None
+    if h2.config.model.is_flow:
+        voc, voc_path = _vocoder(h2.version, vocoder, device, reuse)
     return ModelBundle(
         s1=s1,
         s2=s2,
@@ -120,4 +142,30 @@ def load_bundle(
         s1_path=s1_path.resolve(),
         s2_path=s2_path.resolve(),
         ident=reuse.ident if same2 else f"s2-{next(_ids)}",
+        vocoder=voc,
+        vocoder_path=voc_path,
     )
+
+
+def _vocoder(version: str, given: str | os.PathLike | None, device: str, reuse: ModelBundle | None):
+    from gsvkit.checkpoint import load_vocoder_file
+    from gsvkit.models.official import default_path, fetch_hint
+
+    path = Path(given) if given else default_path("vocoder", version)
+    if path is None:
+        raise CheckpointError(f"a {version} voice needs its vocoder (--vocoder FILE); {fetch_hint('vocoder', version)}")
+    if path.is_dir():  # BigVGAN's published folder
+        path = path / "bigvgan_generator.pt"
+    path = path.resolve()
+    if reuse is not None and reuse.vocoder_path == path:
+        return reuse.vocoder, path
+    voc = load_vocoder_file(path, device=device)
+    if (v := _vocoder_version(voc)) != version:
+        raise CheckpointError(f"{path} is the {v} vocoder, but the SoVITS model is {version}; use the {version} one")
+    return voc, path
+
+
+def _vocoder_version(voc: Any) -> str:
+    from gsvkit.models.vocoders import BigVGAN
+
+    return "v3" if isinstance(voc, BigVGAN) else "v4"

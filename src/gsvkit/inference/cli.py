@@ -14,7 +14,17 @@ import typer
 
 from gsvkit.inference.cli_params import with_options
 from gsvkit.inference.params import SynthesisParams
-from gsvkit.utils.cli_options import BertDir, Device, HubertDir, OnnxDir, Precision, SvModel, Threads, set_threads
+from gsvkit.utils.cli_options import (
+    BertDir,
+    Device,
+    HubertDir,
+    OnnxDir,
+    Precision,
+    SvModel,
+    Threads,
+    Vocoder,
+    set_threads,
+)
 from gsvkit.utils.console import console, fail, warn
 
 voice_app = typer.Typer(help="Create and list voices (weights + reference clip + provenance).", no_args_is_help=True)
@@ -72,6 +82,7 @@ def synth(
     ref_text: Annotated[str | None, typer.Option("--ref-text", help="transcript of the reference clip")] = None,
     ref_lang: Annotated[str | None, typer.Option("--ref-lang", help="language of the reference transcript")] = None,
     aux_ref: Annotated[list[Path] | None, typer.Option("--aux-ref", help="extra timbre clip (repeatable)")] = None,
+    vocoder: Vocoder = None,
     precision: Precision = "fp32",
     device: Device = "auto",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR from `gsv export onnx`)")] = "torch",
@@ -109,7 +120,8 @@ def synth(
             _fail("give a voice (--voice DIR) or both --s1 and --s2")
         hubert, bert = model_dirs(voice, hubert, bert)
         t0 = time.perf_counter()
-        tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, device=device, precision=precision,
+        tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, vocoder=vocoder,
+                  device=device, precision=precision,
                   backend=backend, onnx_dir=onnx, watermark=not no_watermark,
                   allow_synthetic_reference=allow_synthetic_reference, audit_log=audit_log)  # fmt: skip
         t_load = time.perf_counter() - t0
@@ -161,6 +173,9 @@ def voice_create(
     sv_model: Annotated[
         Path | None, typer.Option("--sv-model", help="v2Pro: speaker-verification model; stores the embeddings")
     ] = None,
+    vocoder: Annotated[
+        Path | None, typer.Option("--vocoder", help="v3/v4: vocoder file, recorded in the voice")
+    ] = None,
     description: Annotated[str, typer.Option("--description", help="free text")] = "",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace OUT if it exists")] = False,
     consent_date: Annotated[str | None, typer.Option("--consent-date", help="when consent was given (ISO)")] = None,
@@ -205,6 +220,7 @@ def voice_create(
             hubert=hubert,
             bert=bert,
             sv=sv_model,
+            vocoder=vocoder,
             overwrite=overwrite,
         )
     except GsvError as err:

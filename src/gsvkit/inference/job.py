@@ -63,6 +63,10 @@ def decode_tokens(job: Job, codes: list[int], phone_ids: list[int], gen: torch.G
     """s2: semantic tokens (+ the fragment's phones) -> float32 audio [S] in the reference's timbre."""
     if not codes:
         return np.zeros(0, np.float32)
+    if job.bundle.is_flow:
+        from gsvkit.inference.flow import decode_flow
+
+        return decode_flow(job, codes, phone_ids, gen)
     device = model_device(job.bundle.s2)
     wav = job.bundle.s2.decode(
         torch.tensor([[codes]], dtype=torch.long, device=device),  # [1, 1, N]

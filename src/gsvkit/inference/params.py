@@ -21,6 +21,7 @@ LANGUAGES: dict[str, tuple[str, ...]] = {
     "v2": ("auto", "auto_yue", "en", "zh", "ja", "yue", "ko", "all_zh", "all_ja", "all_yue", "all_ko"),
 }
 LANGUAGES["v2Pro"] = LANGUAGES["v2ProPlus"] = LANGUAGES["v2"]  # same text front end and GPT as v2
+LANGUAGES["v3"] = LANGUAGES["v4"] = LANGUAGES["v2"]
 
 # Longest text one call accepts by default; a whole book should be fed chapter by chapter.
 DEFAULT_MAX_TEXT_CHARS = 20_000
@@ -69,6 +70,12 @@ class SynthesisParams(BaseModel):
     noise_scale: float = Field(0.5, ge=0.0, le=2.0, description="s2 prior noise (0 = deterministic decode)")
     max_new_tokens: int = Field(
         1500, ge=1, le=5000, description=f"cap on semantic tokens per fragment ({TOKENS_PER_SECOND} per second)"
+    )
+    sample_steps: int | None = Field(
+        None,
+        ge=1,
+        le=128,
+        description="v3/v4 flow-matching steps (None = 32 for v3, 8 for v4; other families ignore it)",
     )
 
 

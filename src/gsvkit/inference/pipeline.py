@@ -87,6 +87,7 @@ class TTS:
         hubert: PathLike | None = None,
         bert: PathLike | None = None,
         sv_model: PathLike | None = None,
+        vocoder: PathLike | None = None,
         device: str = "cpu",
         precision: str = "fp32",
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
@@ -118,6 +119,8 @@ class TTS:
             raise CheckpointError("give both s1 and s2 weights (or a voice directory that holds them)")
         self.device = device
         self.precision = precision
+        voc = vocoder if vocoder else (voice.vocoder_path if voice else None)
+        self.vocoder_path = Path(voc) if voc else None
         self.max_text_chars = max_text_chars
         self.hubert_path = Path(hubert) if hubert else (voice.hubert_path if voice else None)
         self.bert_path = Path(bert) if bert else (voice.bert_path if voice else None)
@@ -132,7 +135,7 @@ class TTS:
 
             self._bundle: ModelBundle | None = load_onnx_bundle(self.onnx_dir, precision=precision)
         else:
-            self._bundle = load_bundle(s1, s2, device, precision) if s1 is not None else None
+            self._bundle = load_bundle(s1, s2, device, precision, vocoder=self.vocoder_path) if s1 is not None else None
         self._voice_bundles: OrderedDict[tuple[Path, Path], ModelBundle] = OrderedDict()
         self._max_voices = max(1, max_loaded_voices)
         self._bert: Any = None
@@ -169,6 +172,7 @@ class TTS:
                 self.device,
                 self.precision,
                 reuse=cur,
+                vocoder=self.vocoder_path,
             )
             with self._lock:
                 self._bundle = new
@@ -198,7 +202,7 @@ class TTS:
             if hit is not None:
                 self._voice_bundles.move_to_end(key)
                 return hit
-            bundle = load_bundle(*key, self.device, self.precision)
+            bundle = load_bundle(*key, self.device, self.precision, vocoder=voice.vocoder_path or self.vocoder_path)
             self._voice_bundles[key] = bundle
             while len(self._voice_bundles) > max(1, self._max_voices - 1):
                 self._voice_bundles.popitem(last=False)
@@ -333,7 +337,7 @@ class TTS:
                 counts[i] = len(codes[i])
             t_s1 += time.perf_counter() - t
             t = time.perf_counter()
-            if p.speed == 1.0 and len(batch) > 1:
+            if p.speed == 1.0 and len(batch) > 1 and not job.bundle.is_flow:
                 # Upstream decodes a batch's fragments as one sequence (codes and phones joined), then cuts it.
                 joined = decode_tokens(
                     job, sum((codes[i] for i in batch), []), sum((feats[i].phone_ids for i in batch), []), g2
@@ -388,6 +392,8 @@ class TTS:
         """
         sp = stream if isinstance(stream, StreamParams) else make_params(StreamParams, dict(stream or {}))
         job, pieces = self._prepare(text, lang, ref_audio, ref_text, ref_lang, aux_refs, voice, params)
+        if job.bundle.is_flow:
+            raise GsvError(f"streaming is not available for {job.bundle.version} voices yet; use synthesize")
         lang = check_language(lang, job.bundle.version)
         first = None
         while pieces and first is None:  # read ahead to the first speakable piece, so errors come now

@@ -34,6 +34,7 @@ class Prompt:
     text: TextFeatures | None
     specs: list[torch.Tensor]  # each [1, bins, F]
     sv_embs: list[torch.Tensor] | None = None  # v2Pro: one [1, sv_dim] speaker embedding per spectrogram
+    flow_mel: torch.Tensor | None = None  # v3/v4: the reference's normalised mel [1, 100, T] (the decoder's prompt)
 
 
 class PromptBuilder:
@@ -84,7 +85,7 @@ class PromptBuilder:
                 self._stored[key] = stored
             if self._stored[key] is not None:
                 return self._stored[key]
-        return self.cache.tokens(path, self.hubert(), bundle.s2, bundle.sample_rate, bundle.ident)
+        return self.cache.tokens(path, self.hubert(), bundle.s2, bundle.s2_config.data.sampling_rate, bundle.ident)
 
     def build(
         self,
@@ -115,6 +116,12 @@ class PromptBuilder:
         m = bundle.s2_config.model
         embs = self.speakers.for_clips([ref_path, *aux], speaker, data, m.sv_dim) if m.is_pro else None
         ref_text = (ref_text or "").strip()
+        mel = None
+        if bundle.is_flow:
+            from gsvkit.inference.flow import reference_mel, require_transcript
+
+            require_transcript(bundle.version, ref_text)
+            mel = reference_mel(ref_path, bundle.version)
         if not ref_text:  # reference-free: timbre from the spectrogram only, s1 starts without a prompt
             return Prompt(tokens=None, text=None, specs=specs, sv_embs=embs)
         if not ref_lang:
@@ -122,4 +129,4 @@ class PromptBuilder:
         ref_lang = check_language(ref_lang, bundle.version, what="reference language")
         tokens = self.tokens(bundle, ref_path, voice)
         text = reader.features(with_end_punctuation(ref_text, ref_lang), ref_lang)
-        return Prompt(tokens=tokens, text=text, specs=specs, sv_embs=embs)
+        return Prompt(tokens=tokens, text=text, specs=specs, sv_embs=embs, flow_mel=mel)

@@ -73,7 +73,7 @@ class VoiceInfo(BaseModel):
     format: Literal["gsvkit-voice"] = VOICE_FORMAT
     format_version: Literal[1] = 1
     name: str = Field(min_length=1, max_length=200)
-    version: Literal["v1", "v2", "v2Pro", "v2ProPlus"] = Field(
+    version: Literal["v1", "v2", "v2Pro", "v2ProPlus", "v3", "v4"] = Field(
         description="s2 model version (s1 is the matching GPT: v2's for v2Pro/v2ProPlus)"
     )
     s1: str = "s1.safetensors"
@@ -85,6 +85,7 @@ class VoiceInfo(BaseModel):
     hubert: str | None = Field(None, description="HuBERT model directory (absolute, or relative to the voice)")
     bert: str | None = Field(None, description="Chinese BERT model directory (absolute, or relative to the voice)")
     sv: str | None = Field(None, description="v2Pro: speaker-verification model file (absolute, or relative)")
+    vocoder: str | None = Field(None, description="v3/v4: vocoder file (absolute, or relative to the voice)")
     provenance: Provenance
 
 
@@ -138,6 +139,10 @@ class Voice:
     @property
     def sv_path(self) -> Path | None:
         return self._model_dir(self.info.sv)
+
+    @property
+    def vocoder_path(self) -> Path | None:
+        return self._model_dir(self.info.vocoder)
 
     @property
     def hubert_path(self) -> Path | None:
@@ -312,6 +317,7 @@ def create_voice(
     hubert: str | os.PathLike | None = None,
     bert: str | os.PathLike | None = None,
     sv: str | os.PathLike | None = None,
+    vocoder: str | os.PathLike | None = None,
     overwrite: bool = False,
     allow_synthetic_reference: bool = False,
 ) -> Voice:
@@ -365,7 +371,8 @@ def create_voice(
         save_checkpoint(tmp / "s2.safetensors", ck2.state_dict, ck2.config, dict(ck2.info or {}))
         from gsvkit.inference.bundle import load_bundle
 
-        load_bundle(tmp / "s1.safetensors", tmp / "s2.safetensors")  # the weights really build both models
+        # the weights really build both models (and a v3/v4 voice finds its vocoder)
+        load_bundle(tmp / "s1.safetensors", tmp / "s2.safetensors", vocoder=vocoder)
         ref_name = "reference" + (Path(ref_audio).suffix.lower() or ".wav")
         shutil.copyfile(ref_audio, tmp / ref_name)
         aux_names = []
@@ -382,6 +389,7 @@ def create_voice(
             hubert=str(Path(hubert).resolve()) if hubert else None,
             bert=str(Path(bert).resolve()) if bert else None,
             sv=str(Path(sv).resolve()) if sv else None,
+            vocoder=str(Path(vocoder).resolve()) if vocoder else None,
             provenance=Provenance(
                 consent=consent,
                 speaker=speaker,

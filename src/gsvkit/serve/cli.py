@@ -17,6 +17,7 @@ from gsvkit.utils.cli_options import (
     Precision,
     SvModel,
     Threads,
+    Vocoder,
     device_callback,
     positive,
     set_threads,
@@ -29,7 +30,8 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, device: str, precision: str,
-         backend: str = "torch", onnx: Path | None = None, sv_model: Path | None = None, **safety):  # fmt: skip
+         backend: str = "torch", onnx: Path | None = None, sv_model: Path | None = None,
+         vocoder: Path | None = None, **safety):  # fmt: skip
     from gsvkit.inference.pipeline import TTS
     from gsvkit.inference.voice import scan_voices
 
@@ -39,8 +41,8 @@ def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, devi
     from gsvkit.inference.cli import model_dirs
 
     hubert, bert = model_dirs(voice, hubert, bert)
-    return TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, device=device, precision=precision,
-               backend=backend, onnx_dir=onnx, **safety)  # fmt: skip
+    return TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, vocoder=vocoder, device=device,
+               precision=precision, backend=backend, onnx_dir=onnx, **safety)  # fmt: skip
 
 
 NO_WATERMARK_HELP = "leave outputs unmarked (recorded as 'off' in every audit line)"
@@ -63,6 +65,7 @@ def serve(
     hubert: HubertDir = None,
     bert: BertDir = None,
     sv_model: SvModel = None,
+    vocoder: Vocoder = None,
     ref_dir: Annotated[
         list[Path] | None, typer.Option("--ref-dir", help="folder ref_audio_path may point into (repeatable)")
     ] = None,
@@ -110,13 +113,15 @@ def serve(
         if key_file is not None and api_key is not None:
             _fail("give either --api-key (GSVKIT_API_KEY) or --keys, not both")
         if key_file is not None:
-            tts = _tts(None, None, None, None, hubert, bert, device, precision, backend, onnx, sv_model, **safety)
+            tts = _tts(None, None, None, None, hubert, bert, device, precision, backend, onnx, sv_model, vocoder,
+                       **safety)  # fmt: skip
         else:
-            tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, precision, backend, onnx, sv_model, **safety)
+            tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, precision, backend, onnx, sv_model, vocoder,
+                       **safety)  # fmt: skip
 
         def per_key(entry):  # each key loads its own models: a switch by one never changes another's
             return _tts(None, entry.voices_dir, None, None, hubert, bert, device, precision, backend, onnx, sv_model,
-                        **safety)
+                        vocoder, **safety)  # fmt: skip
 
         settings = ServerSettings(
             models_dir=models_dir,

@@ -1,9 +1,9 @@
 """HTTP request and response bodies (pydantic), with upstream `api_v2.py`'s parameter names and defaults.
 
-Parameters upstream accepts only for its v3/v4 models (`sample_steps`, `super_sampling`) and its batching switch
-(`parallel_infer`) are accepted and ignored, so existing clients keep working. `streaming_mode` 0/false returns
-one file; 1/true, 2 and 3 all stream audio while s1 is still generating (see `gsvkit.inference.streaming`), with
-`min_chunk_length` tokens per chunk and `overlap_length` tokens of cross-fade.
+`sample_steps` sets the v3/v4 flow-matching steps; `super_sampling` (upstream's optional v3 24→48 kHz stage) and
+its batching switch (`parallel_infer`) are accepted and ignored, so existing clients keep working.
+`streaming_mode` 0/false returns one file; 1/true, 2 and 3 all stream audio while s1 is still generating (see
+`gsvkit.inference.streaming`), with `min_chunk_length` tokens per chunk and `overlap_length` tokens of cross-fade.
 """
 
 from __future__ import annotations

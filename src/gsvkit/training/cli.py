@@ -81,13 +81,16 @@ def train_s2_cmd(
     devices: Devices = 1,
     accelerator: Accel = "auto",
     quiet: Quiet = False,
+    lora_rank: Annotated[int, typer.Option(min=1, max=256, help="v3/v4: LoRA rank (alpha = rank)")] = 32,
 ) -> None:
-    """Train s2 (SoVITS) with validation, early stopping and safe checkpoints; export the best epoch."""
+    """Train s2 (SoVITS) with validation, early stopping and safe checkpoints; export the best epoch.
+
+    v3/v4 models are fine-tuned with LoRA; the run also writes the adapters in upstream's LoRA file format."""
     from gsvkit.training.fit import train_s2
 
     pretrained = _default_pretrained(pretrained, config, "s2G", "s2", resume)
     result = _run(train_s2, dataset, out, config, pretrained, pretrained_d, resume, overrides or [], devices,
-                  accelerator, not quiet)
+                  accelerator, not quiet, lora_rank)
     if result is not None:
         _print(result)
 

@@ -237,7 +237,9 @@ def _fit(
         strategy=strategy,
         precision=None if precision == "16-mixed" else precision,  # type: ignore[arg-type]
         max_epochs=t.epochs,
-        max_steps=t.max_steps * (2 if stage == "s2" and t.max_steps > 0 else 1),  # global_step counts G and D
+        # global_step counts every optimizer: G and D for the GAN
+        max_steps=t.max_steps * (getattr(module, "steps_per_opt_step", 2 if stage == "s2" else 1) if t.max_steps > 0
+                                 else 1),
         min_epochs=t.early_stopping.min_epochs if early is not None else None,
         check_val_every_n_epoch=t.val_every_n_epochs,
         limit_val_batches=None if validate else 0,  # 0: Lightning skips validation entirely
@@ -382,8 +384,12 @@ def train_s2(
     devices: int = 1,
     accelerator: str = "auto",
     progress: bool = True,
+    lora_rank: int = 32,
 ) -> TrainResult:
     """Fine-tune (or train from scratch) the s2 SoVITS model on a prepared dataset.
+
+    v3/v4 (flow-matching) models are fine-tuned with LoRA (`lora_rank`, alpha = rank; see
+    `training.flow_module`); besides the merged export the run writes the adapters in upstream's LoRA format.
 
     Args:
         dataset: a directory written by `gsv prepare` (manifest.jsonl + clips/ + features/).
@@ -404,7 +410,11 @@ def train_s2(
     dm = S2DataModule(Path(dataset), cfg)
     _seed_everything(cfg.train.seed)
     net_g = net_d = None
-    if ckpt is not None:
+    if cfg.model.is_flow:
+        from gsvkit.training.flow_module import FlowS2Module
+
+        module = FlowS2Module(cfg, net_g=_flow_pretrained(cfg, ckpt, pretrained), lora_rank=lora_rank)
+    elif ckpt is not None:
         from gsvkit.models.s2 import SynthesizerTrn
 
         _check_compatible("s2", cfg, ckpt, Path(pretrained))  # type: ignore[arg-type]
@@ -414,7 +424,8 @@ def train_s2(
             from gsvkit.checkpoint import load_s2d
 
             net_d = load_s2d(d_path).train()
-    module = S2Module(cfg, net_g=net_g, net_d=net_d)
+    if not cfg.model.is_flow:
+        module = S2Module(cfg, net_g=net_g, net_d=net_d)
     stage_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, stage_dir / "config.yaml")
     dm.setup("fit")
@@ -423,8 +434,24 @@ def train_s2(
     if cfg.train.mixup.enabled and len({u.speaker for u in dm.train_utts}) < 2:
         _warn("s2: train.mixup mixes features of another speaker, but the training split has one speaker: it does "
               "nothing here (it needs a multi-speaker dataset)")
-    return _fit("s2", module, dm, cfg, stage_dir, resume_from, devices, accelerator, progress,
-                dataset_hash(Path(dataset)))
+    result = _fit("s2", module, dm, cfg, stage_dir, resume_from, devices, accelerator, progress,
+                  dataset_hash(Path(dataset)))
+    if cfg.model.is_flow and result.export:
+        from gsvkit.training.flow_module import export_adapters
+
+        # The same epoch as the merged export (the best one; the module already holds its weights).
+        export_adapters(module, cfg, stage_dir / f"s2-lora-r{lora_rank}.pth", None, result.best_epoch)
+    return result
+
+
+def _flow_pretrained(cfg: S2Config, ckpt, pretrained):
+    """The v3/v4 base model LoRA fine-tuning starts from (None: fresh weights, for tests and smoke runs)."""
+    if ckpt is None:
+        return None
+    from gsvkit.models.s2.flow import SynthesizerTrnV3
+
+    _check_compatible("s2", cfg, ckpt, Path(pretrained))
+    return SynthesizerTrnV3.from_upstream_state_dict(ckpt.state_dict, cfg.model.version, config=cfg.model).train()
 
 
 def _sibling_d(g_path: Path) -> Path | None:

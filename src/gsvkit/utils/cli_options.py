@@ -101,6 +101,7 @@ SvModel = Annotated[Path | None, typer.Option("--sv-model", help="v2Pro/v2ProPlu
 Precision = Annotated[
     str, typer.Option("--precision", help="s1 weights: fp32, bf16 or int8 (faster, approximate)", callback=_precision)
 ]
+Vocoder = Annotated[Path | None, typer.Option("--vocoder", help="v3/v4 vocoder file (default: the models folder's)")]
 OnnxDir = Annotated[Path | None, typer.Option("--onnx", help="folder written by `gsv export onnx`")]
 
 # The options, defined once. `Device` resolves to "cpu" / "cuda" / "cuda:N" while parsing.

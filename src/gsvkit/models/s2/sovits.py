@@ -70,6 +70,34 @@ def _check_ids(name: str, ids: torch.Tensor, size: int) -> None:
         )
 
 
+def fp32_copy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fresh copies of upstream weights, floating tensors as fp32 (official files are often fp16)."""
+    return {
+        k: (v.to(torch.float32, copy=True) if torch.is_floating_point(v) else v.clone()) for k, v in state_dict.items()
+    }
+
+
+def check_layout(model: nn.Module, weights: dict[str, torch.Tensor], what: str, layout: str, hint: str) -> None:
+    """CheckpointError listing missing, unexpected and wrong-shape keys of `weights` against `model`."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = sorted(
+        f"{k} {tuple(weights[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in weights and tuple(weights[k].shape) != tuple(v.shape)
+    )
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                shown = ", ".join(keys[:20]) + (f", ... ({len(keys)} in all)" if len(keys) > 20 else "")
+                parts.append(f"{label}: {shown}")
+        raise CheckpointError(
+            f"{what} weights do not match the {layout} layout; " + "; ".join(parts) + f". Is this {hint}?"
+        )
+
+
 # ---------------------------------------------------------------------------------------------- submodules
 class TextEncoder(nn.Module):
     """The prior encoder: quantised content frames + phones + ge -> (hidden, m_p, logs_p, mask) at 50 Hz."""
@@ -204,6 +232,7 @@ class Generator(nn.Module):
         upsample_initial_channel: int,
         upsample_kernel_sizes: Sequence[int],
         gin_channels: int = 0,
+        post_bias: bool = False,
     ) -> None:
         super().__init__()
         self.num_kernels = len(resblock_kernel_sizes)
@@ -222,7 +251,7 @@ class Generator(nn.Module):
             ch = upsample_initial_channel // 2 ** (i + 1)
             for k, d in zip(resblock_kernel_sizes, resblock_dilation_sizes, strict=True):
                 self.resblocks.append(block(ch, k, tuple(d)))
-        self.conv_post = nn.Conv1d(ch, 1, 7, 1, padding=3, bias=False)
+        self.conv_post = nn.Conv1d(ch, 1, 7, 1, padding=3, bias=post_bias)  # bias: the v4 vocoder
         if gin_channels:
             self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1)
 
@@ -348,31 +377,10 @@ class SynthesizerTrn(nn.Module):
         # Built on the meta device: every tensor comes from `state_dict`, so random init would be wasted time.
         with torch.device("meta"):
             model = cls(cfg)
-        weights = {
-            k: (v.to(torch.float32, copy=True) if torch.is_floating_point(v) else v.clone())
-            for k, v in state_dict.items()
-        }
+        weights = fp32_copy(state_dict)
         if not any(k.startswith("enc_q.") for k in weights):
             model.enc_q = None
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(weights))
-        unexpected = sorted(set(weights) - set(expected))
-        wrong = sorted(
-            f"{k} {tuple(weights[k].shape)} (expected {tuple(v.shape)})"
-            for k, v in expected.items()
-            if k in weights and tuple(weights[k].shape) != tuple(v.shape)
-        )
-        if missing or unexpected or wrong:
-            parts = []
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-                if keys:
-                    shown = ", ".join(keys[:20]) + (f", ... ({len(keys)} in all)" if len(keys) > 20 else "")
-                    parts.append(f"{label}: {shown}")
-            raise CheckpointError(
-                f"s2 {cfg.version} weights do not match the SynthesizerTrn layout; "
-                + "; ".join(parts)
-                + ". Is this an s2 (SoVITS) file of this version?"
-            )
+        check_layout(model, weights, f"s2 {cfg.version}", "SynthesizerTrn", "an s2 (SoVITS) file of this version")
         model.load_state_dict(weights, strict=True, assign=True)
         recompute_weight_norm(model)
         return model.eval()
