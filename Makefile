@@ -37,6 +37,7 @@ demo: setup
 
 test: setup system-deps
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # The quick loop while editing: everything but the end-to-end tests marked `slow` (`make test` runs those too).
