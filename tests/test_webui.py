@@ -142,3 +142,11 @@ def test_training_status_counts_the_prepared_utterances(app, monkeypatch, tmp_pa
     ui.job.thread.join(10)
     assert ui.job.state == "done", ui.job.message
     assert seen == ["dataset: 3 utterances"]
+
+
+def test_sample_steps_control_reaches_the_synthesis_only_when_set(app):
+    ui, _ = app
+    assert "sample_steps" not in ui._kwargs(*args(), 0)  # 0: the family's default decides
+    assert ui._kwargs(*args(), 4)["sample_steps"] == 4
+    with pytest.raises(Exception, match="sample_steps"):  # out of range is refused like any other parameter
+        ui.synthesize(*args(), 500)

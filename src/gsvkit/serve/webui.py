@@ -34,6 +34,11 @@ def _slider(gr: Any, name: str, label: str) -> Any:
     return gr.Slider(low, high, value=field.default, step=step, label=label, info=field.description)
 
 
+def _upper(name: str) -> Any:
+    """The upper bound (`le`) of a `SynthesisParams` field."""
+    return next(m.le for m in _FIELDS[name].metadata if hasattr(m, "le"))
+
+
 def _pcm(audio: np.ndarray) -> np.ndarray:
     return (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
 
@@ -114,7 +119,7 @@ class WebApp:
 
     # ------------------------------------------------------------------------------------------ synthesis
     def _kwargs(self, voice, text, lang, ref, ref_text, ref_lang, top_k, top_p, temperature, rep, speed, seed,
-                split, interval, consent=None) -> dict[str, Any]:  # fmt: skip
+                split, interval, consent=None, sample_steps=None) -> dict[str, Any]:  # fmt: skip
         v = self.voice(voice)
         kw: dict[str, Any] = {
             "text": text or "",
@@ -129,6 +134,8 @@ class WebApp:
             "split": split,
             "fragment_interval": float(interval),
         }
+        if sample_steps is not None and int(sample_steps) > 0:  # v3/v4 only; 0 leaves the family's default
+            kw["sample_steps"] = int(sample_steps)
         base = v or self.tts.voice
         if ref:  # an uploaded clip replaces the voice's reference: its transcript comes from the boxes
             kw.update(ref_audio=ref, ref_text=ref_text or "", ref_lang=ref_lang or None, consent=consent or None)
@@ -281,6 +288,9 @@ def build_ui(tts: Any, voices_dir: Path | None = None, work_dir: Path | None = N
                     seed = gr.Number(value=-1, precision=0, label="seed (-1: random)")
                     split = gr.Dropdown(list(SPLIT_METHODS), value=_FIELDS["split"].default, label="text split",
                                         info=_FIELDS["split"].description)  # fmt: skip
+                    steps = gr.Number(value=0, precision=0, minimum=0, maximum=_upper("sample_steps"),
+                                      label="sample steps (v3/v4; 0: the family's default)",
+                                      info=_FIELDS["sample_steps"].description)  # fmt: skip
             with gr.Row():
                 go = gr.Button("Synthesize", variant="primary", elem_id="synthesize")
                 go_stream = gr.Button("Stream", elem_id="stream")
@@ -289,7 +299,7 @@ def build_ui(tts: Any, voices_dir: Path | None = None, work_dir: Path | None = N
             out_stream = gr.Audio(label="Streamed", streaming=True, autoplay=True, interactive=False)
             info = gr.Markdown(elem_id="info")
             inputs = [voice, text, lang, ref, ref_text, ref_lang, top_k, top_p, temperature, rep, speed, seed, split,
-                      interval, consent]  # fmt: skip
+                      interval, consent, steps]  # fmt: skip
             go.click(app.synthesize, inputs, [out, info])
             go_stream.click(app.stream, inputs, out_stream)
 

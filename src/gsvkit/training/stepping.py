@@ -185,6 +185,8 @@ class ManualStepModule(LightningModule):
         """No bucketed all-reduce inside backward: a rank that ran out of memory before or during its backward
         would leave the others blocked there; `sync_before_step` averages the gradients instead. (Lightning sets
         the flag back after every training step, so this runs at the start of each.)"""
+        if not _distributed():
+            return
         ddp = self.trainer.model
         if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
             ddp.require_backward_grad_sync = False
