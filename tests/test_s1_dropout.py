@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from gsvkit.config import S1ModelConfig, official_config
 from gsvkit.models.s1 import Text2SemanticDecoder
-from gsvkit.models.s1.gpt import ATTENTION_CHUNK, chunked_dropout_attention
+from gsvkit.models.s1.attention import ATTENTION_CHUNK, chunked_dropout_attention
 
 
 def _qkv(b=2, h=2, t=300, hd=8, grad=True):
@@ -60,7 +60,7 @@ def _largest_saved_4d(model, args) -> int:
 
 
 def test_cpu_dropout_attention_keeps_no_full_attention_matrix(monkeypatch):
-    import gsvkit.models.s1.gpt as gpt
+    import gsvkit.models.s1.attention as attention
 
     cfg = S1ModelConfig(n_layer=2, embedding_dim=32, hidden_dim=32, head=4, linear_units=64, dropout=0.1)
     model = Text2SemanticDecoder(cfg).train()
@@ -68,27 +68,27 @@ def test_cpu_dropout_attention_keeps_no_full_attention_matrix(monkeypatch):
     args = (torch.randint(1, 100, (b, tx)), torch.full((b,), tx), torch.zeros(b, 1024, tx),
             torch.randint(0, 1024, (b, ts)), torch.full((b,), ts))
     full = b * cfg.head * (tx + ts) ** 2  # one layer's attention weights [B, H, T, T]
-    monkeypatch.setattr(gpt, "FULL_ATTENTION_MAX", full // 2)  # this size counts as large (official sizes are)
+    monkeypatch.setattr(attention, "FULL_ATTENTION_MAX", full // 2)  # this size counts as large (official sizes are)
     assert _largest_saved_4d(model, args) < full / 10  # only q/k/v-sized inputs of the chunks are stored
     # The plain kernel on CPU, for comparison: it stores the whole weight matrix (and its dropout mask).
-    monkeypatch.setattr(gpt, "chunked_dropout_attention",
+    monkeypatch.setattr(attention, "chunked_dropout_attention",
                         lambda q, k, v, m, p: F.scaled_dot_product_attention(q, k, v, attn_mask=m, dropout_p=p))
     assert _largest_saved_4d(model, args) >= full
 
 
 def test_small_attention_with_dropout_uses_torchs_kernel(monkeypatch):
     """Below FULL_ATTENTION_MAX weights per layer the chunks' overhead is not worth it: torch's kernel runs."""
-    import gsvkit.models.s1.gpt as gpt
+    import gsvkit.models.s1.attention as attention
 
     def refuse(*a):
         raise AssertionError("chunked attention used for a small attention matrix")
 
-    monkeypatch.setattr(gpt, "chunked_dropout_attention", refuse)
+    monkeypatch.setattr(attention, "chunked_dropout_attention", refuse)
     cfg = S1ModelConfig(n_layer=2, embedding_dim=32, hidden_dim=32, head=2, linear_units=64, dropout=0.1)
     model = Text2SemanticDecoder(cfg).train()
     b, tx, ts = 2, 20, 30
     args = (torch.randint(1, 100, (b, tx)), torch.full((b,), tx), torch.zeros(b, 1024, tx),
             torch.randint(0, 1024, (b, ts)), torch.full((b,), ts))
-    assert b * cfg.head * (tx + ts) ** 2 <= gpt.FULL_ATTENTION_MAX
+    assert b * cfg.head * (tx + ts) ** 2 <= attention.FULL_ATTENTION_MAX
     model(*args).loss.backward()
-    assert gpt.attention_is_large(torch.zeros(1, 16, 800, 32), torch.zeros(1, 16, 800, 32))  # official, 1 item
+    assert attention.attention_is_large(torch.zeros(1, 16, 800, 32), torch.zeros(1, 16, 800, 32))  # official, 1 item
