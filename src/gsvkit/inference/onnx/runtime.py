@@ -92,23 +92,15 @@ class OrtS1:
 
     @torch.inference_mode()
     def generate_iter(
-        self,
-        phones: torch.Tensor,
-        bert: torch.Tensor,
-        prompt: torch.Tensor | None = None,
-        top_k: int | None = 15,
-        top_p: float | None = 1.0,
-        temperature: float = 1.0,
-        repetition_penalty: float = 1.35,
-        max_new_tokens: int = 1500,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
+        self, phones: torch.Tensor, bert: torch.Tensor, prompt: torch.Tensor | None = None, **sampling: Any
     ) -> Iterator[int]:
-        from gsvkit.models.s1.sampling import make_generator, next_token
+        from gsvkit.models.s1.sampling import Sampling, next_token
 
+        rule = Sampling(**sampling)
+        max_new_tokens = rule.max_new_tokens
         if prompt is None or prompt.shape[1] == 0:
             raise ParameterError("the ONNX backend needs a reference transcript (reference-free mode is torch-only)")
-        gen = generator if generator is not None else make_generator(seed)
+        gen = rule.make_generator()
         tx, tp = phones.shape[1], prompt.shape[1]
         logits, keys, values = self.prefill.run(
             None,
@@ -124,8 +116,7 @@ class OrtS1:
         history[:, :tp] = prompt
         for step in range(max_new_tokens):
             raw = torch.from_numpy(logits).float()  # [1, V]
-            rule = (top_k, top_p, temperature, repetition_penalty)
-            tok, ended = next_token(raw, history[:, : tp + step], step, self.eos, gen, *rule)
+            tok, ended = next_token(raw, history[:, : tp + step], step, self.eos, gen, *rule.rule)
             if ended:
                 return
             yield tok

@@ -24,6 +24,7 @@ import math
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,7 @@ from gsvkit.config import ConfigError, S1ModelConfig
 from gsvkit.errors import CheckpointError
 from gsvkit.models.s1.attention import KVCache, SelfAttention
 from gsvkit.models.s1.sampling import MIN_NEW_TOKENS as MIN_NEW_TOKENS
-from gsvkit.models.s1.sampling import make_generator, next_token
+from gsvkit.models.s1.sampling import Sampling, next_token
 
 IGNORE_INDEX = -100
 PRECISIONS = ("fp32", "bf16", "int8")  # s1 weight formats for inference; see `Text2SemanticDecoder.with_precision`
@@ -346,20 +347,17 @@ class Text2SemanticDecoder(nn.Module):
         phones: torch.Tensor,
         bert: torch.Tensor,
         prompt: torch.Tensor | None = None,
-        top_k: int | None = 15,
-        top_p: float | None = 1.0,
-        temperature: float = 1.0,
-        repetition_penalty: float = 1.35,
-        max_new_tokens: int = 1500,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
+        **sampling: Any,
     ) -> Iterator[DecodeStep]:
         """Every decoding step in order, the final EOS step included (`is_eos=True`); see `generate`.
 
         One token per step through the KV cache. Upstream's rules: EOS is out of reach for the first 11 steps; the
         repetition penalty covers the prompt and every generated token; the sequence ends when the sampled token
-        or the argmax of the penalised logits is EOS, or after `max_new_tokens` tokens.
+        or the argmax of the penalised logits is EOS, or after `max_new_tokens` tokens. `sampling`: the fields of
+        `Sampling` (top_k, top_p, temperature, repetition_penalty, max_new_tokens, seed, generator).
         """
+        rule = Sampling(**sampling)
+        max_new_tokens = rule.max_new_tokens
         if phones.dim() != 2 or phones.shape[0] != 1:
             raise ValueError(f"phones must be [1, Tx], got {tuple(phones.shape)}")
         tx = phones.shape[1]
@@ -370,7 +368,7 @@ class Text2SemanticDecoder(nn.Module):
         if max_new_tokens <= 0:
             return
         device = self._anchor.device
-        gen = generator if generator is not None else make_generator(seed, device)
+        gen = rule.make_generator(device)
         phones, bert = phones.to(device), bert.to(device)
         tp = 0 if prompt is None else prompt.shape[1]
 
@@ -389,8 +387,7 @@ class Text2SemanticDecoder(nn.Module):
             history[:, :tp] = prompt
         for step in range(max_new_tokens):
             raw = self.ar_predict_layer(hidden).float()  # [1, V]
-            rule = (top_k, top_p, temperature, repetition_penalty)
-            tok, is_eos = next_token(raw, history[:, : tp + step], step, self.eos, gen, *rule)
+            tok, is_eos = next_token(raw, history[:, : tp + step], step, self.eos, gen, *rule.rule)
             yield DecodeStep(step, tok, raw[0], is_eos)
             if is_eos or step + 1 == max_new_tokens:
                 return
@@ -410,36 +407,18 @@ class Text2SemanticDecoder(nn.Module):
         phones: torch.Tensor,
         bert: torch.Tensor,
         prompt: torch.Tensor | None = None,
-        top_k: int | None = 15,
-        top_p: float | None = 1.0,
-        temperature: float = 1.0,
-        repetition_penalty: float = 1.35,
-        max_new_tokens: int = 1500,
-        seed: int | None = None,
         return_logits: bool = False,
-        generator: torch.Generator | None = None,
+        **sampling: Any,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Generate semantic codes after `prompt` for `phones` [1, Tx] with `bert` [1, bert_dim, Tx].
 
         Returns the new tokens [1, n] long (EOS excluded; n == max_new_tokens when no EOS comes). `seed` makes the
         draws reproducible through a local torch.Generator (or pass your own `generator`); the global RNG is never
-        used. `top_k` None/<=0 and `top_p` >= 1 disable those filters; `top_k=1` is greedy. With `return_logits`,
-        also returns the raw per-step logits [n_steps, V] (the EOS step included).
+        used. `top_k` None/<=0 and `top_p` >= 1 disable those filters; `top_k=1` is greedy. `sampling`: the fields
+        of `Sampling`. With `return_logits`, also returns the raw per-step logits [n_steps, V] (the EOS step
+        included).
         """
-        steps = list(
-            self.decode_steps(
-                phones,
-                bert,
-                prompt,
-                top_k=top_k,
-                top_p=top_p,
-                temperature=temperature,
-                repetition_penalty=repetition_penalty,
-                max_new_tokens=max_new_tokens,
-                seed=seed,
-                generator=generator,
-            )
-        )
+        steps = list(self.decode_steps(phones, bert, prompt, **sampling))
         device = self._anchor.device
         tokens = torch.tensor([[s.token for s in steps if not s.is_eos]], dtype=torch.long, device=device)
         if not return_logits:

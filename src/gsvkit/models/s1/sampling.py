@@ -9,6 +9,8 @@ All functions take `logits` of shape `[B, V]` and return new tensors (the input 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -80,6 +82,32 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     else:
         gen.manual_seed(int(seed))
     return gen
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The decoding keywords every s1 backend takes (`generate`, `generate_iter`, `decode_steps`), defined once.
+
+    `seed` makes the draws reproducible through a local torch.Generator (or pass your own `generator`); `top_k`
+    None/<=0 and `top_p` >= 1 disable those filters; `top_k=1` is greedy.
+    """
+
+    top_k: int | None = 15
+    top_p: float | None = 1.0
+    temperature: float = 1.0
+    repetition_penalty: float = 1.35
+    max_new_tokens: int = 1500
+    seed: int | None = None
+    generator: torch.Generator | None = None
+
+    @property
+    def rule(self) -> tuple[int | None, float | None, float, float]:
+        """The last arguments of `next_token`: (top_k, top_p, temperature, repetition_penalty)."""
+        return self.top_k, self.top_p, self.temperature, self.repetition_penalty
+
+    def make_generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        """`generator` when given, else a local one seeded with `seed`."""
+        return self.generator if self.generator is not None else make_generator(self.seed, device)
 
 
 MIN_NEW_TOKENS = 11  # EOS is out of reach for this many first steps (upstream's rule)
