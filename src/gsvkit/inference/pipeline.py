@@ -224,13 +224,15 @@ class TTS:
         self,
         text: str,
         lang: str,
-        ref_audio: PathLike | None,
-        ref_text: str | None,
-        ref_lang: str | None,
-        aux_refs: Sequence[PathLike],
-        voice: Voice | PathLike | None,
-        params: dict[str, Any],
+        ref_audio: PathLike | None = None,
+        ref_text: str | None = None,
+        ref_lang: str | None = None,
+        aux_refs: Sequence[PathLike] = (),
+        *,
+        voice: Voice | PathLike | None = None,
+        **params: Any,
     ) -> tuple[Job, list[str]]:
+        """The arguments of `synthesize`, `synthesize_result` and `stream` (defined here once), checked."""
         consent, user = params.pop("consent", None), params.pop("user", None)
         p: SynthesisParams = make_params(SynthesisParams, params)
         if not isinstance(text, str) or not text.strip():
@@ -283,43 +285,22 @@ class TTS:
         return feats
 
     # ------------------------------------------------------------------------------------------ whole
-    def synthesize(
-        self,
-        text: str,
-        lang: str,
-        ref_audio: PathLike | None = None,
-        ref_text: str | None = None,
-        ref_lang: str | None = None,
-        aux_refs: Sequence[PathLike] = (),
-        *,
-        voice: Voice | PathLike | None = None,
-        **params: Any,
-    ) -> tuple[int, np.ndarray]:
+    def synthesize(self, text: str, lang: str, *refs: Any, **params: Any) -> tuple[int, np.ndarray]:
         """Speak `text` (language `lang`); returns (sample_rate, float32 mono audio in [-1, 1]).
 
+        `refs` (positional, or by name): ref_audio, ref_text, ref_lang, aux_refs; `voice=` a Voice or its folder.
         Without `ref_audio` the voice's default reference (clip, transcript, language) is used. `ref_text` empty
         means reference-free: timbre from the clip, no transcript prompt. `params` are `SynthesisParams` fields:
         top_k, top_p, temperature, repetition_penalty, speed, seed, split (cut0-cut5), batch_size,
         batch_threshold, split_bucket, fragment_interval, noise_scale, max_new_tokens.
         """
-        res = self.synthesize_result(text, lang, ref_audio, ref_text, ref_lang, aux_refs, voice=voice, **params)
+        res = self.synthesize_result(text, lang, *refs, **params)
         return res.sample_rate, res.audio
 
-    def synthesize_result(
-        self,
-        text: str,
-        lang: str,
-        ref_audio: PathLike | None = None,
-        ref_text: str | None = None,
-        ref_lang: str | None = None,
-        aux_refs: Sequence[PathLike] = (),
-        *,
-        voice: Voice | PathLike | None = None,
-        **params: Any,
-    ) -> SynthesisResult:
+    def synthesize_result(self, text: str, lang: str, *refs: Any, **params: Any) -> SynthesisResult:
         """`synthesize`, returning the seed used, the fragments, token counts and timings as well."""
         t0 = time.perf_counter()
-        job, pieces = self._prepare(text, lang, ref_audio, ref_text, ref_lang, aux_refs, voice, params)
+        job, pieces = self._prepare(text, lang, *refs, **params)
         lang = check_language(lang, job.bundle.version)
         feats = self._features(job, pieces, lang)
         p = job.params
@@ -372,17 +353,7 @@ class TTS:
 
     # ------------------------------------------------------------------------------------------ streaming
     def stream(
-        self,
-        text: str,
-        lang: str,
-        ref_audio: PathLike | None = None,
-        ref_text: str | None = None,
-        ref_lang: str | None = None,
-        aux_refs: Sequence[PathLike] = (),
-        *,
-        voice: Voice | PathLike | None = None,
-        stream: StreamParams | dict[str, Any] | None = None,
-        **params: Any,
+        self, text: str, lang: str, *refs: Any, stream: StreamParams | dict[str, Any] | None = None, **params: Any
     ) -> AudioStream:
         """Like `synthesize`, but audio chunks come while s1 is still generating (see `inference.streaming`).
 
@@ -391,7 +362,7 @@ class TTS:
         lookahead_tokens, crossfade_tokens). Fragments are decoded one by one (batch_size has no effect).
         """
         sp = stream if isinstance(stream, StreamParams) else make_params(StreamParams, dict(stream or {}))
-        job, pieces = self._prepare(text, lang, ref_audio, ref_text, ref_lang, aux_refs, voice, params)
+        job, pieces = self._prepare(text, lang, *refs, **params)
         if job.bundle.is_flow:
             raise GsvError(f"streaming is not available for {job.bundle.version} voices yet; use synthesize")
         lang = check_language(lang, job.bundle.version)
