@@ -23,6 +23,17 @@ def _norm(module: nn.Module, use_spectral_norm: bool) -> nn.Module:
     return nn.utils.spectral_norm(module) if use_spectral_norm else weight_norm(module)
 
 
+def _conv_stack(convs: nn.ModuleList, conv_post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """convs (each followed by leaky ReLU) then conv_post -> (flattened scores [B, *], every feature map)."""
+    fmap = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        fmap.append(x)
+    x = conv_post(x)
+    fmap.append(x)
+    return torch.flatten(x, 1, -1), fmap
+
+
 def _narrow(channels: int, divisor: int) -> int:
     # Official widths divided for small test/smoke configs; divisor 1 is upstream's discriminator exactly.
     return max(1, channels // divisor)
@@ -53,19 +64,13 @@ class DiscriminatorP(nn.Module):
         self.conv_post = _norm(nn.Conv2d(top, 1, (3, 1), 1, padding=(1, 0)), use_spectral_norm)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        fmap = []
         b, c, t = x.shape
         if t % self.period:
             n_pad = self.period - t % self.period
             x = F.pad(x, (0, n_pad), "reflect")
             t += n_pad
         x = x.view(b, c, t // self.period, self.period)
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        return _conv_stack(self.convs, self.conv_post, x)
 
 
 class DiscriminatorS(nn.Module):
@@ -87,13 +92,7 @@ class DiscriminatorS(nn.Module):
         self.conv_post = _norm(nn.Conv1d(c1024, 1, 3, 1, padding=1), use_spectral_norm)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        fmap = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        return _conv_stack(self.convs, self.conv_post, x)
 
 
 class MultiPeriodDiscriminator(nn.Module):
