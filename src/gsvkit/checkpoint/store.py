@@ -344,6 +344,14 @@ def convert_checkpoint(
 
 
 # ---------------------------------------------------------------------------------------------------- models
+def _read(path: str | Path, kind: str) -> tuple[Path, Checkpoint]:
+    """`load_checkpoint(path)`, which must hold a `kind` model."""
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    _expect_kind(ckpt, kind, path)
+    return path, ckpt
+
+
 def _expect_kind(ckpt: Checkpoint, kind: str, path: Path) -> None:
     if ckpt.kind != kind:
         raise CheckpointError(
@@ -397,9 +405,7 @@ def load_s1(path: str | Path, device: str = "cpu") -> Any:
     """An eval-mode `gsvkit.models.s1.Text2SemanticDecoder` from any supported s1 file."""
     from gsvkit.models.s1 import Text2SemanticDecoder
 
-    path = Path(path)
-    ckpt = load_checkpoint(path)
-    _expect_kind(ckpt, "s1", path)
+    path, ckpt = _read(path, "s1")
     model = Text2SemanticDecoder(ckpt.config.model)
     _load_into(model, ckpt.state_dict, path)
     return model.to(device).eval()
@@ -412,9 +418,7 @@ def load_speaker_encoder(path: str | Path, device: str = "cpu") -> Any:
     """
     from gsvkit.models.sv import SpeakerEncoder
 
-    path = Path(path)
-    ckpt = load_checkpoint(path)
-    _expect_kind(ckpt, "sv", path)
+    path, ckpt = _read(path, "sv")
     try:
         model = SpeakerEncoder.from_upstream_state_dict(ckpt.state_dict)
     except CheckpointError as err:
@@ -426,9 +430,7 @@ def load_vocoder_file(path: str | Path, device: str = "cpu") -> Any:
     """An eval-mode vocoder from upstream's files: BigVGAN's `bigvgan_generator.pt` (v3) or `vocoder.pth` (v4)."""
     from gsvkit.models.vocoders import load_vocoder
 
-    path = Path(path)
-    ckpt = load_checkpoint(path)
-    _expect_kind(ckpt, "vocoder", path)
+    path, ckpt = _read(path, "vocoder")
     try:
         return load_vocoder(ckpt.state_dict, ckpt.version).to(device).eval()
     except CheckpointError as err:
@@ -439,9 +441,7 @@ def load_s2d(path: str | Path, device: str = "cpu") -> Any:
     """An eval-mode `gsvkit.models.s2.MultiPeriodDiscriminator` from a discriminator file."""
     from gsvkit.models.s2 import MultiPeriodDiscriminator
 
-    path = Path(path)
-    ckpt = load_checkpoint(path)
-    _expect_kind(ckpt, "s2d", path)
+    path, ckpt = _read(path, "s2d")
     model = MultiPeriodDiscriminator(ckpt.config.model)
     _load_into(model, ckpt.state_dict, path)
     return model.to(device).eval()
