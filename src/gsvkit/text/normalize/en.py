@@ -86,24 +86,22 @@ def _expand_number(m: re.Match) -> str:
     return _words(num, andword="")
 
 
-def _expand_time(m: re.Match) -> str:
-    hours, minutes = int(m.group(1)), int(m.group(2))
-    period = "a.m." if hours < 12 else "p.m."
+def _say_time(hours: int, minutes: int, period: str) -> str:
+    """13, 5, "p.m." -> "one five p.m."; a whole hour -> "... o'clock"."""
     if hours > 12:
         hours -= 12
     if minutes == 0:
         return f"{_words(hours)} o'clock {period}"
     return f"{_words(hours)} {_words(minutes)} {period}"
+
+
+def _expand_time(m: re.Match) -> str:
+    hours, minutes = int(m.group(1)), int(m.group(2))
+    return _say_time(hours, minutes, "a.m." if hours < 12 else "p.m.")
 
 
 def _expand_time_with_period(m: re.Match) -> str:
-    hours, minutes = int(m.group(1)), int(m.group(2))
-    period = "a.m." if m.group(3).lower() == "a" else "p.m."
-    if hours > 12:
-        hours -= 12
-    if minutes == 0:
-        return f"{_words(hours)} o'clock {period}"
-    return f"{_words(hours)} {_words(minutes)} {period}"
+    return _say_time(int(m.group(1)), int(m.group(2)), "a.m." if m.group(3).lower() == "a" else "p.m.")
 
 
 def _expand_measurement(m: re.Match) -> str:
