@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,7 @@ from gsvkit.inference.bundle import ModelBundle
 from gsvkit.inference.params import SynthesisParams
 from gsvkit.inference.prompt import Prompt
 from gsvkit.inference.textprep import TextFeatures, TextReader
+from gsvkit.models.s1.sampling import Sampling
 
 
 @dataclass(frozen=True)
@@ -46,17 +47,8 @@ def generate_tokens(job: Job, frag: TextFeatures, gen: torch.Generator) -> Itera
     """s1: the fragment's semantic tokens, one at a time."""
     phones, bert, prompt = s1_inputs(job, frag)
     p = job.params
-    return job.bundle.s1.generate_iter(
-        phones,
-        bert,
-        prompt,
-        top_k=p.top_k,
-        top_p=p.top_p,
-        temperature=p.temperature,
-        repetition_penalty=p.repetition_penalty,
-        max_new_tokens=p.max_new_tokens,
-        generator=gen,
-    )
+    rule = {f.name: getattr(p, f.name) for f in fields(Sampling) if f.name not in ("seed", "generator")}
+    return job.bundle.s1.generate_iter(phones, bert, prompt, **rule, generator=gen)
 
 
 def decode_tokens(job: Job, codes: list[int], phone_ids: list[int], gen: torch.Generator) -> np.ndarray:
