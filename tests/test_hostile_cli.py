@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import typer
 from typer.testing import CliRunner
 
 from gsvkit.cli import app
@@ -14,7 +15,7 @@ from gsvkit.errors import GsvError, TextError, UsageError
 from gsvkit.inference.pipeline import TTS
 from gsvkit.inference.textprep import TextReader, split_fragments
 from gsvkit.training.fit import TrainingInterrupted, apply_overrides
-from gsvkit.utils.cli_options import resolve_device
+from gsvkit.utils.cli_options import accelerator_callback, resolve_device
 
 runner = CliRunner()
 
@@ -23,7 +24,8 @@ BAD_FLAGS = [
     (["synth", "Hello.", "--threads", "0"], "--threads"),
     (["synth", "Hello.", "--device", "tpu9"], "--device"),
     (["train", "s1", "data", "-o", "out", "--devices", "0"], "--devices"),
-    (["train", "s2", "data", "-o", "out", "--accelerator", "tpu9"], "--accelerator"),
+    (["train", "s2", "data", "-o", "out", "--accelerator", "tpu9"], "--device' / '--accelerator"),
+    (["train", "s1", "data", "-o", "out", "--device", "npu"], "--device"),
     (["serve", "--max-jobs", "0"], "--max-jobs"),
     (["serve", "--max-upload-mb", "0"], "--max-upload-mb"),
     (["serve", "--port", "70000"], "--port"),
@@ -111,3 +113,13 @@ def test_every_command_turns_a_gsv_error_into_one_line(args, said):
     assert result.exit_code == 2 and said in result.output
     assert len([x for x in result.output.splitlines() if x.strip()]) == 1
     assert not isinstance(result.exception, GsvError)
+
+
+def test_train_device_names_are_the_other_commands_names(monkeypatch):
+    """`gsv train --device cuda` (or the older `gpu`) is Lightning's "gpu", so the fp16 scaler is built for CUDA."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert accelerator_callback("cuda") == accelerator_callback("gpu") == "gpu"
+    assert accelerator_callback("cpu") == "cpu" and accelerator_callback("auto") == "auto"
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(typer.BadParameter, match="no CUDA device"):
+        accelerator_callback("cuda")

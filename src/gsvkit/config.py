@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gsvkit.errors import ConfigError as ConfigError  # re-exported: configs raise it
-from gsvkit.limits import check_architecture, load_yaml, short_repr
+from gsvkit.limits import check_architecture, read_yaml_file, short_repr
 from gsvkit.training.config import CommonTrainConfig, MixupConfig, SpecAugmentConfig
 
 ModelVersion = Literal["v1", "v2"]
@@ -344,14 +344,7 @@ def config_from_json(text: str, source: str = "<json>") -> S1Config | S2Config:
 def load_config(path: str | Path) -> S1Config | S2Config:
     """Read a YAML config file; errors name the file and every bad field."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    data = read_yaml_file(path, ConfigError, "config file")
     return config_from_dict(data, str(path))
 
 

@@ -8,6 +8,7 @@ Values are far above anything the official models or real datasets need, and far
 from __future__ import annotations
 
 import reprlib
+from pathlib import Path
 from typing import Any
 
 from gsvkit.errors import LimitError
@@ -72,6 +73,26 @@ def load_yaml(text: str, source: str) -> Any:
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+def read_yaml_file(path: Path, error: type[Exception], what: str) -> Any:
+    """Read and parse the YAML file `path` with `load_yaml`'s budgets; every failure (missing, unreadable, over
+    MAX_YAML_BYTES, not UTF-8, bad syntax) is raised as `error` with a message naming the file and `what` it is."""
+    import yaml
+
+    if not path.is_file():
+        raise error(f"{path}: {what} not found")
+    try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise over("MAX_YAML_BYTES", f"{path}: YAML size", size, MAX_YAML_BYTES)
+        return load_yaml(path.read_text(encoding="utf-8"), str(path))
+    except OSError as err:
+        raise error(f"{path}: cannot read the {what} ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+    except yaml.YAMLError as err:
+        raise error(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
 
 
 def _expanded_nodes(root: Any) -> int:

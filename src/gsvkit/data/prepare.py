@@ -373,7 +373,7 @@ def _stage_text(run: _Run, clips: list[Clip]) -> list[Clip]:
 
 def _stage_features(run: _Run, clips: list[Clip]) -> list[Clip]:
     from gsvkit.audio.features import PREPARE_INPUT_SCALE
-    from gsvkit.data.stages import hubert_features, load_tensor, save_tensors, semantic_tokens
+    from gsvkit.data.stages import cached_feature_stage, hubert_features, load_tensor, semantic_tokens
 
     cfg = run.cfg
     use_hubert = bool(cfg.hubert) or run.models.featurizer is not None
@@ -382,53 +382,28 @@ def _stage_features(run: _Run, clips: list[Clip]) -> list[Clip]:
         run.report.warnings.append("no --hubert: HuBERT features and semantic tokens were not computed "
                                    "(`gsv models fetch v2` puts HuBERT and s2 where prepare finds them)")
         return clips
-    hub_state, sem_state = StageState(run.out, "hubert"), StageState(run.out, "semantic")
     feats = run.out / "features"
-    hubert_hash = run.model_hash(cfg.hubert)
-    s2_hash = run.model_hash(cfg.s2)
-    failed: set[str] = set()
-    todo = []
-    for c in clips:
+    hubert_hash, s2_hash = run.model_hash(cfg.hubert), run.model_hash(cfg.s2)
+
+    def hubert_key(c: Clip) -> str:
         c.hubert_key = digest("hubert", PREPARE_VERSION, c.sha, hubert_hash, PREPARE_INPUT_SCALE, run.hop)
-        if hub_state.get(c.id, c.hubert_key) is not None and (feats / f"{c.id}.hubert.safetensors").is_file():
-            run.report.reused["hubert"] += 1
-        else:
-            todo.append(c)
-    with run.bar("hubert", len(todo)) as advance:
-        for c in todo:
-            try:
-                ssl = hubert_features(
-                    run.out / "clips" / f"{c.id}.wav", run.models.get_featurizer(), PREPARE_INPUT_SCALE, run.hop
-                )
-                save_tensors(feats / f"{c.id}.hubert.safetensors", {"ssl": ssl})
-                hub_state.put(c.id, c.hubert_key, {"frames": int(ssl.shape[-1])})
-                run.report.computed["hubert"] += 1
-            except Exception as err:
-                run.drop(c.where(), "hubert", drop_reason(err))
-                failed.add(c.id)
-            advance()
-    clips = [c for c in clips if c.id not in failed]
-    hub_state.prune({c.id for c in clips})
+        return c.hubert_key
+
+    def hubert(c: Clip) -> tuple[dict, dict]:
+        clip = run.out / "clips" / f"{c.id}.wav"
+        ssl = hubert_features(clip, run.models.get_featurizer(), PREPARE_INPUT_SCALE, run.hop)
+        return {"ssl": ssl}, {"frames": int(ssl.shape[-1])}
+
+    def semantic(c: Clip) -> tuple[dict, dict]:
+        codes = semantic_tokens(load_tensor(feats / f"{c.id}.hubert.safetensors", "ssl"), run.models.get_quantizer())
+        return {"codes": codes}, {"tokens": int(codes.numel())}
+
+    clips = cached_feature_stage(run, "hubert", clips, hubert_key, hubert)
     if not use_s2:
         run.report.warnings.append("no --s2: semantic tokens were not computed (s1 training needs them)")
         return clips
-    todo = []
-    for c in clips:
-        key = digest("semantic", c.hubert_key, s2_hash)
-        if sem_state.get(c.id, key) is not None and (feats / f"{c.id}.semantic.safetensors").is_file():
-            run.report.reused["semantic"] += 1
-        else:
-            todo.append((c, key))
-    with run.bar("semantic", len(todo)) as advance:
-        for c, key in todo:
-            ssl = load_tensor(feats / f"{c.id}.hubert.safetensors", "ssl")
-            codes = semantic_tokens(ssl, run.models.get_quantizer())
-            save_tensors(feats / f"{c.id}.semantic.safetensors", {"codes": codes})
-            sem_state.put(c.id, key, {"tokens": int(codes.numel())})
-            run.report.computed["semantic"] += 1
-            advance()
-    sem_state.prune({c.id for c in clips})
-    return clips
+    return cached_feature_stage(run, "semantic", clips, lambda c: digest("semantic", c.hubert_key, s2_hash), semantic,
+                                drop_failed=False)
 
 
 def _remove_stale(out: Path, clip_ids: set[str], feature_ids: set[str]) -> None:

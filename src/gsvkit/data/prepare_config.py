@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gsvkit.config import ConfigError
-from gsvkit.limits import load_yaml
+from gsvkit.limits import read_yaml_file
 
 
 class _Strict(BaseModel):
@@ -74,12 +73,7 @@ class PrepareConfig(_Strict):
 def load_prepare_config(path: str | Path, overrides: dict | None = None) -> PrepareConfig:
     """Read a prepare YAML/JSON file; `overrides` (from the command line) win over the file's fields."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    data = read_yaml_file(path, ConfigError, "config file") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     data.pop("kind", None)

@@ -147,3 +147,45 @@ def bert_features(norm_text: str, word2ph: list[int], bert: Callable, n_phones: 
     if feats.shape[-1] != n_phones:
         raise TextError(f"BERT features cover {feats.shape[-1]} phones, expected {n_phones}")
     return feats.float().cpu()
+
+
+def cached_feature_stage(
+    run: Any,
+    name: str,
+    clips: list,
+    key: Callable[[Any], str],
+    compute: Callable[[Any], tuple[dict[str, Any], dict]],
+    drop_failed: bool = True,
+) -> list:
+    """One resumable per-clip stage writing features/<id>.<name>.safetensors (run: prepare's `_Run`).
+
+    A clip whose recorded key matches and whose file exists is reused; the others go through `compute(clip)` ->
+    (tensors to save, facts for the stage's state). With `drop_failed` a clip whose compute raises is dropped with
+    its reason; otherwise the error ends the stage. Returns the clips kept, in order."""
+    from gsvkit.data.state import StageState
+
+    state, feats = StageState(run.out, name), run.out / "features"
+    todo = []
+    for c in clips:
+        k = key(c)
+        if state.get(c.id, k) is not None and (feats / f"{c.id}.{name}.safetensors").is_file():
+            run.report.reused[name] += 1
+        else:
+            todo.append((c, k))
+    failed: set[str] = set()
+    with run.bar(name, len(todo)) as advance:
+        for c, k in todo:
+            try:
+                tensors, facts = compute(c)
+                save_tensors(feats / f"{c.id}.{name}.safetensors", tensors)
+                state.put(c.id, k, facts)
+                run.report.computed[name] += 1
+            except Exception as err:
+                if not drop_failed:
+                    raise
+                run.drop(c.where(), name, drop_reason(err))
+                failed.add(c.id)
+            advance()
+    kept = [c for c in clips if c.id not in failed]
+    state.prune({c.id for c in kept})
+    return kept

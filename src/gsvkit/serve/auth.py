@@ -83,17 +83,10 @@ def env_api_key() -> str | None:
 
 def load_keys(path: str | os.PathLike) -> KeysFile:
     """Read and check a keys file; folders are resolved relative to it; names and secrets must be unique."""
-    import yaml
-
-    from gsvkit.limits import load_yaml
+    from gsvkit.limits import read_yaml_file
 
     path = Path(path)
-    try:
-        raw = load_yaml(path.read_text(encoding="utf-8"), str(path))
-    except OSError as err:
-        raise AuthError(f"{path}: cannot read the keys file ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise AuthError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    raw = read_yaml_file(path, AuthError, "keys file")
     try:
         keys = KeysFile.model_validate(raw)
     except ValidationError as err:

@@ -27,7 +27,9 @@ Overrides = Annotated[
     typer.Option("--set", "-s", help="Override a config field: train.batch_size=8 (repeatable)."),
 ]
 Devices = Annotated[int, typer.Option("--devices", min=1, help="Processes/GPUs; > 1 trains with DDP.")]
-Accel = Annotated[str, typer.Option("--accelerator", callback=accelerator_callback, help="auto, cpu or gpu.")]
+Accel = Annotated[str, typer.Option(
+    "--device", "--accelerator", callback=accelerator_callback, help="auto, cpu or cuda (--devices sets how many)."
+)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 

@@ -69,14 +69,15 @@ def device_callback(value: str | None) -> str | None:
 
 
 def accelerator_callback(value: str) -> str:
-    """Lightning's accelerator for `gsv train`: auto, cpu, or gpu/cuda where CUDA is usable."""
+    """`gsv train --device auto|cpu|cuda` (`gpu` too) -> Lightning's accelerator name: auto, cpu or gpu."""
     if value not in ("auto", "cpu", "gpu", "cuda"):
-        raise typer.BadParameter(f"{value!r} is not one of auto, cpu, gpu")
+        raise typer.BadParameter(f"{value!r} is not one of auto, cpu, cuda")
     if value in ("gpu", "cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise typer.BadParameter(f"{value}: no CUDA device is available here; use cpu (or auto)")
+        return "gpu"
     return value
 
 

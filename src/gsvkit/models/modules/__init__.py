@@ -10,7 +10,7 @@ from gsvkit.models.modules.commons import (
     sequence_mask,
     slice_segments,
 )
-from gsvkit.models.modules.flows import Flip, ResidualCouplingLayer
+from gsvkit.models.modules.flows import Flip, ResidualCouplingBlock, ResidualCouplingLayer
 from gsvkit.models.modules.mrte import MRTE
 from gsvkit.models.modules.resblocks import ResBlock1, ResBlock2
 from gsvkit.models.modules.style_encoder import MelStyleEncoder
@@ -29,6 +29,7 @@ __all__ = [
     "MultiHeadAttention",
     "ResBlock1",
     "ResBlock2",
+    "ResidualCouplingBlock",
     "ResidualCouplingLayer",
     "fused_add_tanh_sigmoid_multiply",
     "get_padding",

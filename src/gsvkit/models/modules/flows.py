@@ -1,13 +1,15 @@
-"""Normalising-flow pieces of the VITS prior: the mean-only affine coupling layer and the channel flip."""
+"""Normalising-flow pieces of the VITS prior: the affine coupling layer, the channel flip and their stack."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from gsvkit.models.modules.wavenet import WN
 
-__all__ = ["Flip", "ResidualCouplingLayer"]
+__all__ = ["Flip", "ResidualCouplingBlock", "ResidualCouplingLayer"]
 
 
 class ResidualCouplingLayer(nn.Module):
@@ -60,4 +62,27 @@ class Flip(nn.Module):
         x = torch.flip(x, [1])
         if not reverse:
             return x, torch.zeros(x.size(0), dtype=x.dtype, device=x.device)
+        return x
+
+
+class ResidualCouplingBlock(nn.Module):
+    """n_flows x (coupling layer, Flip); reverse=True runs them backwards (inference). `layer()` makes one coupling
+    layer (for SoVITS a mean-only `ResidualCouplingLayer`)."""
+
+    def __init__(self, n_flows: int, layer: Callable[[], nn.Module]) -> None:
+        super().__init__()
+        self.flows = nn.ModuleList()
+        for _ in range(n_flows):
+            self.flows.append(layer())
+            self.flows.append(Flip())
+
+    def forward(
+        self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None, reverse: bool = False
+    ) -> torch.Tensor:
+        if not reverse:
+            for flow in self.flows:
+                x, _ = flow(x, x_mask, g=g, reverse=False)
+        else:
+            for flow in reversed(self.flows):
+                x = flow(x, x_mask, g=g, reverse=True)
         return x

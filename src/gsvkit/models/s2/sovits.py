@@ -31,10 +31,10 @@ from gsvkit.models.modules import (
     MRTE,
     WN,
     Encoder,
-    Flip,
     MelStyleEncoder,
     ResBlock1,
     ResBlock2,
+    ResidualCouplingBlock,
     ResidualCouplingLayer,
     rand_slice_segments,
     recompute_weight_norm,
@@ -140,47 +140,6 @@ class TextEncoder(nn.Module):
         stats = self.proj(y) * y_mask
         m, logs = torch.split(stats, self.out_channels, dim=1)
         return y, m, logs, y_mask
-
-
-class ResidualCouplingBlock(nn.Module):
-    """n_flows x (mean-only coupling, Flip); reverse=True runs them backwards (inference)."""
-
-    def __init__(
-        self,
-        channels: int,
-        hidden_channels: int,
-        kernel_size: int,
-        dilation_rate: int,
-        n_layers: int,
-        n_flows: int = 4,
-        gin_channels: int = 0,
-    ) -> None:
-        super().__init__()
-        self.flows = nn.ModuleList()
-        for _ in range(n_flows):
-            self.flows.append(
-                ResidualCouplingLayer(
-                    channels,
-                    hidden_channels,
-                    kernel_size,
-                    dilation_rate,
-                    n_layers,
-                    gin_channels=gin_channels,
-                    mean_only=True,
-                )
-            )
-            self.flows.append(Flip())
-
-    def forward(
-        self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None, reverse: bool = False
-    ) -> torch.Tensor:
-        if not reverse:
-            for flow in self.flows:
-                x, _ = flow(x, x_mask, g=g, reverse=False)
-        else:
-            for flow in reversed(self.flows):
-                x = flow(x, x_mask, g=g, reverse=True)
-        return x
 
 
 class PosteriorEncoder(nn.Module):
@@ -314,9 +273,10 @@ class SynthesizerTrn(nn.Module):
             cfg.gin_channels,
         )
         self.enc_q: PosteriorEncoder | None = self._new_posterior_encoder()
-        self.flow = ResidualCouplingBlock(
-            cfg.inter_channels, cfg.hidden_channels, 5, 1, cfg.flow_wn_layers, cfg.flow_layers, cfg.gin_channels
-        )
+        self.flow = ResidualCouplingBlock(cfg.flow_layers, lambda: ResidualCouplingLayer(
+            cfg.inter_channels, cfg.hidden_channels, 5, 1, cfg.flow_wn_layers, gin_channels=cfg.gin_channels,
+            mean_only=True,
+        ))  # fmt: skip
         self.ref_enc = MelStyleEncoder(
             cfg.ref_bins, style_hidden=cfg.ref_enc_hidden, style_vector_dim=cfg.gin_channels, dropout=cfg.p_dropout
         )
