@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file
@@ -193,12 +194,13 @@ class S2Batch:
         return self.ssl.shape[0]
 
     def to(self, device: torch.device | str) -> S2Batch:
-        moved = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
+        moved: dict[str, Any] = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
         return S2Batch(**moved)
 
     def select(self, idx: slice) -> S2Batch:
         """A sub-batch (micro-batch) of rows `idx`."""
-        return S2Batch(**{k: (v[idx] if v is not None else None) for k, v in self.__dict__.items()})
+        rows: dict[str, Any] = {k: (v[idx] if v is not None else None) for k, v in self.__dict__.items()}
+        return S2Batch(**rows)
 
 
 def collate_s2(items: list[S2Item]) -> S2Batch:
@@ -223,7 +225,8 @@ def collate_s2(items: list[S2Item]) -> S2Batch:
         wav=wav, wav_lengths=torch.tensor([it.wav.shape[-1] for it in items]),
         phones=phones, phone_lengths=torch.tensor([it.phones.shape[-1] for it in items]),
         speakers=[it.speaker for it in items], ids=[it.id for it in items],
-        sv=torch.stack([it.sv for it in items]) if items[0].sv is not None else None,
+        # A dataset has an embedding for every clip or for none.
+        sv=torch.stack(cast(list[torch.Tensor], [it.sv for it in items])) if items[0].sv is not None else None,
     )
 
 
