@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 from safetensors.torch import load_file
@@ -24,12 +24,13 @@ from gsvkit.data.manifest import MANIFEST, Utterance, read_manifest
 from gsvkit.errors import DataError
 
 # What each stage reads, and the `gsv prepare` stage that writes it.
-_NEEDS = {
+_Need = Literal["clip", "phones", "hubert", "semantic", "sv"]
+_NEEDS: dict[str, dict[_Need, str]] = {
     "s2": {"clip": "slice/resample (clips/)", "hubert": "hubert features", "phones": "text (phones)"},
     "s1": {"semantic": "semantic tokens", "phones": "text (phones)"},
 }
 # v2Pro/v2ProPlus s2 also reads each clip's speaker embedding.
-_SV_NEED = {"sv": "speaker embedding (gsv prepare --sv-model)"}
+_SV_NEED: dict[_Need, str] = {"sv": "speaker embedding (gsv prepare --sv-model)"}
 
 
 def dataset_hash(root: Path) -> str:
@@ -61,8 +62,8 @@ def load_utterances(
                 ok = utt.clip_path(root).is_file()
                 where = f"{utt.clip_path(root)} is missing"
             else:
-                ok = utt.feature_path(root, need).is_file()  # type: ignore[arg-type]
-                where = f"{utt.feature_path(root, need)} is missing"  # type: ignore[arg-type]
+                ok = utt.feature_path(root, need).is_file()
+                where = f"{utt.feature_path(root, need)} is missing"
             if not ok:
                 how = " with --sv-model PATH (upstream's sv/pretrained_eres2netv2w24s4ep4.ckpt)" if need == "sv" else ""
                 raise DataError(
