@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -31,7 +31,7 @@ class _Group(TyperGroup):
 
 def _flags_as_flags(command: TyperGroup | TyperCommand) -> None:
     for param in [*command.params, command.get_help_option(typer.Context(command))]:
-        if getattr(param, "is_flag", False) and param.metavar is None:
+        if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
     for sub in getattr(command, "commands", {}).values():
         _flags_as_flags(sub)
@@ -267,7 +267,7 @@ def prepare(
     }  # fmt: skip
     slicer = {"threshold": threshold, "min_length": min_length, "min_interval": min_interval,
               "hop_size": hop_size, "max_sil_kept": max_sil_kept, "max_length": max_length}  # fmt: skip
-    overrides = {k: v for k, v in given.items() if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     if any(v is not None for v in slicer.values()):
         overrides["slicer"] = {k: v for k, v in slicer.items() if v is not None}
     try:
@@ -377,10 +377,10 @@ def text(
     if as_json:
         console.print_json(json.dumps(rows, ensure_ascii=False))
         return
-    for r in rows:
-        console.print(f"[bold]{r['language']}[/] {r['norm_text']}", highlight=False)
-        console.print("  phones: " + " ".join(r["phones"]), highlight=False)
-        console.print("  ids:    " + " ".join(map(str, r["phone_ids"])), highlight=False)
+    for p in parts:
+        console.print(f"[bold]{p.language}[/] {p.norm_text}", highlight=False)
+        console.print("  phones: " + " ".join(p.phones), highlight=False)
+        console.print("  ids:    " + " ".join(map(str, p.phone_ids)), highlight=False)
 
 
 def _with_error_lines(group: typer.Typer) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -372,6 +372,12 @@ _S2_OFFICIAL: dict[str, dict[str, Any]] = {
 }
 
 
+@overload
+def official_config(kind: Literal["s1"], version: str = ...) -> S1Config: ...
+@overload
+def official_config(kind: Literal["s2"], version: str = ...) -> S2Config: ...
+@overload
+def official_config(kind: Literal["s1", "s2"], version: str = ...) -> S1Config | S2Config: ...
 def official_config(kind: Literal["s1", "s2"], version: str = "v2") -> S1Config | S2Config:
     """The official architecture for `kind` at `version`.
 

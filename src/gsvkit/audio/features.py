@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gsvkit.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 HUBERT_SR = 16000
 HUBERT_HOP = 320  # samples per feature frame at 16 kHz (product of the conv strides)
@@ -67,9 +71,10 @@ class HubertFeaturizer:
             raise CheckpointError(f"{self.path}: cannot load the HuBERT weights ({err})") from None
         self.device = torch.device(device)
         self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
-        self.model = model.to(self.device, self.dtype).eval()
+        # transformers declares `to` with functools.wraps(nn.Module.to), which its checker reads as unbound
+        self.model = model.to(self.device, self.dtype).eval()  # type: ignore[arg-type]
 
-    def __call__(self, wav16k: np.ndarray) -> torch.Tensor:  # noqa: F821 (torch imported lazily)
+    def __call__(self, wav16k: np.ndarray) -> torch.Tensor:
         import torch
 
         wav = torch.as_tensor(np.asarray(wav16k, dtype=np.float32)).reshape(1, -1)  # [1, S]

@@ -174,8 +174,8 @@ def interpret(tf: TorchFile, path: Path) -> Imported:
     if kind == "s2":
         _refuse_newer_s2(path, upstream_cfg)
         flow = _flow_family(path, obj, weights, upstream_cfg, tf.header_version)
-    elif _declared_version(upstream_cfg) in NEWER_VERSIONS:
-        raise refuse_version(path, _declared_version(upstream_cfg))
+    elif (declared := _declared_version(upstream_cfg)) in NEWER_VERSIONS:
+        raise refuse_version(path, declared)
     if flow is not None:
         return _flow_s2(path, obj, container, weights, upstream_cfg, tf.header_version, *flow)
 
@@ -340,13 +340,14 @@ def _flow_s2(
 
 def _vocoder(weights: Mapping[str, Any], path: Path, container: str) -> Imported:
     version = "v3" if any(k.startswith("activation_post.") for k in weights) else "v4"
+    source_format = "bigvgan-generator" if container == "generator" else "vocoder-state-dict"
     info = {
         "source_file": str(path),
-        "source_format": "bigvgan-generator" if container == "generator" else "vocoder-state-dict",
+        "source_format": source_format,
         "model": "BigVGAN-v2 24 kHz 100-band x256" if version == "v3" else "v4 vocoder (HiFi-GAN x480, 48 kHz)",
         "used_by": [version],
     }
-    return Imported("vocoder", version, None, dict(weights), info, info["source_format"])
+    return Imported("vocoder", version, None, dict(weights), info, source_format)
 
 
 def _source_format(kind: str, container: str, obj: Mapping, weights: Mapping, header: str | None) -> str:
@@ -401,7 +402,9 @@ def _s1_version(weights: Mapping[str, Any], cfg: Mapping[str, Any]) -> tuple[str
     emb = weights.get(S1_TEXT_EMBEDDING)
     rows = int(emb.shape[0]) if emb is not None else None
     if rows is None:
-        model = cfg.get("model") if isinstance(cfg.get("model"), Mapping) else {}
+        model = cfg.get("model")
+        if not isinstance(model, Mapping):
+            model = {}
         pv = model.get("phoneme_vocab_size")
         rows = int(pv) if isinstance(pv, int) else None
     if rows is None:

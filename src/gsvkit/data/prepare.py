@@ -307,7 +307,11 @@ def _write_transcripts(run: _Run, clips: list[Clip]) -> None:
     memory = state.get("written", "transcripts") or {}
     rows = {c.id: _row(c.speaker, c.language, c.text or "") for c in clips}
     if memory.get("rows") != rows or not (run.out / TRANSCRIPTS).is_file():
-        write_list(run.out / TRANSCRIPTS, [(f"clips/{c.id}.wav", *rows[c.id]) for c in clips])
+        lines = []
+        for c in clips:
+            speaker, language, text = rows[c.id]
+            lines.append((f"clips/{c.id}.wav", speaker, language, text))
+        write_list(run.out / TRANSCRIPTS, lines)
         ids = set(rows)
         edits = {k: v for k, v in memory.get("edits", {}).items() if k in ids}
         state.put("written", "transcripts", {"rows": rows, "edits": edits})

@@ -104,9 +104,9 @@ def discover(
         problems += bad
         for problem in bad:
             if problem.audio is not None:
-                found = problem.audio.resolve() if problem.audio.exists() else None
+                named = problem.audio.resolve() if problem.audio.exists() else None
                 same_name = by_name.get(problem.audio.name, [])
-                unusable.update([found] if found else same_name[:1] if len(same_name) == 1 else [])
+                unusable.update([named] if named else same_name[:1] if len(same_name) == 1 else [])
         for t in items:
             target = t.audio.resolve() if t.audio.exists() else None
             outside = target is not None and not any(_is_within(target, r) for r in roots)
@@ -146,9 +146,9 @@ def discover(
             text, origin = listed.text, listed.origin
             lang, spk = listed.language or language, listed.speaker or speaker
         else:
-            side, problem = sidecar_transcript(resolved)
-            if problem is not None:
-                problems.append(problem)
+            side, side_problem = sidecar_transcript(resolved)
+            if side_problem is not None:
+                problems.append(side_problem)
                 continue
             if side is not None:
                 text, origin = side, str(resolved.with_suffix(""))

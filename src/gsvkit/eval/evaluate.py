@@ -16,12 +16,16 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gsvkit.errors import AudioError, DataError, GsvError
 from gsvkit.eval.report import METRICS, EvalReport, ItemScore
 from gsvkit.eval.waveform import AudioInput
+
+if TYPE_CHECKING:
+    from gsvkit.inference import TTS, Voice
 
 LIST_LANGS = {"zh": "zh", "en": "en", "ja": "ja", "jp": "ja", "ko": "ko", "yue": "yue"}
 
@@ -243,14 +247,14 @@ def tts_synthesizer(tts, seed: int | None = 0, **params) -> Synthesize:
 
 
 def load_tts(
-    voice: str | Path | None = None,
+    voice: Voice | str | Path | None = None,
     *,
     s1: str | Path | None = None,
     s2: str | Path | None = None,
     hubert: str | Path | None = None,
     bert: str | Path | None = None,
     device: str = "cpu",
-):
+) -> TTS:
     """A `gsvkit.inference.TTS` for a voice directory and/or a pair of weight files."""
     from gsvkit.inference import TTS
 

@@ -116,6 +116,7 @@ def load_bundle(
 
     v3/v4 also need their vocoder: `vocoder`, else the models folder's (`gsv models fetch v3|v4`)."""
     from gsvkit.checkpoint import load_s1, load_s2, read_header
+    from gsvkit.config import S2Config
 
     s1_path, s2_path = Path(s1_path), Path(s2_path)
     h1, h2 = read_header(s1_path), read_header(s2_path)
@@ -123,14 +124,15 @@ def load_bundle(
         raise CheckpointError(f"{s1_path}: holds a {h1.kind} model where an s1 (GPT) model is needed")
     if h2.kind != "s2":
         raise CheckpointError(f"{s2_path}: holds a {h2.kind} model where an s2 (SoVITS) model is needed")
+    assert isinstance(h2.config, S2Config)
     check_pair(h1.config.model, h2.config.model, s1_path, s2_path)
-    same1 = reuse is not None and reuse.s1_path == s1_path.resolve()
-    same2 = reuse is not None and reuse.s2_path == s2_path.resolve()
-    if same1:
-        s1 = reuse.s1
+    same1 = reuse if reuse is not None and reuse.s1_path == s1_path.resolve() else None
+    same2 = reuse if reuse is not None and reuse.s2_path == s2_path.resolve() else None
+    if same1 is not None:
+        s1 = same1.s1
     else:
         s1 = load_s1(s1_path, device=device).with_precision(precision)
-    s2 = reuse.s2 if same2 else load_s2(s2_path, device=device)
+    s2 = same2.s2 if same2 is not None else load_s2(s2_path, device=device)
     voc, voc_path = None, None
     if h2.config.model.is_flow:
         voc, voc_path = _vocoder(h2.version, vocoder, device, reuse)
@@ -141,7 +143,7 @@ def load_bundle(
         s2_config=h2.config,
         s1_path=s1_path.resolve(),
         s2_path=s2_path.resolve(),
-        ident=reuse.ident if same2 else f"s2-{next(_ids)}",
+        ident=same2.ident if same2 is not None else f"s2-{next(_ids)}",
         vocoder=voc,
         vocoder_path=voc_path,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -31,7 +31,7 @@ voice_app = typer.Typer(help="Create and list voices (weights + reference clip +
 export_app = typer.Typer(help="Export models for other runtimes.", no_args_is_help=True)
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     fail(message, code)
 
 
@@ -60,8 +60,8 @@ def model_dirs(voice: Path | None, hubert: Path | None, bert: Path | None) -> tu
     from gsvkit.models.official import resolve
 
     recorded = load_voice(voice) if voice is not None else None
-    return (resolve(hubert, "hubert", recorded=recorded and recorded.hubert_path),
-            resolve(bert, "bert", recorded=recorded and recorded.bert_path))  # fmt: skip
+    return (resolve(hubert, "hubert", recorded=recorded.hubert_path if recorded is not None else None),
+            resolve(bert, "bert", recorded=recorded.bert_path if recorded is not None else None))  # fmt: skip
 
 
 @with_options(SynthesisParams)

@@ -83,8 +83,9 @@ class PromptBuilder:
             if key not in self._stored:
                 stored = read_prompt_cache(voice) if bundle.s2_path == voice.s2_path.resolve() else None
                 self._stored[key] = stored
-            if self._stored[key] is not None:
-                return self._stored[key]
+            tokens = self._stored[key]
+            if tokens is not None:
+                return tokens
         return self.cache.tokens(path, self.hubert(), bundle.s2, bundle.s2_config.data.sampling_rate, bundle.ident)
 
     def build(

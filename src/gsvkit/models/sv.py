@@ -207,7 +207,7 @@ class SpeakerEncoder(nn.Module):
                 feat_dim = int(sd["seg_1.weight"].shape[1]) // (2 * 8 * m * expansion) * 8
             return SpeakerEncoderConfig(
                 m_channels=m,
-                num_blocks=blocks,  # type: ignore[arg-type]
+                num_blocks=blocks,
                 base_width=width * 64 // m,
                 scale=scale,
                 expansion=expansion,

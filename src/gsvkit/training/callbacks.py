@@ -311,7 +311,7 @@ class CheckpointPolicy(Checkpoint):
                                      if self.records else "during the end of the first epoch")
             return
         # Mid-epoch state: Lightning's loop progress and our sampler position make it resumable.
-        record = {
+        record: dict[str, Any] = {
             "name": checkpoint_name(epochs.ready, trainer.global_step, "interrupted"),
             "epoch": epochs.ready,  # 1-based: the epoch that was running
             "step": trainer.global_step,

@@ -7,13 +7,16 @@ Importing this module imports no torch or Lightning; they load when a command ru
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.markup import escape
 
 from gsvkit.utils.cli_options import accelerator_callback
 from gsvkit.utils.console import console, err_console, fail
+
+if TYPE_CHECKING:
+    from gsvkit.models.official import Role
 
 train_app = typer.Typer(help="Fine-tune s2 (SoVITS), s1 (GPT) or both on a prepared dataset.", no_args_is_help=True)
 runs_app = typer.Typer(help="Inspect training runs.", no_args_is_help=True)
@@ -33,7 +36,7 @@ Accel = Annotated[str, typer.Option(
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     fail(message, code)
 
 
@@ -50,17 +53,17 @@ def _run(fn, *args, **kwargs):
         _fail(str(err))
 
 
-def _default_pretrained(given: Path | None, config: Path | None, role: str, stage: str, resume: bool) -> Path | None:
+def _default_pretrained(given: Path | None, config: Path | None, role: Role, stage: str, resume: bool) -> Path | None:
     """Without --pretrained and --config: the official v2 pretrained file from the models folder, if it is there."""
     if given is not None or config is not None:
         return given
     from gsvkit.models.official import default_path, fetch_hint
 
-    found = default_path(role, "v2")  # type: ignore[arg-type]
+    found = default_path(role, "v2")
     if found is not None:
         console.print(f"{stage}: pretrained {found} (from the models folder)", highlight=False)
     elif not resume:
-        err_console.print(f"[yellow]warning:[/] {stage} starts from random weights; {fetch_hint(role)}",  # type: ignore[arg-type]
+        err_console.print(f"[yellow]warning:[/] {stage} starts from random weights; {fetch_hint(role)}",
                           highlight=False, soft_wrap=True)  # fmt: skip
     return found
 

@@ -89,6 +89,7 @@ class S2DataModule(_Base):
         return self._train_loader(self.train_set, collate_s2)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
+        assert self.val_set is not None, "setup() builds the validation set"
         return torch.utils.data.DataLoader(self.val_set, batch_size=1, shuffle=False, collate_fn=collate_s2)
 
 
@@ -112,6 +113,8 @@ class S1DataModule(_Base):
         return self._train_loader(self.train_set, self.collate)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
+        # Lightning asks only when validation runs, i.e. there is a validation split.
+        assert self.val_set is not None, "setup() builds the validation set"
         return torch.utils.data.DataLoader(
             self.val_set, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate
         )

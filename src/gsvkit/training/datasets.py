@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, cast
 
 import torch
 from safetensors.torch import load_file
@@ -23,12 +24,13 @@ from gsvkit.data.manifest import MANIFEST, Utterance, read_manifest
 from gsvkit.errors import DataError
 
 # What each stage reads, and the `gsv prepare` stage that writes it.
-_NEEDS = {
+_Need = Literal["clip", "phones", "hubert", "semantic", "sv"]
+_NEEDS: dict[str, dict[_Need, str]] = {
     "s2": {"clip": "slice/resample (clips/)", "hubert": "hubert features", "phones": "text (phones)"},
     "s1": {"semantic": "semantic tokens", "phones": "text (phones)"},
 }
 # v2Pro/v2ProPlus s2 also reads each clip's speaker embedding.
-_SV_NEED = {"sv": "speaker embedding (gsv prepare --sv-model)"}
+_SV_NEED: dict[_Need, str] = {"sv": "speaker embedding (gsv prepare --sv-model)"}
 
 
 def dataset_hash(root: Path) -> str:
@@ -60,8 +62,8 @@ def load_utterances(
                 ok = utt.clip_path(root).is_file()
                 where = f"{utt.clip_path(root)} is missing"
             else:
-                ok = utt.feature_path(root, need).is_file()  # type: ignore[arg-type]
-                where = f"{utt.feature_path(root, need)} is missing"  # type: ignore[arg-type]
+                ok = utt.feature_path(root, need).is_file()
+                where = f"{utt.feature_path(root, need)} is missing"
             if not ok:
                 how = " with --sv-model PATH (upstream's sv/pretrained_eres2netv2w24s4ep4.ckpt)" if need == "sv" else ""
                 raise DataError(
@@ -193,12 +195,13 @@ class S2Batch:
         return self.ssl.shape[0]
 
     def to(self, device: torch.device | str) -> S2Batch:
-        moved = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
+        moved: dict[str, Any] = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
         return S2Batch(**moved)
 
     def select(self, idx: slice) -> S2Batch:
         """A sub-batch (micro-batch) of rows `idx`."""
-        return S2Batch(**{k: (v[idx] if v is not None else None) for k, v in self.__dict__.items()})
+        rows: dict[str, Any] = {k: (v[idx] if v is not None else None) for k, v in self.__dict__.items()}
+        return S2Batch(**rows)
 
 
 def collate_s2(items: list[S2Item]) -> S2Batch:
@@ -223,7 +226,8 @@ def collate_s2(items: list[S2Item]) -> S2Batch:
         wav=wav, wav_lengths=torch.tensor([it.wav.shape[-1] for it in items]),
         phones=phones, phone_lengths=torch.tensor([it.phones.shape[-1] for it in items]),
         speakers=[it.speaker for it in items], ids=[it.id for it in items],
-        sv=torch.stack([it.sv for it in items]) if items[0].sv is not None else None,
+        # A dataset has an embedding for every clip or for none.
+        sv=torch.stack(cast(list[torch.Tensor], [it.sv for it in items])) if items[0].sv is not None else None,
     )
 
 

@@ -229,7 +229,7 @@ def run_demo(
     random weights and needs about a hundred steps before its output swings around zero like a waveform.
     """
     from gsvkit.checkpoint import save_checkpoint
-    from gsvkit.config import load_config
+    from gsvkit.config import S2Config, load_config
     from gsvkit.data.prepare import prepare
     from gsvkit.data.prepare_config import PrepareConfig
     from gsvkit.training.fit import format_summary, train_s1, train_s2
@@ -240,6 +240,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by gsv demo; `gsv demo --overwrite` may replace this folder\n")
     s2_cfg = load_config(CONFIGS / "s2.yaml")
+    assert isinstance(s2_cfg, S2Config)
     sr, hop = s2_cfg.data.sampling_rate, s2_cfg.data.hop_length
 
     say(f"1/6 synthesizing about {minutes:.1f} min of recordings of a synthetic speaker")

@@ -20,6 +20,8 @@ class EMA(nn.Module):
     validation and export, which use the average, would judge untrained weights.
     """
 
+    updates: torch.Tensor  # buffer: the number of averaging steps taken
+
     def __init__(self, model: nn.Module, decay: float = 0.999, start_step: int = 0, warmup: bool = True) -> None:
         super().__init__()
         self.decay = decay

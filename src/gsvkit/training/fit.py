@@ -20,13 +20,16 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from gsvkit.config import ConfigError, S1Config, S2Config, config_from_dict, load_config, official_config, save_config
 from gsvkit.errors import CheckpointError, DataError, GsvError
 from gsvkit.limits import load_yaml
+
+if TYPE_CHECKING:
+    from gsvkit.training.flow_module import FlowS2Module
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ def apply_overrides(cfg: S1Config | S2Config, overrides: list[str] | tuple[str, 
 
 
 def _resolve_config(
-    stage: str, config: str | Path | S1Config | S2Config | None, pretrained: Any, overrides: list[str]
+    stage: Literal["s1", "s2"], config: str | Path | S1Config | S2Config | None, pretrained: Any, overrides: list[str]
 ) -> S1Config | S2Config:
     if isinstance(config, (S1Config, S2Config)):
         cfg = config
@@ -115,7 +118,7 @@ def _resolve_config(
         # The pretrained file's architecture, with this package's training defaults.
         cfg = type(pretrained.config)(**{**pretrained.config.model_dump(), "train": {}})
     else:
-        cfg = official_config(stage)  # type: ignore[arg-type]
+        cfg = official_config(stage)
     if cfg.kind != stage:
         raise ConfigError(f"{config}: a {cfg.kind} config was given to `gsv train {stage}`")
     return apply_overrides(cfg, overrides)
@@ -350,7 +353,7 @@ def _prepare_run_dir(stage_dir: Path, resume: bool) -> Path | None:
     return found
 
 
-def _setup_stage(stage: str, out, config, pretrained, resume: bool, overrides):
+def _setup_stage(stage: Literal["s1", "s2"], out, config, pretrained, resume: bool, overrides):
     """(stage_dir, checkpoint to resume from, pretrained Checkpoint or None, config) for one stage.
 
     A resumed run keeps the config saved beside its checkpoints (plus any overrides) unless a config is given;
@@ -410,6 +413,7 @@ def train_s2(
     dm = S2DataModule(Path(dataset), cfg)
     _seed_everything(cfg.train.seed)
     net_g = net_d = None
+    module: FlowS2Module | S2Module
     if cfg.model.is_flow:
         from gsvkit.training.flow_module import FlowS2Module
 
@@ -437,8 +441,9 @@ def train_s2(
     result = _fit("s2", module, dm, cfg, stage_dir, resume_from, devices, accelerator, progress,
                   dataset_hash(Path(dataset)))
     if cfg.model.is_flow and result.export:
-        from gsvkit.training.flow_module import export_adapters
+        from gsvkit.training.flow_module import FlowS2Module, export_adapters
 
+        assert isinstance(module, FlowS2Module)
         # The same epoch as the merged export (the best one; the module already holds its weights).
         export_adapters(module, cfg, stage_dir / f"s2-lora-r{lora_rank}.pth", None, result.best_epoch)
     return result

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch.nn import functional as F
+from torch.optim.lr_scheduler import ExponentialLR
 
 from gsvkit.config import S2Config
 from gsvkit.inference.flow import DEFAULT_SAMPLE_STEPS
@@ -111,8 +112,9 @@ class FlowS2Module(ManualStepModule):
         return {"cfm": loss.detach()}
 
     def on_train_epoch_end(self) -> None:
-        for sched in self.lr_schedulers() if isinstance(self.lr_schedulers(), list) else [self.lr_schedulers()]:
-            sched.step()
+        sched = self.lr_schedulers()  # Lightning returns the one scheduler of configure_optimizers itself
+        assert isinstance(sched, ExponentialLR)
+        sched.step()
 
     # ------------------------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:

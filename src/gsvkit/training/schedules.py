@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ExponentialLR, LambdaLR, ReduceLROnPlateau
@@ -34,5 +35,5 @@ def s2_scheduler(opt: Optimizer, gamma: float) -> ExponentialLR:
     return ExponentialLR(opt, gamma=gamma)
 
 
-def plateau_scheduler(opt: Optimizer, cfg: PlateauConfig, mode: str) -> ReduceLROnPlateau:
+def plateau_scheduler(opt: Optimizer, cfg: PlateauConfig, mode: Literal["min", "max"]) -> ReduceLROnPlateau:
     return ReduceLROnPlateau(opt, mode=mode, factor=cfg.factor, patience=cfg.patience, min_lr=cfg.min_lr)

@@ -120,7 +120,7 @@ class StepScaledPrecision(MixedPrecision):
     def __init__(self, device: str) -> None:
         super().__init__("16-mixed", device, scaler=torch.amp.GradScaler(device=device))
 
-    def optimizer_step(self, optimizer, model, closure, **kwargs):  # type: ignore[override]
+    def optimizer_step(self, optimizer, model, closure, **kwargs):
         closure()  # manual optimization: the backward already ran; the closure only runs hooks
         self.scaler.unscale_(optimizer)  # before clipping in on_before_optimizer_step
         self._after_closure(model, optimizer)

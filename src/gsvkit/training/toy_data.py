@@ -84,7 +84,8 @@ def make_toy_dataset(
         for i in range(per_speaker):
             uid = f"{speaker}_{i:04d}"
             total_frames = int(rng.uniform(*seconds) * sr / frame)
-            phone_ids, durations = [], []
+            phone_ids: list[int] = []
+            durations: list[int] = []
             while sum(durations) < total_frames:
                 phone_ids.append(int(rng.integers(1, PHONE_POOL + 1)))
                 durations.append(int(rng.integers(2, 6)))

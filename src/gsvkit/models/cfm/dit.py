@@ -13,6 +13,7 @@ into heads, so only the first `dim_head` channels — the first head — are rot
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -52,6 +53,8 @@ def position_table(dim: int, length: int, theta: float = 10000.0) -> torch.Tenso
 
 class RotaryEmbedding(nn.Module):
     """Angles for rotary attention; `inv_freq` is a saved buffer in the official files."""
+
+    inv_freq: torch.Tensor
 
     def __init__(self, dim: int, base: float = 10000.0) -> None:
         super().__init__()
@@ -105,6 +108,7 @@ class TextEmbedding(nn.Module):
     """Condition features [B, T, C] + fixed sinusoid positions -> ConvNeXt-V2 blocks."""
 
     max_pos = 4096
+    freqs_cis: torch.Tensor  # buffer [max_pos, dim], not saved
 
     def __init__(self, dim: int, conv_layers: int) -> None:
         super().__init__()
@@ -114,7 +118,7 @@ class TextEmbedding(nn.Module):
 
     def reset_buffers(self) -> None:
         """Recompute the (unsaved) position table, e.g. after building on the meta device."""
-        device = self.text_blocks[0].pwconv1.weight.device if len(self.text_blocks) else None
+        device = cast(ConvNeXtV2Block, self.text_blocks[0]).pwconv1.weight.device if len(self.text_blocks) else None
         self.freqs_cis = position_table(self.dim, self.max_pos).to(device)
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:

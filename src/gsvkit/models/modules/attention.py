@@ -64,7 +64,7 @@ class MultiHeadAttention(nn.Module):
         scores = torch.matmul(query, key.transpose(-2, -1))  # [B, H, Tq, Tk]
         if self.window_size is not None:
             assert t_s == t_t, "relative attention is only available for self-attention"
-            rel_k = self._relative_embeddings(self.emb_rel_k, t_s)  # [1, 2T-1, dk]
+            rel_k = _relative_embeddings(self.emb_rel_k, t_s, self.window_size)  # [1, 2T-1, dk]
             rel_logits = torch.matmul(query, rel_k.unsqueeze(0).transpose(-2, -1))  # [B, H, T, 2T-1]
             scores = scores + _relative_to_absolute(rel_logits)
         if mask is not None:
@@ -72,18 +72,18 @@ class MultiHeadAttention(nn.Module):
         p_attn = self.drop(F.softmax(scores, dim=-1))  # [B, H, Tq, Tk]
         output = torch.matmul(p_attn, value)  # [B, H, Tq, dk]
         if self.window_size is not None:
-            rel_v = self._relative_embeddings(self.emb_rel_v, t_s)
+            rel_v = _relative_embeddings(self.emb_rel_v, t_s, self.window_size)
             output = output + torch.matmul(_absolute_to_relative(p_attn), rel_v.unsqueeze(0))
         return output.transpose(2, 3).contiguous().view(b, d, t_t)  # [B, C, Tq]
 
-    def _relative_embeddings(self, emb: torch.Tensor, length: int) -> torch.Tensor:
-        """The 2*length-1 embeddings for offsets -(length-1)..(length-1); zeros beyond the window."""
-        w = self.window_size
-        pad = max(length - (w + 1), 0)
-        start = max((w + 1) - length, 0)
-        if pad > 0:
-            emb = F.pad(emb, (0, 0, pad, pad))
-        return emb[:, start : start + 2 * length - 1]
+
+def _relative_embeddings(emb: torch.Tensor, length: int, w: int) -> torch.Tensor:
+    """The 2*length-1 embeddings for offsets -(length-1)..(length-1) of window `w`; zeros beyond the window."""
+    pad = max(length - (w + 1), 0)
+    start = max((w + 1) - length, 0)
+    if pad > 0:
+        emb = F.pad(emb, (0, 0, pad, pad))
+    return emb[:, start : start + 2 * length - 1]
 
 
 def _relative_to_absolute(x: torch.Tensor) -> torch.Tensor:

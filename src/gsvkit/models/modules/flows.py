@@ -37,8 +37,8 @@ class ResidualCouplingLayer(nn.Module):
         self.enc = WN(hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels, p_dropout)
         self.post = nn.Conv1d(hidden_channels, self.half_channels * (2 - mean_only), 1)
         # Zero init: the flow starts as the identity.
-        nn.init.zeros_(self.post.weight)
-        nn.init.zeros_(self.post.bias)
+        for p in self.post.parameters():  # weight and bias
+            nn.init.zeros_(p)
 
     def forward(self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None, reverse: bool = False):
         x0, x1 = torch.split(x, [self.half_channels] * 2, 1)

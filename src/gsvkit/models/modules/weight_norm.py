@@ -11,10 +11,15 @@ counters move on every in-place update: `load_state_dict`, optimiser steps).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
 
 __all__ = ["has_weight_norm", "recompute_weight_norm", "remove_weight_norm", "weight_norm"]
+
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def _norm_except_dim0(v: torch.Tensor) -> torch.Tensor:
@@ -47,7 +52,7 @@ class _WeightNormHook:
         setattr(module, self.name, self._cache)
 
 
-def weight_norm(module: nn.Module, name: str = "weight") -> nn.Module:
+def weight_norm(module: M, name: str = "weight") -> M:
     """Replace `module.<name>` by `<name>_g` [out, 1, ...] and `<name>_v` (same shape as the weight); dim 0."""
     weight = getattr(module, name)
     del module._parameters[name]
@@ -70,7 +75,7 @@ def has_weight_norm(module: nn.Module, name: str = "weight") -> bool:
     return _find_hook(module, name)[0] is not None
 
 
-def remove_weight_norm(module: nn.Module, name: str = "weight") -> nn.Module:
+def remove_weight_norm(module: M, name: str = "weight") -> M:
     """Fold `g * v / ||v||` into a plain `<name>` parameter (state-dict keys change to upstream's folded form)."""
     key, hook = _find_hook(module, name)
     if key is None:

@@ -123,9 +123,9 @@ class SynthesizerTrnV3(nn.Module):
         """An eval-mode model from upstream-named weights (a full v3/v4 file's `weight`, merged LoRA, or ours)."""
         if config is None and version not in FLOW_VERSIONS:
             raise CheckpointError(f"s2 version {version!r} is not a flow-matching family (supported: v3, v4)")
-        cfg = config if config is not None else official_config("s2", version).model  # type: ignore[union-attr]
+        cfg = config if config is not None else official_config("s2", version).model
         with torch.device("meta"):
-            model = cls(cfg)  # type: ignore[arg-type]
+            model = cls(cfg)
         weights = fp32_copy(state_dict)
         check_layout(model, weights, f"s2 {cfg.version}", "SynthesizerTrnV3", "a v3/v4 SoVITS file")
         model.load_state_dict(weights, strict=True, assign=True)

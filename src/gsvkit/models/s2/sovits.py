@@ -326,7 +326,7 @@ class SynthesizerTrn(nn.Module):
         """
         if config is None and version not in ("v1", "v2", "v2Pro", "v2ProPlus"):
             raise CheckpointError(f"s2 version {version!r} is not supported here (supported: v1, v2, v2Pro, v2ProPlus)")
-        cfg = config if config is not None else official_config("s2", version).model  # type: ignore[arg-type]
+        cfg = config if config is not None else official_config("s2", version).model
         emb = state_dict.get("enc_p.text_embedding.weight")
         if emb is not None and emb.shape[0] != cfg.symbols:
             guess = {322: "v1", 732: "v2"}.get(int(emb.shape[0]), "unknown")
@@ -357,6 +357,7 @@ class SynthesizerTrn(nn.Module):
         reference, a list of the same length as `refer` for several).
         """
         refs = [refer] if isinstance(refer, torch.Tensor) else list(refer)
+        embs: list[torch.Tensor | None]
         if not refs:
             raise ValueError("refer: give at least one reference spectrogram")
         if self.is_pro:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -61,6 +62,8 @@ def kaiser_sinc(cutoff: float, half_width: float, kernel_size: int) -> torch.Ten
 
 
 class UpSample1d(nn.Module):
+    filter: torch.Tensor  # buffer: the Kaiser-windowed sinc
+
     def __init__(self, ratio: int = 2, kernel_size: int = 12) -> None:
         super().__init__()
         self.ratio = ratio
@@ -77,6 +80,8 @@ class UpSample1d(nn.Module):
 
 
 class LowPassFilter1d(nn.Module):
+    filter: torch.Tensor  # buffer: the Kaiser-windowed sinc
+
     def __init__(self, cutoff: float, half_width: float, stride: int, kernel_size: int = 12) -> None:
         super().__init__()
         even = kernel_size % 2 == 0
@@ -170,7 +175,7 @@ class BigVGAN(nn.Module):
         """Log-mel [B, 100, T] (natural log, not normalised) -> waveform [B, 1, hop T] in [-1, 1]."""
         x = self.conv_pre(mel)
         for i, up in enumerate(self.ups):
-            x = up[0](x)
+            x = cast(nn.ModuleList, up)[0](x)  # one conv per list: the weight files' `ups.<i>.0` keys
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
             xs = blocks[0](x)
             for block in blocks[1:]:
