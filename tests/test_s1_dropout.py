@@ -147,3 +147,16 @@ def test_dropout_keeps_a_bool_mask_and_uses_it_in_backward():
     y.backward(torch.ones_like(y))
     assert torch.equal(x.grad, kept.to(x.dtype) / 0.75)
     assert drop.eval()(x) is x
+
+
+def test_dropout_attention_takes_bf16_inputs_and_returns_bf16_grads():
+    q, k, v = _qkv(t=200, dtype=torch.float32)
+    mask = _padded_mask(2, 200)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    low = [x.detach().bfloat16().requires_grad_(True) for x in (q, k, v)]
+    out = dropout_attention(*low, mask, 0.0)
+    assert out.dtype == torch.bfloat16 and (out.float() - ref).abs().max() < 0.03
+    out.float().sum().backward()
+    ref.sum().backward()
+    for x, x_low in zip((q, k, v), low, strict=True):
+        assert x_low.grad.dtype == torch.bfloat16 and (x_low.grad.float() - x.grad).abs().max() < 0.05

@@ -112,6 +112,8 @@ def dropout_attention(
     (taken from torch's global generator, so `torch.manual_seed` makes it reproducible). What is kept for the
     backward pass is q, k, v, the output and [B, H, T] log-sum-exps: O(B·H·T·hd), not O(B·H·T·S).
     """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"attention dropout must be in [0, 1), got {p}")
     seed = int(torch.randint(0, 2**62, ()))  # global CPU generator
     return _DropoutAttention.apply(q, k, v, attn_mask, p, seed)
 
@@ -121,13 +123,13 @@ class _DropoutAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, mask, p, seed):  # type: ignore[override]
         b, h, t, hd = q.shape
         scale = 1.0 / math.sqrt(hd)
-        out = q.new_empty(b, h, t, v.shape[-1])  # [B, H, T, hd]
-        lse = q.new_empty(b, h, t)  # [B, H, T] log-sum-exp of each row's scaled, masked scores
+        out = v.new_empty(b, h, t, v.shape[-1])  # [B, H, T, hd]
+        lse = q.new_empty(b, h, t, dtype=_acc(q))  # [B, H, T] log-sum-exp of each row's scaled, masked scores
         for i, rows in _chunks(q, k):
             w, lse_c = _weights(q[:, :, rows], k, _mask_rows(mask, rows, t), scale)  # [B, H, c, S], [B, H, c]
             lse[:, :, rows] = lse_c
             w.mul_(_keep(w, p, seed + i))
-            out[:, :, rows] = (w @ v).mul_(1.0 / (1.0 - p))
+            out[:, :, rows] = (w.to(v.dtype) @ v).mul_(1.0 / (1.0 - p))
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.mask, ctx.p, ctx.seed = mask, p, seed
         return out
@@ -138,18 +140,21 @@ class _DropoutAttention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         mask, p, seed = ctx.mask, ctx.p, ctx.seed
         t, scale, inv_keep = q.shape[2], 1.0 / math.sqrt(q.shape[3]), 1.0 / (1.0 - p)
-        dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        dq = torch.empty_like(q)
+        acc = _acc(q)
+        dk, dv = torch.zeros_like(k, dtype=acc), torch.zeros_like(v, dtype=acc)
         for i, rows in _chunks(q, k):
             q_c, do_c = q[:, :, rows], grad_out[:, :, rows]  # [B, H, c, hd]
             w = _scores(q_c, k, _mask_rows(mask, rows, t), scale).sub_(lse[:, :, rows, None]).exp_()  # P
             keep = _keep(w, p, seed + i)  # the forward pass's mask, drawn again
-            dv += (w * keep).mul_(inv_keep).transpose(-1, -2) @ do_c  # dropped weights^T · dO
-            dw = (do_c @ v.transpose(-1, -2)).mul_(keep).mul_(inv_keep)  # d loss / d P  [B, H, c, S]
-            delta = (do_c * out[:, :, rows]).sum(-1, keepdim=True)  # Σ_j P_ij dP_ij = dO_i · O_i  [B, H, c, 1]
-            ds = dw.sub_(delta).mul_(w).mul_(scale)  # d loss / d (q k^T)
-            dq[:, :, rows] = ds @ k
-            dk += ds.transpose(-1, -2) @ q_c
-        return dq, dk, dv, None, None, None
+            dropped = (w * keep).mul_(inv_keep).transpose(-1, -2).to(v.dtype)
+            dv += (dropped @ do_c).to(acc)  # dropped weights^T · dO
+            dw = (do_c @ v.transpose(-1, -2)).to(acc).mul_(keep).mul_(inv_keep)  # d loss / d P  [B, H, c, S]
+            delta = (do_c.to(acc) * out[:, :, rows].to(acc)).sum(-1, keepdim=True)  # Σ_j P_ij dP_ij = dO_i · O_i
+            ds = dw.sub_(delta).mul_(w).mul_(scale)  # d loss / d (q k^T)  [B, H, c, S]
+            dq[:, :, rows] = ds.to(k.dtype) @ k
+            dk += (ds.transpose(-1, -2).to(q.dtype) @ q_c).to(acc)
+        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None
 
 
 def _chunks(q: torch.Tensor, k: torch.Tensor):
@@ -166,9 +171,14 @@ def _mask_rows(mask: torch.Tensor | None, rows: slice, t: int) -> torch.Tensor |
     return mask
 
 
+def _acc(x: torch.Tensor) -> torch.dtype:
+    """The dtype the weights and their statistics are computed in: fp32 for fp16/bf16 inputs, else x's dtype."""
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
 def _scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
-    """Scaled scores q k^T [B, H, c, S], -inf where `mask` (bool) forbids."""
-    s = (q @ k.transpose(-1, -2)).mul_(scale)
+    """Scaled scores q k^T [B, H, c, S] in fp32 (fp16/bf16 inputs too), -inf where `mask` (bool) forbids."""
+    s = (q @ k.transpose(-1, -2)).to(_acc(q)).mul_(scale)
     return s if mask is None else s.masked_fill_(~mask, float("-inf"))
 
 

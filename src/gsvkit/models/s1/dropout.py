@@ -19,7 +19,8 @@ class Dropout(nn.Dropout):
             return x
         if self.p == 1.0:
             return x * 0.0
-        return _MaskedScale.apply(x, torch.rand_like(x) >= self.p, 1.0 / (1.0 - self.p))
+        keep = torch.rand(x.shape, device=x.device) >= self.p  # fp32 draws: exact p for fp16/bf16 x too
+        return _MaskedScale.apply(x, keep, 1.0 / (1.0 - self.p))
 
 
 class _MaskedScale(torch.autograd.Function):
