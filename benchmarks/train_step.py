@@ -6,9 +6,9 @@ generator loss (adversarial, feature matching, 45 x mel L1, KL, commitment) + ba
 clips of `--seconds` s (upstream batch 4, 20480-sample decoder slices), s1 batch of `--s1-batch` items with
 `--seconds` s of semantic tokens (25 Hz) and 12 phones per second.
 
-s1 runs at dropout 0 and at the default 0.1 (upstream's): on CPU, attention dropout runs in checkpointed query
-chunks (`gsvkit.models.s1.gpt.chunked_dropout_attention`) when a layer's attention weights exceed
-`FULL_ATTENTION_MAX` (official sizes do), else in torch's kernel; on CUDA in the memory-efficient kernel.
+s1 runs at dropout 0 and at the default 0.1 (upstream's), one row each: on CPU, attention dropout runs in
+`gsvkit.models.s1.attention.dropout_attention` (weights and dropout mask recomputed per chunk of query rows in
+the backward pass, never stored), on CUDA in torch's memory-efficient kernel.
 `--s1-phones` / `--s1-tokens` set the s1 item's lengths directly (default: from `--seconds`).
 
 Each stage runs in its own subprocess so its peak memory (max RSS on CPU, max allocated on CUDA) is its own.

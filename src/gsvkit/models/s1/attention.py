@@ -1,11 +1,14 @@
 """s1 attention: multi-head self-attention with a per-layer key/value cache, and CPU attention with dropout.
 
 Inference grows the cache by doubling, so one new token per step appends to preallocated tensors. Training with
-attention dropout on the CPU: torch's kernel materialises the full weights [B, H, T, S] for the backward pass, so
-above `FULL_ATTENTION_MAX` weights per layer the query rows are processed in chunks of `ATTENTION_CHUNK` instead.
+attention dropout on the CPU: torch's kernel keeps the full weights [B, H, T, S] of every layer for the backward
+pass (three copies: weights, dropped weights, fp32 dropout noise), so `dropout_attention` computes them in chunks
+of query rows and recomputes them in the backward pass, dropout mask included (drawn again from a saved seed).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -79,47 +82,115 @@ class SelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # [B, H, S, hd]
         p = self.dropout if self.training else 0.0
-        if p > 0 and q.device.type == "cpu" and torch.is_grad_enabled() and attention_is_large(q, k):
-            out = chunked_dropout_attention(q, k, v, attn_mask, p)
+        if p > 0 and q.device.type == "cpu":
+            out = dropout_attention(q, k, v, attn_mask, p)
         else:
             # On CUDA the memory-efficient kernel applies dropout and masks without a [T, S] matrix per head.
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # [B, H, T, hd]
         return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
 
 
-ATTENTION_CHUNK = 128  # query rows per chunk of CPU attention with dropout
-# Above this many attention weights per layer ([B, H, T, S] elements) CPU attention with dropout runs in chunks;
-# below it torch's kernel (which keeps the weights and mask for the backward pass) is faster and its memory small.
-FULL_ATTENTION_MAX = 2**21
+# Query rows per chunk of CPU attention with dropout are chosen so one chunk's weights [B, H, rows, S] hold at most
+# this many elements (16 MiB in fp32): the chunk's temporaries are the only [*, S]-sized tensors that exist.
+CHUNK_ELEMENTS = 2**22
 
 
-def attention_is_large(q: torch.Tensor, k: torch.Tensor) -> bool:
-    """Whether q [B, H, T, hd] against k [B, H, S, hd] would keep more than FULL_ATTENTION_MAX weights per layer."""
-    b, h, t, _ = q.shape
-    return b * h * t * k.shape[2] > FULL_ATTENTION_MAX
+def chunk_rows(b: int, h: int, s: int) -> int:
+    """Query rows per chunk of `dropout_attention` for batch b, h heads and s keys (at least 1)."""
+    return max(1, CHUNK_ELEMENTS // max(1, b * h * s))
 
 
-def chunked_dropout_attention(
+def dropout_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None, p: float
 ) -> torch.Tensor:
-    """Attention with dropout on the weights, `ATTENTION_CHUNK` query rows at a time, each chunk recomputed in
-    the backward pass instead of stored: q [B, H, T, hd], k/v [B, H, S, hd] → [B, H, T, hd].
+    """softmax(q k^T / sqrt(hd) + mask) with dropout p on the weights, times v: q [B, H, T, hd], k/v [B, H, S, hd]
+    → [B, H, T, hd]. `attn_mask`: None or bool (True = may attend) broadcastable to [B, H, T, S].
 
-    CPU has no fused attention kernel with dropout; the plain one keeps the full [B, H, T, S] weights and dropout
-    mask of every layer for the backward pass (at the official size and 800 tokens that is most of a step's
-    memory). Here only one chunk's weights exist at a time; checkpointing restores the RNG state, so the backward
-    pass sees the same dropout mask.
+    Each weight is dropped with probability p and the kept ones scaled by 1/(1-p), as torch's kernel does. The
+    weights are computed `chunk_rows` query rows at a time and never stored: the backward pass recomputes each
+    chunk from q, k, the row log-sum-exps and the dropout mask, which it draws again from a seed saved per call
+    (taken from torch's global generator, so `torch.manual_seed` makes it reproducible). What is kept for the
+    backward pass is q, k, v, the output and [B, H, T] log-sum-exps: O(B·H·T·hd), not O(B·H·T·S).
     """
-    from torch.utils.checkpoint import checkpoint
-
-    t = q.shape[2]
-    rows_in_mask = attn_mask is not None and attn_mask.dim() >= 2 and attn_mask.shape[-2] == t
-    outs = []
-    for i in range(0, t, ATTENTION_CHUNK):
-        m = attn_mask[..., i : i + ATTENTION_CHUNK, :] if rows_in_mask else attn_mask
-        outs.append(checkpoint(_attend, q[:, :, i : i + ATTENTION_CHUNK], k, v, m, p, use_reentrant=False))
-    return torch.cat(outs, dim=2)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"attention dropout must be in [0, 1), got {p}")
+    seed = int(torch.randint(0, 2**62, ()))  # global CPU generator
+    return _DropoutAttention.apply(q, k, v, attn_mask, p, seed)
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, p: float) -> torch.Tensor:
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+class _DropoutAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, mask, p, seed):  # type: ignore[override]
+        b, h, t, hd = q.shape
+        scale = 1.0 / math.sqrt(hd)
+        out = v.new_empty(b, h, t, v.shape[-1])  # [B, H, T, hd]
+        lse = q.new_empty(b, h, t, dtype=_acc(q))  # [B, H, T] log-sum-exp of each row's scaled, masked scores
+        for i, rows in _chunks(q, k):
+            w, lse_c = _weights(q[:, :, rows], k, _mask_rows(mask, rows, t), scale)  # [B, H, c, S], [B, H, c]
+            lse[:, :, rows] = lse_c
+            w.mul_(_keep(w, p, seed + i))
+            out[:, :, rows] = (w.to(v.dtype) @ v).mul_(1.0 / (1.0 - p))
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.mask, ctx.p, ctx.seed = mask, p, seed
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):  # type: ignore[override]
+        q, k, v, out, lse = ctx.saved_tensors
+        mask, p, seed = ctx.mask, ctx.p, ctx.seed
+        t, scale, inv_keep = q.shape[2], 1.0 / math.sqrt(q.shape[3]), 1.0 / (1.0 - p)
+        dq = torch.empty_like(q)
+        acc = _acc(q)
+        dk, dv = torch.zeros_like(k, dtype=acc), torch.zeros_like(v, dtype=acc)
+        for i, rows in _chunks(q, k):
+            q_c, do_c = q[:, :, rows], grad_out[:, :, rows]  # [B, H, c, hd]
+            w = _scores(q_c, k, _mask_rows(mask, rows, t), scale).sub_(lse[:, :, rows, None]).exp_()  # P
+            keep = _keep(w, p, seed + i)  # the forward pass's mask, drawn again
+            dropped = (w * keep).mul_(inv_keep).transpose(-1, -2).to(v.dtype)
+            dv += (dropped @ do_c).to(acc)  # dropped weights^T · dO
+            dw = (do_c @ v.transpose(-1, -2)).to(acc).mul_(keep).mul_(inv_keep)  # d loss / d P  [B, H, c, S]
+            delta = (do_c.to(acc) * out[:, :, rows].to(acc)).sum(-1, keepdim=True)  # Σ_j P_ij dP_ij = dO_i · O_i
+            ds = dw.sub_(delta).mul_(w).mul_(scale)  # d loss / d (q k^T)  [B, H, c, S]
+            dq[:, :, rows] = ds.to(k.dtype) @ k
+            dk += (ds.transpose(-1, -2).to(q.dtype) @ q_c).to(acc)
+        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None
+
+
+def _chunks(q: torch.Tensor, k: torch.Tensor):
+    b, h, t, _ = q.shape
+    step = chunk_rows(b, h, k.shape[2])
+    for i, start in enumerate(range(0, t, step)):
+        yield i, slice(start, min(t, start + step))
+
+
+def _mask_rows(mask: torch.Tensor | None, rows: slice, t: int) -> torch.Tensor | None:
+    """The rows of a [.., T, S] (or [.., 1, S] / [S]) mask that belong to query rows `rows`."""
+    if mask is not None and mask.dim() >= 2 and mask.shape[-2] == t:
+        return mask[..., rows, :]
+    return mask
+
+
+def _acc(x: torch.Tensor) -> torch.dtype:
+    """The dtype the weights and their statistics are computed in: fp32 for fp16/bf16 inputs, else x's dtype."""
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
+def _scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """Scaled scores q k^T [B, H, c, S] in fp32 (fp16/bf16 inputs too), -inf where `mask` (bool) forbids."""
+    s = (q @ k.transpose(-1, -2)).to(_acc(q)).mul_(scale)
+    return s if mask is None else s.masked_fill_(~mask, float("-inf"))
+
+
+def _weights(q, k, mask, scale) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax weights [B, H, c, S] and row log-sum-exps [B, H, c]; a row with no allowed key gets weights 0."""
+    s = _scores(q, k, mask, scale)
+    lse = torch.logsumexp(s, dim=-1)
+    lse = lse.masked_fill_(torch.isinf(lse), 0.0)  # all -inf: exp(-inf - 0) = 0, no NaN
+    return s.sub_(lse[..., None]).exp_(), lse
+
+
+def _keep(w: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """Bool mask shaped like `w`, True with probability 1-p, a pure function of `seed` (same draw in both passes)."""
+    g = torch.Generator(device=w.device).manual_seed(seed)
+    return torch.rand(w.shape, generator=g, device=w.device) >= p

@@ -33,6 +33,7 @@ from torch import nn
 from gsvkit.config import ConfigError, S1ModelConfig
 from gsvkit.errors import CheckpointError
 from gsvkit.models.s1.attention import KVCache, SelfAttention
+from gsvkit.models.s1.dropout import Dropout
 from gsvkit.models.s1.sampling import MIN_NEW_TOKENS as MIN_NEW_TOKENS
 from gsvkit.models.s1.sampling import Sampling, next_token
 
@@ -47,7 +48,7 @@ class TokenEmbedding(nn.Module):
     def __init__(self, vocab_size: int, dim: int, dropout: float = 0.0):
         super().__init__()
         self.word_embeddings = nn.Embedding(vocab_size, dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, D]
         return self.dropout(self.word_embeddings(ids))
@@ -63,7 +64,7 @@ class SinePositionalEmbedding(nn.Module):
         super().__init__()
         self.dim = dim
         self.alpha = nn.Parameter(torch.ones(1))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self._table: torch.Tensor | None = None
 
     def table(self, length: int, like: torch.Tensor) -> torch.Tensor:
@@ -95,15 +96,17 @@ class TransformerLayer(nn.Module):
         self.linear2 = nn.Linear(ffn_dim, dim)
         self.norm1 = nn.LayerNorm(dim, eps=1e-5)
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
-        self.dropout = nn.Dropout(dropout)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
 
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, cache: KVCache | None = None, layer: int = 0
     ) -> torch.Tensor:  # [B, T, D]
         x = self.norm1(x + self.dropout1(self.self_attn(x, attn_mask, cache, layer)))
-        return self.norm2(x + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(x))))))
+        # relu(dropout(h)) == dropout(relu(h)) (the kept scale is positive); in this order relu's saved output is
+        # linear2's saved input, so the FFN dropout adds only its bool mask to what the backward pass keeps.
+        return self.norm2(x + self.dropout2(self.linear2(F.relu(self.dropout(self.linear1(x))))))
 
 
 class Transformer(nn.Module):
