@@ -27,13 +27,13 @@ class _MaskedScale(torch.autograd.Function):
     """x * keep * scale with `keep` bool (shaped like x); the backward pass keeps only `keep`."""
 
     @staticmethod
-    def forward(ctx, x, keep, scale):  # type: ignore[override]
+    def forward(ctx, x, keep, scale):
         ctx.save_for_backward(keep)
         ctx.scale = scale
         return x * keep * scale
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         (keep,) = ctx.saved_tensors
         return grad * keep * ctx.scale, None, None
