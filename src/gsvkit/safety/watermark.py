@@ -295,5 +295,10 @@ def refuse_synthetic(path: str | Path, what: str, override: str) -> Detection:
 
 
 __all__ = [
-    "Detection", "WATERMARK_THRESHOLD", "Watermarker", "get_watermarker", "refuse_synthetic", "remove_noise_floor",
+    "Detection",
+    "WATERMARK_THRESHOLD",
+    "Watermarker",
+    "get_watermarker",
+    "refuse_synthetic",
+    "remove_noise_floor",
 ]
