@@ -10,7 +10,7 @@
   no speech for a speaker encoder, so speaker similarity is measured on the marked corpus clips only).
 - Conditions: 16-bit wav, ogg/vorbis, ogg/opus (48 kHz), mp3, resampled to 16 kHz, white noise at 20 dB SNR.
 - False positives: every corpus clip, unmarked, under every condition.
-- Rates at the default threshold (0.5) and at 0.25 (`gsv detect --threshold 0.25`).
+- Rates at the default threshold (`WATERMARK_THRESHOLD`, 0.35) and at 0.25 (`gsv detect --threshold 0.25`).
 - Cost: log-mel L1 (gsvkit's `eval.mel`, same frames) and resemblyzer speaker similarity of marked vs unmarked, and
   the seconds `apply` takes per second of audio.
 """
@@ -27,8 +27,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from gsvkit.safety import WATERMARK_THRESHOLD
+
 SR = 32000
-THRESHOLDS = (0.5, 0.25)  # the default, and a lower one for noisy channels (`gsv detect --threshold`)
+THRESHOLDS = (WATERMARK_THRESHOLD, 0.25)  # the default, and a lower one for noisy channels (`gsv detect --threshold`)
 
 
 def _codec(x: np.ndarray, sr: int, fmt: str, subtype: str, rate: int | None = None) -> tuple[np.ndarray, int]:

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gsvkit.safety import WATERMARK_THRESHOLD
+
 console = Console()
 
 
@@ -18,7 +20,7 @@ def detect(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     threshold: Annotated[
         float, typer.Option(min=0.01, max=1.0, help="score at or above which a file counts as watermarked")
-    ] = 0.5,
+    ] = WATERMARK_THRESHOLD,
 ) -> None:
     """Say whether each file carries gsvkit's output watermark, with the detector's score (0-1).
 

@@ -11,6 +11,10 @@ layer names below are the ones the packaged state dict uses, so a mismatch fails
 
 `Watermarker.apply` marks a float32 mono signal; `Watermarker.detect` scores one. `get_watermarker()` loads the
 network once per process, on first use.
+
+Broadband noise (white noise at 20 dB SNR) fills the quiet bins of the band, where the mark lies below the noise,
+and lowers the score. `detect` therefore also scores the spectrogram with its stationary noise floor taken out
+(`remove_noise_floor`) and keeps the higher of the two scores.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from gsvkit.errors import CheckpointError
+from gsvkit.safety import WATERMARK_THRESHOLD
 
-WATERMARK_THRESHOLD = 0.5  # decoder score at or above which audio counts as watermarked
 _SR = 32000  # the network's sample rate
 _N_FFT = 2048
 _HOP = 320
@@ -41,6 +45,17 @@ _WINDOW_S = 30.0  # long inputs are scored in windows of this length (bounded me
 _WEIGHTS = "perth_net/pretrained/implicit/perth_net_250000.pth.tar"
 _ID_FILE = "perth_net/pretrained/implicit/id.txt"
 
+
+# Noise-floor removal (chosen on 40 clips of the benchmarks/watermark.py corpus and conditions): a bin's floor is its
+# 10th-percentile power over frames; three times the floor is subtracted, and no bin goes below the floor less 20 dB
+# (the floor of clean engine speech lies about 30 dB under that of the same speech under 20 dB SNR white noise).
+# Zeroing the bins near the floor instead sent clean speech to scores over 0.5: the decoder never saw such holes.
+# Frames whose band is not clear of the floor are left out of the decoder's average.
+_FLOOR_QUANTILE = 0.1
+_FLOOR_SUBTRACT = 3.0
+_FLOOR_MIN_DB = -20.0
+_FLOOR_CLEAR_DB = 6.0  # a frame is scored when its band lies this far above the floor on average (dB) ...
+_FLOOR_MIN_FRAMES = 10  # ... unless fewer frames than this do: then every active frame is
 
 _TONAL_SHARE = 0.99  # a band whose power lies this much within +-2 bins of its peak (per frame, on average) is a tone
 
@@ -105,6 +120,23 @@ def tonal_share(mag: torch.Tensor) -> float:
     return float(share.mean())
 
 
+def remove_noise_floor(mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, F, T] normalised log-magnitude -> (the same with each bin's stationary noise floor subtracted in power,
+    floored at 20 dB under that floor; [B, 1, T] mask of its active frames whose band stands clear of the floor).
+
+    Frames of noise alone (pauses) carry no mark once noise covers it; the decoder averages over the frames it is
+    given, so they are left out of the mask instead of diluting the frames of speech."""
+    db = mag * (-_MIN_DB + _HEADROOM_DB) + _MIN_DB
+    floor = torch.quantile(db, _FLOOR_QUANTILE, dim=2, keepdim=True)  # [B, F, 1]
+    power, noise = 10.0 ** (db / 10.0), 10.0 ** (floor / 10.0)
+    clean = torch.maximum(power - _FLOOR_SUBTRACT * noise, noise * 10.0 ** (_FLOOR_MIN_DB / 10.0))
+    out = (10.0 * torch.log10(clean) - _MIN_DB) / (-_MIN_DB + _HEADROOM_DB)
+    active = _active_frames(out)
+    clear = ((db - floor)[:, :_SUBBAND].mean(dim=1, keepdim=True) > _FLOOR_CLEAR_DB).float()  # [B, 1, T]
+    mask = active * clear
+    return out, torch.where(mask.sum(dim=2, keepdim=True) >= _FLOOR_MIN_FRAMES, mask, active)
+
+
 class _Encoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -125,8 +157,8 @@ class _Decoder(nn.Module):
         self.normal_layers = _conv_stack(_SUBBAND, 2)
         self.fast_layers = _conv_stack(_SUBBAND, 2)
 
-    def forward(self, mag: torch.Tensor) -> torch.Tensor:  # [B, F, T] -> [B]
-        mask = _active_frames(mag)
+    def forward(self, mag: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # [B, F, T] -> [B]
+        mask = _active_frames(mag) if mask is None else mask  # [B, 1, T]: the frames averaged over
         band = mag[:, :_SUBBAND]
         t = band.shape[2]
         marks, attns = [], []
@@ -203,7 +235,8 @@ class Watermarker:
         return np.clip(out, -1.0, 1.0).astype(np.float32)
 
     def detect(self, audio: np.ndarray, sample_rate: int, threshold: float = WATERMARK_THRESHOLD) -> Detection:
-        """Score float32 mono `audio`; a long signal is scored in 30 s windows and its highest score counts."""
+        """Score float32 mono `audio`; a long signal is scored in 30 s windows and its highest score counts. Each
+        window is scored as heard and with its noise floor removed (`remove_noise_floor`); the higher score counts."""
         from gsvkit.audio.io import resample
 
         x = resample(np.asarray(audio, dtype=np.float32).reshape(-1), sample_rate, _SR)
@@ -220,7 +253,8 @@ class Watermarker:
                 if tonal_share(mag.cpu()) >= _TONAL_SHARE:
                     continue  # a steady tone says nothing about the mark (see tonal_share)
                 tonal = False
-                best = max(best, float(self.net.decoder(mag)[0].clamp(0.0, 1.0)))
+                for score in (self.net.decoder(mag), self.net.decoder(*remove_noise_floor(mag))):
+                    best = max(best, float(score[0].clamp(0.0, 1.0)))
         if tonal:
             note = "a steady tone, not speech: the watermark detector cannot judge it"
             return Detection(watermarked=False, score=0.0, threshold=threshold, note=note)
@@ -260,4 +294,11 @@ def refuse_synthetic(path: str | Path, what: str, override: str) -> Detection:
     return det
 
 
-__all__ = ["Detection", "WATERMARK_THRESHOLD", "Watermarker", "get_watermarker", "refuse_synthetic"]
+__all__ = [
+    "Detection",
+    "WATERMARK_THRESHOLD",
+    "Watermarker",
+    "get_watermarker",
+    "refuse_synthetic",
+    "remove_noise_floor",
+]
