@@ -16,7 +16,7 @@ class KVCache:
     """Keys and values of every layer, preallocated as [B, H, capacity, head_dim] and grown by doubling.
 
     `update` writes a layer's new keys/values after the `length` cached ones and returns views of everything so far;
-    `advance` moves `length` on once every layer has been updated for the current step.
+    `advance` moves `length` on once every layer has been updated for the current step; `keep` drops batch rows.
     """
 
     def __init__(self, n_layers: int, batch: int, heads: int, head_dim: int, capacity: int, like: torch.Tensor):
@@ -47,6 +47,14 @@ class KVCache:
 
     def advance(self, n: int) -> None:
         self.length += n
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only batch `rows` (long indices, in the order given); only the cached part is copied."""
+        for buf in (self.k, self.v):
+            for i, old in enumerate(buf):
+                new = old.new_empty((rows.numel(), old.shape[1], old.shape[2], old.shape[3]))  # [B', H, cap, hd]
+                new[:, :, : self.length] = old[rows, :, : self.length]
+                buf[i] = new
 
 
 class SelfAttention(nn.Module):
