@@ -48,13 +48,15 @@ class KVCache:
     def advance(self, n: int) -> None:
         self.length += n
 
-    def keep(self, rows: torch.Tensor) -> None:
-        """Keep only batch `rows` (long indices, in the order given); only the cached part is copied."""
+    def keep(self, rows: list[int]) -> None:
+        """Keep only batch `rows` (ascending): the cached part of each moved row is copied down in place, and the
+        buffers become views of their first len(rows) rows (no new allocation)."""
         for buf in (self.k, self.v):
             for i, old in enumerate(buf):
-                new = old.new_empty((rows.numel(), old.shape[1], old.shape[2], old.shape[3]))  # [B', H, cap, hd]
-                new[:, :, : self.length] = old[rows, :, : self.length]
-                buf[i] = new
+                for dst, src in enumerate(rows):
+                    if dst != src:
+                        old[dst, :, : self.length] = old[src, :, : self.length]
+                buf[i] = old[: len(rows)]  # [B', H, cap, hd]
 
 
 class SelfAttention(nn.Module):

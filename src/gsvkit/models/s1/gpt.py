@@ -417,8 +417,8 @@ class Text2SemanticDecoder(nn.Module):
             if not going or step + 1 == max_new_tokens:
                 return
             if len(going) < len(rows):  # drop the ended rows: cheaper than decoding them on, masked
+                cache.keep(going)
                 keep = torch.tensor(going, device=device)
-                cache.keep(keep)
                 history, keys_ok = history[keep], keys_ok[keep]
                 rows = [rows[i] for i in going]
                 padded = not bool(keys_ok[:, :tx].all())
