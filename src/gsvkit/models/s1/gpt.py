@@ -13,8 +13,9 @@ Parameter names equal upstream's (`h.layers.0.self_attn.in_proj_weight`, `ar_tex
 the Lightning `model.` prefix, so official weights load key for key.
 
 Inference uses a per-layer key/value cache, preallocated and grown by doubling: one new token per step reads every
-weight once (fp32 decoding at batch 1 is bound by memory bandwidth). `with_precision("bf16" | "int8")` gives
-faster, approximate variants of the same model.
+weight once (fp32 decoding at batch 1 is bound by memory bandwidth), so several texts after the same prompt decode
+together for little more than one (`generate_batch`; `decode_steps` takes B rows of different phone lengths).
+`with_precision("bf16" | "int8")` gives faster, approximate variants of the same model.
 """
 
 from __future__ import annotations
