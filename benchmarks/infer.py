@@ -10,6 +10,11 @@ Printed (medians over `--repeats` after a warm-up):
 - streaming: time to the first audio chunk and the stream's overall RTF, with the default `StreamParams`;
 - peak resident memory of the process.
 
+`--batch-pairs N` prints instead the gain of `batch_size`: a text of 4 fragments of `--tokens` tokens each,
+synthesised with batch_size 1 and 4 alternately (N pairs, the order swapped every pair), with per-pair and median
+paired ratios (batch 1 time / batch 4 time) of the s1 time and the end-to-end time. At batch_size 4, s1 generates
+the 4 fragments as one batch and s2 decodes them as one sequence.
+
 Run: `python benchmarks/infer.py` (`--threads 2`, `--tokens 250`, `--repeats 3`, `--precision fp32|bf16|int8`).
 Nothing is asserted; upstream on a quiet 2-thread CPU: s1 29-30 tokens/s, s2 RTF 0.26-0.38, s1+s2 RTF 1.1-1.2.
 Print the load average with the figures: on a CPU shared with other work, two OpenMP threads per op make batch-1
@@ -32,6 +37,10 @@ import soundfile as sf
 import torch
 
 TEXT = "The quick brown fox jumps over the lazy dog while the band plays on"
+TEXT4 = (
+    "The quick brown fox jumps over the lazy dog. A small boat drifts across the quiet lake. "
+    "The band plays on while the sun goes down. Children laugh as they run along the shore."
+)
 
 
 def build(root: Path) -> dict[str, Path]:
@@ -60,12 +69,39 @@ def build(root: Path) -> dict[str, Path]:
             "ref": root / "ref.wav"}  # fmt: skip
 
 
+def batch_pairs(tts, kw: dict, pairs: int) -> None:
+    """TEXT4 at batch_size 1 and 4, alternating; per-pair and median ratios of batch 1's time to batch 4's."""
+    kw = {**kw, "split": "cut5", "split_bucket": False}  # 4 fragments in text order: one batch of 4
+    tts.synthesize_result(TEXT4, "en", batch_size=4, **{**kw, "max_new_tokens": 5})  # warm-up at width 4
+    s1_ratios, e2e_ratios, s2_ratios = [], [], []
+    for i in range(pairs):
+        got = {}
+        for size in (1, 4) if i % 2 == 0 else (4, 1):
+            t0 = time.perf_counter()
+            res = tts.synthesize_result(TEXT4, "en", batch_size=size, **kw)
+            got[size] = (time.perf_counter() - t0, res)
+        (w1, r1), (w4, r4) = got[1], got[4]
+        n = sum(r1.tokens_per_fragment)
+        assert len(r1.fragments) == 4 and r4.tokens_per_fragment == r1.tokens_per_fragment, r1.tokens_per_fragment
+        s1_ratios.append(r1.timings["s1"] / r4.timings["s1"])
+        s2_ratios.append(r1.timings["s2"] / r4.timings["s2"])
+        e2e_ratios.append(w1 / w4)
+        print(f"pair {i + 1}: {n} tokens | s1 {r1.timings['s1']:.2f} s ({n / r1.timings['s1']:.1f} tokens/s) vs "
+              f"{r4.timings['s1']:.2f} s ({n / r4.timings['s1']:.1f} tokens/s) = {s1_ratios[-1]:.2f}x | "
+              f"s2 {r1.timings['s2']:.2f} vs {r4.timings['s2']:.2f} s | end to end {w1:.2f} vs {w4:.2f} s = "
+              f"{e2e_ratios[-1]:.2f}x", flush=True)  # fmt: skip
+    med = statistics.median
+    print(f"median paired ratio, batch_size 1 time / batch_size 4 time: s1 {med(s1_ratios):.2f}x, s2 "
+          f"{med(s2_ratios):.2f}x, end to end {med(e2e_ratios):.2f}x ({pairs} pairs)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=250)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"), help="s1 weights")
+    parser.add_argument("--batch-pairs", type=int, default=0, help="compare batch_size 1 and 4 (see above)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -79,9 +115,13 @@ def main() -> None:
         t0 = time.perf_counter()
         tts = TTS(s1=files["s1"], s2=files["s2"], hubert=files["hubert"], precision=args.precision)
         print(f"load s1+s2: {time.perf_counter() - t0:.2f} s")
-        ref = {"ref_audio": files["ref"], "ref_text": "This is a reference clip of four seconds.", "ref_lang": "en"}
+        ref = {"ref_audio": files["ref"], "ref_text": "This is a reference clip of four seconds.", "ref_lang": "en",
+               "consent": "synthetic benchmark clip, no person"}  # fmt: skip
         kw = {**ref, "split": "cut0", "max_new_tokens": args.tokens, "seed": 0, "fragment_interval": 0.0}
 
+        if args.batch_pairs:
+            batch_pairs(tts, kw, args.batch_pairs)
+            return
         t0 = time.perf_counter()
         first = tts.synthesize_result(TEXT, "en", **kw)  # cold: HuBERT loads, reference features computed
         cold = time.perf_counter() - t0

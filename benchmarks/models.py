@@ -8,12 +8,18 @@
 Run: `python benchmarks/models.py` (add `--threads N`, `--tokens N`, `--repeats N`, `--variants fp32,bf16,int8`,
 `--skip-s2`). Figures are the best of the repeats after one warm-up run (on a shared machine the best run is the
 one least disturbed by other processes). Nothing is asserted.
+
+`--widths 1,2,3,4`: instead, the s1 decode step with B rows together (rows of 60, 52, 44, ... phones after one
+prompt, padding masked; "4 equal" without padding), as the median step time, and the time to drop one row from
+the KV cache (what a batch does when a row ends; the alternative, decoding the ended row on masked, costs the
+wider step until the batch ends).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 import torch
@@ -64,6 +70,47 @@ def bench_s1(variant: str, tokens: int, repeats: int, tx: int = 60, tp: int = 75
     return {"tokens": results[0][2], "total_tok_s": tokens / total, "decode_tok_s": 1.0 / per_token, "total_s": total}
 
 
+def bench_s1_widths(variant: str, widths: list[int], tokens: int, tx: int = 60, tp: int = 75) -> None:
+    from gsvkit.models.s1 import KVCache
+
+    model = _s1_model(variant)
+    b_max = max(widths)
+    g = torch.Generator().manual_seed(0)
+    phones = torch.randint(0, model.cfg.phone_vocab, (b_max, tx), generator=g)
+    bert = torch.randn(b_max, model.cfg.bert_dim, tx, generator=g)
+    prompt = torch.randint(0, 1024, (1, tp), generator=g)
+    kw = dict(top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35, seed=0)
+
+    def step_time(b: int, lens: torch.Tensor, n: int) -> float:
+        steps = model.decode_steps(phones[:b], bert[:b], prompt, lens, max_new_tokens=n, **kw)
+        ends = [time.perf_counter() for step in steps if step.row == b - 1]
+        return statistics.median(e - s for s, e in zip(ends, ends[1:], strict=False))
+
+    step_time(1, torch.tensor([tx]), 10)  # warm-up
+    base = None
+    cases = [(b, torch.tensor([tx - 8 * i for i in range(b)]), f"{b} rows") for b in widths]
+    cases.append((b_max, torch.full((b_max,), tx), f"{b_max} equal"))
+    for b, lens, label in cases:
+        t = step_time(b, lens, tokens)
+        base = t if base is None else base
+        print(f"s1 {variant} step, {label:8s}: {1000 * t:6.1f} ms = {t / base:4.2f}x one row, "
+              f"{b / t:6.1f} tokens/s in all", flush=True)  # fmt: skip
+    heads, d = model.cfg.head, model.cfg.hidden_dim
+    like = model.ar_audio_embedding.word_embeddings.weight
+    drops = []
+    for _ in range(5):
+        cache = KVCache(len(model.h.layers), b_max, heads, d // heads, tx + tp + 1024, like)
+        kv = torch.randn(b_max, heads, tx + tp + tokens, d // heads).to(like.dtype)
+        for layer in range(len(model.h.layers)):
+            cache.update(layer, kv, kv)
+        cache.advance(kv.shape[2])
+        t0 = time.perf_counter()
+        cache.keep(list(range(1, b_max)))  # the first row ends: every other row moves
+        drops.append(time.perf_counter() - t0)
+    print(f"s1 {variant} dropping the first of {b_max} rows at {tx + tp + tokens} cached positions: "
+          f"{1000 * statistics.median(drops):.1f} ms", flush=True)  # fmt: skip
+
+
 def bench_s2(tokens: int, repeats: int, phones: int = 120, ref_frames: int = 150) -> dict[str, float]:
     from gsvkit.config import S2Config
     from gsvkit.models.s2 import SynthesizerTrn
@@ -94,11 +141,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default="fp32,bf16,int8", help="s1 variants: fp32, bf16, int8")
     parser.add_argument("--skip-s2", action="store_true")
+    parser.add_argument("--widths", default="", help="s1 step time with B rows together, e.g. 1,2,3,4")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     cpu = torch.backends.cpu.get_cpu_capability()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}, load average {load:.1f}", flush=True)
+    if args.widths:
+        for variant in args.variants.split(","):
+            bench_s1_widths(variant.strip(), [int(w) for w in args.widths.split(",")], args.tokens)
+        return
     for variant in args.variants.split(","):
         r = bench_s1(variant.strip(), args.tokens, args.repeats)
         label = {"fp32": "fp32 (reference)", "bf16": "bf16 weights (approximate)", "int8": "int8 linear (approximate)"}

@@ -90,6 +90,23 @@ def test_v4_voice_speaks_at_48k_and_sample_steps_matter(tts):
     assert seen and set(seen) == {8}  # v4's default
 
 
+def test_v4_batch_generates_the_fragments_together_in_s1(tts, monkeypatch):
+    widths = []
+    s1 = tts.bundle.s1
+    real = s1.decode_steps
+
+    def steps(phones, *a, **k):
+        widths.append(phones.shape[0])
+        return real(phones, *a, **k)
+
+    monkeypatch.setattr(s1, "decode_steps", steps)
+    kw = {"seed": 4, "top_k": 1, "max_new_tokens": 8, "sample_steps": 1, "split_bucket": False}
+    one = tts.synthesize_result("Hello there. And a longer second part.", "en", batch_size=1, **kw)
+    two = tts.synthesize_result("Hello there. And a longer second part.", "en", batch_size=2, **kw)
+    assert len(one.fragments) == 2 and widths == [1, 1, 2]
+    assert two.tokens_per_fragment == one.tokens_per_fragment and two.audio.size > 0
+
+
 def test_sample_steps_range_and_transcript_required(tts, flow):
     with pytest.raises(ParameterError, match="sample_steps"):
         _speak(tts, sample_steps=0)

@@ -111,6 +111,69 @@ def test_batched_fragments(tts):
     assert len(res.audio) == sum(n * 128 for n in res.tokens_per_fragment) + 4 * gap
 
 
+THREE = "One sentence. Another sentence that is longer. And a third."
+
+
+def _s1_batches(tts, monkeypatch):
+    """Record the rows of every s1 decode and the tokens each fragment got."""
+    from gsvkit.inference import pipeline
+
+    widths: list[int] = []
+    lens: list[list[int]] = []
+    tokens: list[list[int]] = []
+    s1 = tts.bundle.s1
+    real_steps, real_batch = s1.decode_steps, pipeline.generate_batch_tokens
+
+    def steps(phones, bert, prompt=None, phone_lens=None, **k):
+        widths.append(phones.shape[0])
+        lens.append(phone_lens.tolist() if phone_lens is not None else [phones.shape[1]])
+        return real_steps(phones, bert, prompt, phone_lens, **k)
+
+    def batch(*a, **k):
+        out = real_batch(*a, **k)
+        tokens.extend(out)
+        return out
+
+    monkeypatch.setattr(s1, "decode_steps", steps)
+    monkeypatch.setattr(pipeline, "generate_batch_tokens", batch)
+    return widths, lens, tokens
+
+
+def test_batch_size_decodes_the_fragments_together_in_s1(tts, monkeypatch):
+    widths, lens, tokens = _s1_batches(tts, monkeypatch)
+    kw = {"seed": 1, "top_k": 1, "split_bucket": False, **SHORT}
+    one = tts.synthesize_result(THREE, "en", batch_size=1, **kw)
+    assert len(one.fragments) == 3 and widths == [1, 1, 1]
+    alone = list(tokens)
+    widths.clear(), tokens.clear()
+    three = tts.synthesize_result(THREE, "en", batch_size=3, **kw)
+    assert widths == [3]  # one s1 decode of three rows
+    assert lens[-1] == [row[0] for row in lens[:3]] and len(set(lens[-1])) == 3  # of three phone lengths
+    assert tokens == alone and three.tokens_per_fragment == one.tokens_per_fragment  # greedy: the same tokens
+
+
+def test_an_s1_of_one_row_gets_the_fragments_one_by_one():
+    from types import SimpleNamespace
+
+    from gsvkit.inference.job import generate_batch_tokens
+    from gsvkit.inference.params import SynthesisParams
+
+    calls = []
+
+    class OneRow:  # decodes one row at a time, as the ONNX runtime's s1 does
+        def generate_iter(self, phones, bert, prompt, **kw):
+            calls.append(tuple(phones.shape))
+            yield from range(phones.shape[1])
+
+    def frag(n):
+        return SimpleNamespace(phone_ids=list(range(n)), bert=torch.zeros(1024, n))
+
+    job = SimpleNamespace(bundle=SimpleNamespace(s1=OneRow()), prompt=SimpleNamespace(text=None, tokens=None),
+                          params=SynthesisParams())  # fmt: skip
+    assert generate_batch_tokens(job, [frag(2), frag(5)], torch.Generator()) == [[0, 1], [0, 1, 2, 3, 4]]
+    assert calls == [(1, 2), (1, 5)]
+
+
 def test_reference_override_aux_and_reference_free(tts, assets):
     a = tts.synthesize_result(TEXT, "en", ref_audio=assets["aux"], ref_text="Another clip.", ref_lang="en", seed=1,
                               consent=CONSENT)  # fmt: skip

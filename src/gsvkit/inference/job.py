@@ -13,6 +13,7 @@ from gsvkit.inference.bundle import ModelBundle
 from gsvkit.inference.params import SynthesisParams
 from gsvkit.inference.prompt import Prompt
 from gsvkit.inference.textprep import TextFeatures, TextReader
+from gsvkit.models.s1.gpt import Text2SemanticDecoder
 from gsvkit.models.s1.sampling import Sampling
 
 
@@ -43,12 +44,26 @@ def s1_inputs(job: Job, frag: TextFeatures) -> tuple[torch.Tensor, torch.Tensor,
     return phones, bert[None], prompt
 
 
+def _rule(job: Job) -> dict[str, Any]:
+    return {f.name: getattr(job.params, f.name) for f in fields(Sampling) if f.name not in ("seed", "generator")}
+
+
 def generate_tokens(job: Job, frag: TextFeatures, gen: torch.Generator) -> Iterator[int]:
     """s1: the fragment's semantic tokens, one at a time."""
     phones, bert, prompt = s1_inputs(job, frag)
-    p = job.params
-    rule = {f.name: getattr(p, f.name) for f in fields(Sampling) if f.name not in ("seed", "generator")}
-    return job.bundle.s1.generate_iter(phones, bert, prompt, **rule, generator=gen)
+    return job.bundle.s1.generate_iter(phones, bert, prompt, **_rule(job), generator=gen)
+
+
+def generate_batch_tokens(job: Job, frags: list[TextFeatures], gen: torch.Generator) -> list[list[int]]:
+    """s1: the semantic tokens of several fragments, decoded together as one batch by the torch model (B rows per
+    step cost little more than one on a CPU). The ONNX graphs decode one row, so there the fragments go one by one;
+    so does a single fragment (then the draws are those of `generate_tokens`)."""
+    s1 = job.bundle.s1
+    if len(frags) == 1 or not isinstance(s1, Text2SemanticDecoder):
+        return [list(generate_tokens(job, f, gen)) for f in frags]
+    rows = [s1_inputs(job, f) for f in frags]
+    prompt = rows[0][2]
+    return s1.generate_batch([r[0][0] for r in rows], [r[1][0] for r in rows], prompt, **_rule(job), generator=gen)
 
 
 def decode_tokens(job: Job, codes: list[int], phone_ids: list[int], gen: torch.Generator) -> np.ndarray:

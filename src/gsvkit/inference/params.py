@@ -62,7 +62,10 @@ class SynthesisParams(BaseModel):
         None, ge=0, le=2**32 - 1, description="random seed: the same seed gives the same audio (None: a fresh one)"
     )
     split: SplitMethod = Field("cut5", description="text split method, cut0 (none) to cut5 (every punctuation)")
-    batch_size: int = Field(1, ge=1, le=64, description="fragments decoded together by s2")
+    batch_size: int = Field(
+        1, ge=1, le=64,
+        description="fragments generated together by s1 (torch backend) and decoded together by s2; 1 when streaming",
+    )  # fmt: skip
     batch_threshold: float = Field(0.75, ge=0.0, le=1.0, description="length-similarity threshold of a batch")
     split_bucket: bool = Field(True, description="group fragments of similar length into batches")
     fragment_interval: float = Field(0.3, ge=0.0, le=5.0, description="seconds of silence after each fragment",

@@ -12,7 +12,8 @@ for chunk in tts.stream("A longer text, spoken as it is generated.", "en"):
 The path is upstream's (`TTS_infer_pack/TTS.py`): reference clip -> prompt tokens and spectrogram(s) (cached);
 prompt text + target fragment -> phones and BERT; s1 generates the fragment's semantic tokens after the prompt;
 s2 decodes them with the reference spectrogram(s); fragments are joined with `fragment_interval` seconds of
-silence. Sample rate, hop and samples per token all come from the s2 config.
+silence. Sample rate, hop and samples per token all come from the s2 config. With `batch_size` > 1, s1 generates a
+batch's fragments together (torch backend; ONNX and streaming go fragment by fragment).
 
 Models load once. A synthesis takes one `ModelBundle` at its start, so `load_models` (a model switch) never mixes
 weights into a synthesis already running; reference features are cached per file and per s2 model.
@@ -35,7 +36,7 @@ import torch
 from gsvkit.errors import CheckpointError, GsvError, TextError
 from gsvkit.inference.batching import background, fragment_batches
 from gsvkit.inference.bundle import ModelBundle, load_bundle
-from gsvkit.inference.job import Job, decode_tokens, generate_tokens, generators
+from gsvkit.inference.job import Job, decode_tokens, generate_batch_tokens, generate_tokens, generators
 from gsvkit.inference.params import (
     DEFAULT_MAX_TEXT_CHARS,
     StreamParams,
@@ -298,7 +299,14 @@ class TTS:
         return res.sample_rate, res.audio
 
     def synthesize_result(self, text: str, lang: str, *refs: Any, **params: Any) -> SynthesisResult:
-        """`synthesize`, returning the seed used, the fragments, token counts and timings as well."""
+        """`synthesize`, returning the seed used, the fragments, token counts and timings as well.
+
+        With `batch_size` > 1 the fragments are grouped (`fragment_batches`) and each group's fragments are
+        generated together as one s1 batch on the torch backend (one by one on ONNX), then decoded by s2 as one
+        sequence (speed 1, v2 families) or one by one. Greedy decoding gives every fragment the tokens of
+        `batch_size=1`; sampled fragments share the s1 random stream in turn, so a seed's result depends on
+        `batch_size`.
+        """
         t0 = time.perf_counter()
         job, pieces = self._prepare(text, lang, *refs, **params)
         lang = check_language(lang, job.bundle.version)
@@ -311,10 +319,9 @@ class TTS:
         audio: list[np.ndarray | None] = [None] * len(feats)
         counts = [0] * len(feats)
         for batch in fragment_batches(feats, p.batch_size, p.batch_threshold, p.split_bucket and p.speed == 1.0):
-            codes = {}
             t = time.perf_counter()
+            codes = dict(zip(batch, generate_batch_tokens(job, [feats[i] for i in batch], g1), strict=True))
             for i in batch:
-                codes[i] = list(generate_tokens(job, feats[i], g1))
                 counts[i] = len(codes[i])
             t_s1 += time.perf_counter() - t
             t = time.perf_counter()
@@ -359,7 +366,8 @@ class TTS:
 
         Everything that can fail on bad input (text, language, reference, parameters) fails here, before the
         first chunk. `stream` holds `StreamParams` (first_chunk_tokens, chunk_tokens, left_context_tokens,
-        lookahead_tokens, crossfade_tokens). Fragments are decoded one by one (batch_size has no effect).
+        lookahead_tokens, crossfade_tokens). Fragments are generated and decoded one by one (batch_size has no
+        effect).
         """
         sp = stream if isinstance(stream, StreamParams) else make_params(StreamParams, dict(stream or {}))
         job, pieces = self._prepare(text, lang, *refs, **params)

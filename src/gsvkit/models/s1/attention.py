@@ -19,7 +19,7 @@ class KVCache:
     """Keys and values of every layer, preallocated as [B, H, capacity, head_dim] and grown by doubling.
 
     `update` writes a layer's new keys/values after the `length` cached ones and returns views of everything so far;
-    `advance` moves `length` on once every layer has been updated for the current step.
+    `advance` moves `length` on once every layer has been updated for the current step; `keep` drops batch rows.
     """
 
     def __init__(self, n_layers: int, batch: int, heads: int, head_dim: int, capacity: int, like: torch.Tensor):
@@ -50,6 +50,16 @@ class KVCache:
 
     def advance(self, n: int) -> None:
         self.length += n
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only batch `rows` (ascending): the cached part of each moved row is copied down in place, and the
+        buffers become views of their first len(rows) rows (no new allocation)."""
+        for buf in (self.k, self.v):
+            for i, old in enumerate(buf):
+                for dst, src in enumerate(rows):
+                    if dst != src:
+                        old[dst, :, : self.length] = old[src, :, : self.length]
+                buf[i] = old[: len(rows)]  # [B', H, cap, hd]
 
 
 class SelfAttention(nn.Module):

@@ -13,8 +13,9 @@ Parameter names equal upstream's (`h.layers.0.self_attn.in_proj_weight`, `ar_tex
 the Lightning `model.` prefix, so official weights load key for key.
 
 Inference uses a per-layer key/value cache, preallocated and grown by doubling: one new token per step reads every
-weight once (fp32 decoding at batch 1 is bound by memory bandwidth). `with_precision("bf16" | "int8")` gives
-faster, approximate variants of the same model.
+weight once (fp32 decoding at batch 1 is bound by memory bandwidth), so several texts after the same prompt decode
+together for little more than one (`generate_batch`; `decode_steps` takes B rows of different phone lengths).
+`with_precision("bf16" | "int8")` gives faster, approximate variants of the same model.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,13 +142,14 @@ class Transformer(nn.Module):
 # ------------------------------------------------------------------------------------------------------- outputs
 @dataclass
 class DecodeStep:
-    """One decoding step: the drawn `token`, the raw `ar_predict_layer` logits [V] (before EOS masking and penalty)
-    and whether the step ended the sequence (`is_eos`: then `token` is not part of the output)."""
+    """One decoding step of one row: the drawn `token`, the raw `ar_predict_layer` logits [V] (before EOS masking
+    and penalty) and whether the step ended the row's sequence (`is_eos`: then `token` is not part of the output)."""
 
     index: int
     token: int
     logits: torch.Tensor
     is_eos: bool
+    row: int = 0  # the input row, when several decode together
 
 
 @dataclass
@@ -347,56 +349,86 @@ class Text2SemanticDecoder(nn.Module):
     @torch.inference_mode()
     def decode_steps(
         self,
-        phones: torch.Tensor,
-        bert: torch.Tensor,
-        prompt: torch.Tensor | None = None,
+        phones: torch.Tensor,  # [B, Tx] long: each row's phones, then padding
+        bert: torch.Tensor,  # [B, bert_dim, Tx]
+        prompt: torch.Tensor | None = None,  # [1, Tp] codes every row continues
+        phone_lens: torch.Tensor | None = None,  # [B] real phones per row (None: Tx in every row)
         **sampling: Any,
     ) -> Iterator[DecodeStep]:
-        """Every decoding step in order, the final EOS step included (`is_eos=True`); see `generate`.
+        """Every decoding step in order, each row's final EOS step included (`is_eos=True`); see `generate`.
 
-        One token per step through the KV cache. Upstream's rules: EOS is out of reach for the first 11 steps; the
-        repetition penalty covers the prompt and every generated token; the sequence ends when the sampled token
-        or the argmax of the penalised logits is EOS, or after `max_new_tokens` tokens. `sampling`: the fields of
-        `Sampling` (top_k, top_p, temperature, repetition_penalty, max_new_tokens, seed, generator).
+        One token per row per step through the KV cache. B rows decode together: a step yields one `DecodeStep`
+        per row still running, in row order (`row` names it). Row b's sequence is `[its phone_lens[b] phones ;
+        padding ; prompt ; its tokens]`: the padded text keys are masked in the prefill and in every step, and the
+        text and audio positions are each row's own (text from 0, audio from 0 at the prompt), so a row decodes
+        as it would alone (up to float rounding). A row leaves the batch when it ends (its cache rows are
+        dropped). Upstream's rules: EOS is out of reach for the first 11 steps; the repetition penalty covers
+        the prompt and every generated token of the row; a row ends when the sampled token or the argmax of the
+        penalised logits is EOS, or after `max_new_tokens` tokens. Rows draw from one generator in row order.
+        `sampling`: the fields of `Sampling` (top_k, top_p, temperature, repetition_penalty, max_new_tokens,
+        seed, generator).
         """
         rule = Sampling(**sampling)
         max_new_tokens = rule.max_new_tokens
-        if phones.dim() != 2 or phones.shape[0] != 1:
-            raise ValueError(f"phones must be [1, Tx], got {tuple(phones.shape)}")
-        tx = phones.shape[1]
-        if bert.shape != (1, self.cfg.bert_dim, tx):
-            raise ValueError(f"bert must be [1, {self.cfg.bert_dim}, {tx}], got {tuple(bert.shape)}")
+        if phones.dim() != 2 or phones.shape[0] < 1:
+            raise ValueError(f"phones must be [B, Tx], got {tuple(phones.shape)}")
+        b, tx = phones.shape
+        if bert.shape != (b, self.cfg.bert_dim, tx):
+            raise ValueError(f"bert must be [{b}, {self.cfg.bert_dim}, {tx}], got {tuple(bert.shape)}")
         if prompt is not None and (prompt.dim() != 2 or prompt.shape[0] != 1):
             raise ValueError(f"prompt must be [1, Tp] or None, got {tuple(prompt.shape)}")
+        lens = torch.full((b,), tx) if phone_lens is None else phone_lens.long().cpu()
+        if lens.shape != (b,) or int(lens.min()) < 1 or int(lens.max()) > tx:
+            raise ValueError(f"phone_lens must be [{b}] lengths in 1..{tx}, got {lens.tolist()}")
         if max_new_tokens <= 0:
             return
         device = self._anchor.device
         gen = rule.make_generator(device)
-        phones, bert = phones.to(device), bert.to(device)
+        phones, bert, lens = phones.to(device), bert.to(device), lens.to(device)
         tp = 0 if prompt is None else prompt.shape[1]
 
-        x = self.embed_text(phones, bert)  # [1, Tx, D]
+        x = self.embed_text(phones, bert)  # [B, Tx, D]
         if tp:
             prompt = prompt.to(device).long()
-            x = torch.cat([x, self.embed_audio(prompt)], dim=1)  # [1, Tx+Tp, D]
+            x = torch.cat([x, self.embed_audio(prompt).expand(b, -1, -1)], dim=1)  # [B, Tx+Tp, D]
         heads = self.cfg.head
         cache = KVCache(
-            len(self.h.layers), 1, heads, self.cfg.hidden_dim // heads, tx + tp + min(max_new_tokens, 1024), x
+            len(self.h.layers), b, heads, self.cfg.hidden_dim // heads, tx + tp + min(max_new_tokens, 1024), x
         )
-        hidden = self.h(x, prefix_mask(tx, tp, device), cache)[:, -1]  # [1, D]
+        keys_ok = torch.ones(b, tx + tp + max_new_tokens, dtype=torch.bool, device=device)  # [B, S_max]
+        keys_ok[:, :tx] = torch.arange(tx, device=device)[None] < lens[:, None]  # padded phones are never read
+        padded = tx * b > int(lens.sum())
+        mask = batch_mask(lens, torch.full_like(lens, tp), tx, tp) if padded else prefix_mask(tx, tp, device)
+        out = self.h(x, mask, cache)  # [B, Tx+Tp, D]
+        last = lens - 1 if tp == 0 else torch.full_like(lens, tx + tp - 1)  # position predicting the first code
+        hidden = out[torch.arange(b, device=device), last]  # [B, D]
 
-        history = torch.zeros(1, tp + max_new_tokens, dtype=torch.long, device=device)  # prompt + generated
+        history = torch.zeros(b, tp + max_new_tokens, dtype=torch.long, device=device)  # [B, Tp+N] prompt + tokens
         if tp:
             history[:, :tp] = prompt
+        rows = list(range(b))  # the input row of each row still running
         for step in range(max_new_tokens):
-            raw = self.ar_predict_layer(hidden).float()  # [1, V]
-            tok, is_eos = next_token(raw, history[:, : tp + step], step, self.eos, gen, *rule.rule)
-            yield DecodeStep(step, tok, raw[0], is_eos)
-            if is_eos or step + 1 == max_new_tokens:
+            raw = self.ar_predict_layer(hidden).float()  # [B', V]
+            going = []
+            for i, row in enumerate(rows):
+                tok, is_eos = next_token(
+                    raw[i : i + 1], history[i : i + 1, : tp + step], step, self.eos, gen, *rule.rule
+                )
+                yield DecodeStep(step, tok, raw[i], is_eos, row)
+                if not is_eos:
+                    history[i, tp + step] = tok
+                    going.append(i)
+            if not going or step + 1 == max_new_tokens:
                 return
-            history[:, tp + step] = tok
-            token = history[:, tp + step : tp + step + 1]  # [1, 1]
-            hidden = self.h(self.embed_audio(token, offset=tp + step), None, cache)[:, -1]
+            if len(going) < len(rows):  # drop the ended rows: cheaper than decoding them on, masked
+                cache.keep(going)
+                keep = torch.tensor(going, device=device)
+                history, keys_ok = history[keep], keys_ok[keep]
+                rows = [rows[i] for i in going]
+                padded = not bool(keys_ok[:, :tx].all())
+            token = history[:, tp + step : tp + step + 1]  # [B', 1]
+            step_mask = keys_ok[:, None, None, : cache.length + 1] if padded else None  # [B', 1, 1, S]
+            hidden = self.h(self.embed_audio(token, offset=tp + step), step_mask, cache)[:, -1]  # [B', D]
 
     def generate_iter(self, phones: torch.Tensor, bert: torch.Tensor, prompt: torch.Tensor | None = None, **kw):
         """Yield each new token id (int) as soon as it is drawn; stops before EOS. Arguments as `generate`."""
@@ -428,6 +460,24 @@ class Text2SemanticDecoder(nn.Module):
             return tokens
         logits = torch.stack([s.logits for s in steps]) if steps else torch.zeros(0, self.cfg.vocab_size)
         return tokens, logits
+
+    def generate_batch(
+        self,
+        phones: Sequence[torch.Tensor],
+        bert: Sequence[torch.Tensor],
+        prompt: torch.Tensor | None = None,
+        **sampling: Any,
+    ) -> list[list[int]]:
+        """Decode B texts together after one shared `prompt` [1, Tp]: `phones[b]` [Tx_b] ids and `bert[b]`
+        [bert_dim, Tx_b]. Returns each row's new tokens (EOS excluded). Under greedy decoding (`top_k=1`) each row
+        gets the tokens it gets alone; sampled rows draw from one generator in turn, so their tokens differ from
+        separate calls with the same seed. Arguments as `generate`."""
+        padded_phones, lens, padded_bert = pad_rows(phones, bert)
+        tokens: list[list[int]] = [[] for _ in phones]
+        for step in self.decode_steps(padded_phones, padded_bert, prompt, lens, **sampling):
+            if not step.is_eos:
+                tokens[step.row].append(step.token)
+        return tokens
 
     # ------------------------------------------------------------------------------------------ speed variants
     def with_precision(self, precision: str) -> Text2SemanticDecoder:
@@ -464,6 +514,26 @@ class Text2SemanticDecoder(nn.Module):
                 attn.qkv_int8 = nnqd.Linear.from_float(lin)
                 del attn.in_proj_weight, attn.in_proj_bias  # the packed int8 copy replaces them
             return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
+def pad_rows(
+    phones: Sequence[torch.Tensor], bert: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows of [Tx_b] phone ids and [bert_dim, Tx_b] features -> phones [B, Tx], lengths [B], bert [B, bert_dim, Tx]
+    (Tx the longest row; padding is 0, and `decode_steps` never reads it)."""
+    if not phones or len(phones) != len(bert):
+        raise ValueError(f"give one bert per phone row (got {len(phones)} phone rows and {len(bert)} bert rows)")
+    lens = torch.tensor([p.shape[-1] for p in phones])  # [B]
+    tx = int(lens.max())
+    out_phones = torch.zeros(len(phones), tx, dtype=torch.long)  # [B, Tx]
+    out_bert = torch.zeros(len(bert), bert[0].shape[0], tx, dtype=bert[0].dtype)  # [B, bert_dim, Tx]
+    for i, (p, f) in enumerate(zip(phones, bert, strict=True)):
+        if p.dim() != 1 or f.dim() != 2 or f.shape[1] != p.shape[0]:
+            raise ValueError(f"row {i}: phones must be [Tx] and bert [bert_dim, Tx], got {tuple(p.shape)}, "
+                             f"{tuple(f.shape)}")  # fmt: skip
+        out_phones[i, : p.shape[0]] = p
+        out_bert[i, :, : p.shape[0]] = f
+    return out_phones, lens, out_bert
 
 
 def _list_keys(what: str, keys: list[str], limit: int = 8) -> str:
