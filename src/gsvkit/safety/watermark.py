@@ -91,6 +91,16 @@ def _conv_stack(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
+def _normalise(db: torch.Tensor) -> torch.Tensor:
+    """dB -> the network's normalised log-magnitude (_MIN_DB dB -> 0, _HEADROOM_DB dB -> 1)."""
+    return (db - _MIN_DB) / (-_MIN_DB + _HEADROOM_DB)
+
+
+def _to_db(mag: torch.Tensor) -> torch.Tensor:
+    """The inverse of `_normalise`: normalised log-magnitude -> dB."""
+    return mag * (-_MIN_DB + _HEADROOM_DB) + _MIN_DB
+
+
 def _active_frames(mag: torch.Tensor) -> torch.Tensor:
     """[B, F, T] normalised log-magnitude -> [B, 1, T] mask of frames with energy over 5 % of the loudest."""
     s = mag.sum(dim=1)  # [B, T]
@@ -110,7 +120,7 @@ def spectral_steadiness(mag: torch.Tensor) -> float:
 
     The decoder was trained on speech; a steady sound can drive it to a high score whether or not it is marked, so
     such a signal is reported as not judgeable instead of as watermarked."""
-    db = mag[0, :_SUBBAND] * (-_MIN_DB + _HEADROOM_DB) + _MIN_DB
+    db = _to_db(mag[0, :_SUBBAND])
     power = 10.0 ** (db / 10.0)  # [F_band, T]
     active = _active_frames(mag)[0, 0] > 0  # [T]
     if not bool(active.any()):
@@ -128,11 +138,11 @@ def remove_noise_floor(mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Frames of noise alone (pauses) carry no mark once noise covers it; the decoder averages over the frames it is
     given, so they are left out of the mask instead of diluting the frames of speech."""
-    db = mag * (-_MIN_DB + _HEADROOM_DB) + _MIN_DB
+    db = _to_db(mag)
     floor = torch.quantile(db, _FLOOR_QUANTILE, dim=2, keepdim=True)  # [B, F, 1]
     power, noise = 10.0 ** (db / 10.0), 10.0 ** (floor / 10.0)
     clean = torch.maximum(power - _FLOOR_SUBTRACT * noise, noise * 10.0 ** (_FLOOR_MIN_DB / 10.0))
-    out = (10.0 * torch.log10(clean) - _MIN_DB) / (-_MIN_DB + _HEADROOM_DB)
+    out = _normalise(10.0 * torch.log10(clean))
     active = _active_frames(out)
     clear = ((db - floor)[:, :_SUBBAND].mean(dim=1, keepdim=True) > _FLOOR_CLEAR_DB).float()  # [B, 1, T]
     mask = active * clear
@@ -216,7 +226,7 @@ class Watermarker:
     def _analyse(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         spec = torch.stft(wav, _N_FFT, _HOP, _N_FFT, self._window, center=True, pad_mode="reflect", return_complex=True)
         mag = 20.0 * torch.log10(spec.abs().clamp_min(_MAG_MIN))
-        return ((mag - _MIN_DB) / (-_MIN_DB + _HEADROOM_DB))[None], torch.angle(spec)[None]
+        return _normalise(mag)[None], torch.angle(spec)[None]
 
     def apply(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Watermark float32 mono `audio` [S]; returns the same length, clipped to [-1, 1]."""
@@ -229,7 +239,7 @@ class Watermarker:
         with torch.inference_mode():
             mag, phase = self._analyse(torch.from_numpy(x).to(self.device))
             marked = self.net.encoder(mag)[0]
-            db = marked * (-_MIN_DB + _HEADROOM_DB) + _MIN_DB
+            db = _to_db(marked)
             spec = torch.polar(10.0 ** (db / 20.0).clamp(max=10.0), phase[0])
             y = torch.istft(spec, _N_FFT, _HOP, _N_FFT, self._window, center=True, length=x.size)
         out = resample(y.cpu().numpy(), _SR, sample_rate)
