@@ -46,13 +46,17 @@ def _refs(case: dict[str, np.ndarray]) -> list[torch.Tensor]:
 class Capture:
     """Forward hooks collecting upstream's named intermediates of one decode."""
 
+    def _conv_post(self, module, inputs, out: torch.Tensor) -> None:
+        # The decoder runs in the [B, C, 1, T] layout (gsvkit.models.modules.conv); upstream's tensor is [B, 1, T].
+        self.out["dec_pre_tanh"] = out.squeeze(2) if out.dim() == 4 else out
+
     def __init__(self, model: SynthesizerTrn) -> None:
         self.out: dict[str, torch.Tensor] = {}
         self.handles = [
             model.enc_p.register_forward_hook(self._enc_p),
             model.flow.register_forward_hook(lambda m, i, o: self.out.__setitem__("z", o)),
             model.dec.register_forward_pre_hook(self._dec, with_kwargs=True),
-            model.dec.conv_post.register_forward_hook(lambda m, i, o: self.out.__setitem__("dec_pre_tanh", o)),
+            model.dec.conv_post.register_forward_hook(self._conv_post),
         ]
 
     def _enc_p(self, module, inputs, output) -> None:

@@ -107,7 +107,7 @@ def test_decode_parity(pro, sv, ci: int) -> None:
         model.enc_p.register_forward_hook(lambda m, i, o: got.update(m_p=o[1], logs_p=o[2])),
         model.flow.register_forward_hook(lambda m, i, o: got.__setitem__("z", o)),
         model.dec.register_forward_pre_hook(lambda m, a, k: got.__setitem__("ge", k["g"]), with_kwargs=True),
-        model.dec.conv_post.register_forward_hook(lambda m, i, o: got.__setitem__("dec_pre_tanh", o)),
+        model.dec.conv_post.register_forward_hook(lambda m, i, o: got.__setitem__("dec_pre_tanh", o.squeeze(2))),
     ]
     try:
         # Upstream's own embeddings go in, so this checks the s2 model alone.

@@ -10,6 +10,7 @@ from gsvkit.models.modules.commons import (
     sequence_mask,
     slice_segments,
 )
+from gsvkit.models.modules.conv import Conv1d, ConvTranspose1d, from_rows, to_rows
 from gsvkit.models.modules.flows import Flip, ResidualCouplingBlock, ResidualCouplingLayer
 from gsvkit.models.modules.mrte import MRTE
 from gsvkit.models.modules.resblocks import ResBlock1, ResBlock2
@@ -19,6 +20,8 @@ from gsvkit.models.modules.weight_norm import has_weight_norm, recompute_weight_
 
 __all__ = [
     "FFN",
+    "Conv1d",
+    "ConvTranspose1d",
     "LRELU_SLOPE",
     "MRTE",
     "WN",
@@ -31,6 +34,7 @@ __all__ = [
     "ResBlock2",
     "ResidualCouplingBlock",
     "ResidualCouplingLayer",
+    "from_rows",
     "fused_add_tanh_sigmoid_multiply",
     "get_padding",
     "has_weight_norm",
@@ -39,5 +43,6 @@ __all__ = [
     "remove_weight_norm",
     "sequence_mask",
     "slice_segments",
+    "to_rows",
     "weight_norm",
 ]

@@ -1,4 +1,5 @@
-"""HiFi-GAN residual blocks (types 1 and 2) with weight-normed dilated convs."""
+"""HiFi-GAN residual blocks (types 1 and 2) with weight-normed dilated convs; shape-preserving on [B, C, T] or on
+the [B, C, 1, T] layout of `gsvkit.models.modules.conv` (masks then [B, 1, 1, T])."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from gsvkit.models.modules.commons import LRELU_SLOPE, get_padding
+from gsvkit.models.modules.conv import Conv1d
 from gsvkit.models.modules.weight_norm import weight_norm
 
 __all__ = ["ResBlock1", "ResBlock2"]
 
 
-def _wn_conv(channels: int, kernel_size: int, dilation: int) -> nn.Conv1d:
+def _wn_conv(channels: int, kernel_size: int, dilation: int) -> Conv1d:
     # Upstream's normal(0, 0.01) init is applied after weight norm and so never reaches g/v: torch's default
     # init is what it effectively trains from, and what we keep.
     padding = get_padding(kernel_size, dilation)
-    return weight_norm(nn.Conv1d(channels, channels, kernel_size, 1, dilation=dilation, padding=padding))
+    return weight_norm(Conv1d(channels, channels, kernel_size, 1, dilation=dilation, padding=padding))
 
 
 class ResBlock1(nn.Module):

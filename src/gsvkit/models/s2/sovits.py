@@ -10,6 +10,8 @@ module and parameter names, so an official state dict loads with strict matching
 
 Training adds the posterior encoder enc_q (linear spectrogram -> z) and the forward flow z -> z_p.
 
+`set_precision("bf16")` runs dec, ~95 % of decode time, in bfloat16 (an inference setting of the same model).
+
 v2Pro/v2ProPlus (`cfg.is_pro`) add a speaker-verification branch: ge = PReLU(ref_enc(spec) + sv_emb(e)) with e the
 reference's [B, 20480] ERes2NetV2 embedding (gsvkit.models.sv), gin 1024; MRTE gets ge_to512(ge), flow and decoder
 the 1024-d ge. With several references each has its own e and the ge are averaged after the PReLU.
@@ -25,11 +27,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from gsvkit.config import S2ModelConfig, official_config
-from gsvkit.errors import CheckpointError
+from gsvkit.errors import CheckpointError, ConfigError
 from gsvkit.models.modules import (
     LRELU_SLOPE,
     MRTE,
     WN,
+    Conv1d,
+    ConvTranspose1d,
     Encoder,
     MelStyleEncoder,
     ResBlock1,
@@ -37,20 +41,49 @@ from gsvkit.models.modules import (
     ResidualCouplingBlock,
     ResidualCouplingLayer,
     rand_slice_segments,
+    has_weight_norm,
     recompute_weight_norm,
+    remove_weight_norm,
+    from_rows,
     sequence_mask,
+    to_rows,
     weight_norm,
 )
 from gsvkit.models.s2.quantizer import ResidualVectorQuantizer
 
 __all__ = [
+    "S2_PRECISIONS",
     "Generator",
     "PosteriorEncoder",
     "ResidualCouplingBlock",
     "S2TrainOutput",
     "SynthesizerTrn",
     "TextEncoder",
+    "native_bf16",
+    "resolve_s2_precision",
 ]
+
+S2_PRECISIONS = ("auto", "fp32", "bf16")  # s2 decoder formats for inference; see `SynthesizerTrn.set_precision`
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether `device` computes bfloat16 convolutions in hardware (a CPU with AMX or AVX512-BF16). Elsewhere
+    oneDNN emulates bf16 and it is slower than fp32."""
+    if torch.device(device).type != "cpu":
+        return False
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+def resolve_s2_precision(precision: str, device: str | torch.device = "cpu", hifigan: bool = True) -> str:
+    """`S2_PRECISIONS` -> "fp32" | "bf16". "auto": bf16 on a CPU that computes it natively (`native_bf16`), fp32
+    elsewhere (GPUs, older CPUs) and for the v3/v4 flow models, which have no HiFi-GAN decoder to convert."""
+    if precision not in S2_PRECISIONS:
+        raise ConfigError(f"s2 precision {precision!r} is not one of {', '.join(S2_PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if hifigan and native_bf16(device) else "fp32"
+    if precision == "bf16" and not hifigan:
+        raise ConfigError("s2 precision bf16 applies to v1/v2/v2Pro decoders only; use fp32 or auto for v3/v4")
+    return precision
 
 
 def _length_mask(lengths: torch.Tensor, max_length: int, dtype: torch.dtype) -> torch.Tensor:
@@ -196,11 +229,11 @@ class Generator(nn.Module):
         super().__init__()
         self.num_kernels = len(resblock_kernel_sizes)
         self.num_upsamples = len(upsample_rates)
-        self.conv_pre = nn.Conv1d(initial_channel, upsample_initial_channel, 7, 1, padding=3)
+        self.conv_pre = Conv1d(initial_channel, upsample_initial_channel, 7, 1, padding=3)
         block = ResBlock1 if resblock == "1" else ResBlock2
         self.ups = nn.ModuleList()
         for i, (u, k) in enumerate(zip(upsample_rates, upsample_kernel_sizes, strict=True)):
-            up = nn.ConvTranspose1d(
+            up = ConvTranspose1d(
                 upsample_initial_channel // 2**i, upsample_initial_channel // 2 ** (i + 1), k, u, padding=(k - u) // 2
             )
             self.ups.append(weight_norm(up))
@@ -210,14 +243,15 @@ class Generator(nn.Module):
             ch = upsample_initial_channel // 2 ** (i + 1)
             for k, d in zip(resblock_kernel_sizes, resblock_dilation_sizes, strict=True):
                 self.resblocks.append(block(ch, k, tuple(d)))
-        self.conv_post = nn.Conv1d(ch, 1, 7, 1, padding=3, bias=post_bias)  # bias: the v4 vocoder
+        self.conv_post = Conv1d(ch, 1, 7, 1, padding=3, bias=post_bias)  # bias: the v4 vocoder
         if gin_channels:
             self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1)
 
     def forward(self, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.conv_pre(x)
+        # Runs in the [B, C, 1, T] channels-last layout (gsvkit.models.modules.conv): the same convolutions, faster.
+        x = self.conv_pre(to_rows(x))  # [B, U, 1, T]
         if g is not None:
-            x = x + self.cond(g)
+            x = x + self.cond(g).unsqueeze(-1)  # ge [B, gin, 1] -> [B, U, 1, 1]
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
@@ -226,7 +260,7 @@ class Generator(nn.Module):
                 xs = xs + block(x)
             x = xs / self.num_kernels
         x = F.leaky_relu(x)  # torch's default slope 0.01 here, as upstream (not LRELU_SLOPE)
-        return torch.tanh(self.conv_post(x))
+        return torch.tanh(from_rows(self.conv_post(x)))  # [B, 1, T * prod(upsample_rates)]
 
 
 # ----------------------------------------------------------------------------------------------- the model
@@ -346,6 +380,30 @@ class SynthesizerTrn(nn.Module):
         return model.eval()
 
     # ----------------------------------------------------------------------------------------- inference
+    def set_precision(self, precision: str) -> SynthesizerTrn:
+        """In place (as `nn.Module.to`): run the HiFi-GAN decoder in "fp32" or "bf16" (`resolve_s2_precision`
+        first for "auto"); everything before it stays in the model's dtype. bf16 folds the decoder's weight norm
+        and stores its weights in bfloat16 once, so no cast is repeated per call; inference only: the state dict
+        no longer has upstream's keys, so save from a model loaded in fp32. Returns self."""
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"s2 precision {precision!r}: use fp32 or bf16 (resolve_s2_precision maps auto)")
+        current = self.dec.conv_pre.weight.dtype
+        if precision == "fp32":
+            if current == torch.bfloat16:
+                raise ConfigError("this s2 decoder was converted to bf16; load the file again for fp32")
+            return self
+        if current != torch.bfloat16:
+            for module in self.dec.modules():
+                if has_weight_norm(module):
+                    remove_weight_norm(module)
+            self.dec.to(torch.bfloat16).requires_grad_(False)
+        return self
+
+    @property
+    def precision(self) -> str:
+        """"bf16" after `set_precision("bf16")`, else "fp32" (the decoder in the model's dtype)."""
+        return "bf16" if self.dec.conv_pre.weight.dtype == torch.bfloat16 else "fp32"
+
     def reference_embedding(
         self,
         refer: torch.Tensor | Sequence[torch.Tensor],
@@ -451,7 +509,8 @@ class SynthesizerTrn(nn.Module):
         _, m_p, logs_p, y_mask = self.enc_p(quantized, y_lengths, phones, text_lengths, self._mrte_ge(ge), speed)
         z_p = m_p + _randn_like(m_p, generator) * torch.exp(logs_p) * noise_scale
         z = self.flow(z_p, y_mask, g=ge, reverse=True)
-        return self.dec(z * y_mask, g=ge)
+        dec_dtype = self.dec.conv_pre.weight.dtype  # bf16 after set_precision("bf16"); else z's own dtype
+        return self.dec((z * y_mask).to(dec_dtype), g=ge.to(dec_dtype)).to(z.dtype)
 
     @torch.no_grad()
     def infer(
