@@ -30,9 +30,12 @@ Overrides = Annotated[
     typer.Option("--set", "-s", help="Override a config field: train.batch_size=8 (repeatable)."),
 ]
 Devices = Annotated[int, typer.Option("--devices", min=1, help="Processes/GPUs; > 1 trains with DDP.")]
-Accel = Annotated[str, typer.Option(
-    "--device", "--accelerator", callback=accelerator_callback, help="auto, cpu or cuda (--devices sets how many)."
-)]
+Accel = Annotated[
+    str,
+    typer.Option(
+        "--device", "--accelerator", callback=accelerator_callback, help="auto, cpu or cuda (--devices sets how many)."
+    ),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
@@ -94,8 +97,20 @@ def train_s2_cmd(
     from gsvkit.training.fit import train_s2
 
     pretrained = _default_pretrained(pretrained, config, "s2G", "s2", resume)
-    result = _run(train_s2, dataset, out, config, pretrained, pretrained_d, resume, overrides or [], devices,
-                  accelerator, not quiet, lora_rank)
+    result = _run(
+        train_s2,
+        dataset,
+        out,
+        config,
+        pretrained,
+        pretrained_d,
+        resume,
+        overrides or [],
+        devices,
+        accelerator,
+        not quiet,
+        lora_rank,
+    )
     if result is not None:
         _print(result)
 
@@ -116,8 +131,7 @@ def train_s1_cmd(
     from gsvkit.training.fit import train_s1
 
     pretrained = _default_pretrained(pretrained, config, "s1", "s1", resume)
-    result = _run(train_s1, dataset, out, config, pretrained, resume, overrides or [], devices, accelerator,
-                  not quiet)
+    result = _run(train_s1, dataset, out, config, pretrained, resume, overrides or [], devices, accelerator, not quiet)
     if result is not None:
         _print(result)
 
@@ -143,8 +157,22 @@ def train_all_cmd(
 
     s2_pretrained = _default_pretrained(s2_pretrained, s2_config, "s2G", "s2", resume)
     s1_pretrained = _default_pretrained(s1_pretrained, s1_config, "s1", "s1", resume)
-    results = _run(train_all, dataset, out, s2_config, s1_config, s2_pretrained, s2_pretrained_d, s1_pretrained,
-                   resume, s2_set or [], s1_set or [], devices, accelerator, not quiet)
+    results = _run(
+        train_all,
+        dataset,
+        out,
+        s2_config,
+        s1_config,
+        s2_pretrained,
+        s2_pretrained_d,
+        s1_pretrained,
+        resume,
+        s2_set or [],
+        s1_set or [],
+        devices,
+        accelerator,
+        not quiet,
+    )
     if results is not None:
         for r in results:
             _print(r)

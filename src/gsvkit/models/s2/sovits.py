@@ -40,11 +40,11 @@ from gsvkit.models.modules import (
     ResBlock2,
     ResidualCouplingBlock,
     ResidualCouplingLayer,
-    rand_slice_segments,
+    from_rows,
     has_weight_norm,
+    rand_slice_segments,
     recompute_weight_norm,
     remove_weight_norm,
-    from_rows,
     sequence_mask,
     to_rows,
     weight_norm,
@@ -401,7 +401,7 @@ class SynthesizerTrn(nn.Module):
 
     @property
     def precision(self) -> str:
-        """"bf16" after `set_precision("bf16")`, else "fp32" (the decoder in the model's dtype)."""
+        """ "bf16" after `set_precision("bf16")`, else "fp32" (the decoder in the model's dtype)."""
         return "bf16" if self.dec.conv_pre.weight.dtype == torch.bfloat16 else "fp32"
 
     def reference_embedding(
