@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,8 +106,8 @@ def voice(tmp_path_factory):
 def _speak(voice, precision):
     from gsvkit.inference.pipeline import TTS
 
-    tts = TTS(voice[0], hubert=voice[1], precision=precision, watermark=False)
-    assert tts.status()["precision"] == precision
+    tts = TTS(voice[0], hubert=voice[1], precision=precision, s2_precision="fp32", watermark=False)
+    assert tts.status()["precision"] == precision and tts.bundle.s2.precision == "fp32"
     s1 = tts.bundle.s1
     assert next(s1.parameters(), torch.zeros(0)).dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
     assert ("quantized" in type(s1.h.layers[0].linear1).__module__) == (precision == "int8")
@@ -130,3 +131,61 @@ def test_unknown_precision_is_refused_by_the_api():
 
     with pytest.raises(GsvError, match="precision 'int4'"):
         TTS(precision="int4")
+
+
+# ------------------------------------------------------------------------------------- s2 precision surfaces
+def _speak_s2(voice, s2_precision):
+    from gsvkit.inference.pipeline import TTS
+
+    tts = TTS(voice[0], hubert=voice[1], s2_precision=s2_precision, watermark=False)
+    torch.set_num_threads(1)
+    return tts, tts.synthesize("Hello world. This is a small test.", "en", seed=0, max_new_tokens=40)
+
+
+def test_s2_precision_through_the_api(voice):
+    from gsvkit.eval.mel import mel_distance
+    from gsvkit.models.s2 import native_bf16
+
+    tts32, (sr, base) = _speak_s2(voice, "fp32")
+    tts16, (_, fast) = _speak_s2(voice, "bf16")
+    assert tts32.bundle.s2.precision == "fp32" and tts16.bundle.s2.precision == "bf16"
+    assert tts16.status()["s2_precision"] == "bf16" and tts16.bundle.describe()["s2_decoder"] == "bf16"
+    assert base.shape == fast.shape and not np.array_equal(base, fast)
+    assert 0 < mel_distance(fast, base, sr=sr, ref_sr=sr).distance < 0.06  # tests/test_s2_precision.py: tiny bound
+    auto = _speak_s2(voice, "auto")[0]  # the default
+    assert auto.bundle.s2.precision == ("bf16" if native_bf16() else "fp32")
+
+
+def test_s2_precision_is_refused_where_it_cannot_apply(tmp_path):
+    from gsvkit.errors import GsvError
+    from gsvkit.inference.pipeline import TTS
+
+    with pytest.raises(GsvError, match="s2_precision 'fp16': use one of auto, fp32, bf16"):
+        TTS(s2_precision="fp16")
+    with pytest.raises(GsvError, match="bf16 needs the torch backend"):
+        TTS(backend="onnx", onnx_dir=tmp_path, s2_precision="bf16")
+
+
+def test_s2_precision_on_the_command_line_and_in_health(voice, tmp_path):
+    import soundfile as sf
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from gsvkit.cli import app
+    from gsvkit.inference.pipeline import TTS
+    from gsvkit.serve.http import ServerSettings, create_app
+
+    runner = CliRunner()
+    base = ["synth", "Hello world.", "--voice", str(voice[0]), "--hubert", str(voice[1]), "--no-watermark",
+            "--max-new-tokens", "30", "--seed", "0", "--threads", "1"]  # fmt: skip
+    r = runner.invoke(app, [*base, "-o", str(tmp_path / "x.wav"), "--s2-precision", "fp16"])
+    assert r.exit_code == 2 and "'fp16' is not one of auto, fp32, bf16" in r.output
+    for p in ("fp32", "bf16"):
+        r = runner.invoke(app, [*base, "-o", str(tmp_path / f"{p}.wav"), "--s2-precision", p])
+        assert r.exit_code == 0, r.output
+    a, b = sf.read(tmp_path / "fp32.wav")[0], sf.read(tmp_path / "bf16.wav")[0]
+    assert a.shape == b.shape and not np.array_equal(a, b)  # the flag reaches the decoder
+    tts = TTS(voice[0], hubert=voice[1], s2_precision="bf16", watermark=False)
+    with TestClient(create_app(tts, ServerSettings(models_dir=tmp_path))) as client:
+        models = client.get("/health").json()["models"]
+    assert models["s2_precision"] == "bf16" and models["s2_decoder"] == "bf16"

@@ -100,6 +100,7 @@ class ModelBundle:
             "s2": str(self.s2_path),
             "version": self.version,
             "sample_rate": self.sample_rate,
+            "s2_decoder": getattr(self.s2, "precision", "fp32"),  # the format s2's decoder runs in
         }
 
 
@@ -110,13 +111,16 @@ def load_bundle(
     precision: str = "fp32",
     reuse: ModelBundle | None = None,
     vocoder: str | os.PathLike | None = None,
+    s2_precision: str = "auto",
 ) -> ModelBundle:
-    """Load and cross-check s1 and s2; s1 at `precision` (fp32 | bf16 | int8). With `reuse`, a side whose path is
-    unchanged keeps its loaded model.
+    """Load and cross-check s1 and s2; s1 at `precision` (fp32 | bf16 | int8), s2's decoder at `s2_precision`
+    (auto | fp32 | bf16, see `resolve_s2_precision`). With `reuse`, a side whose path is unchanged keeps its loaded
+    model.
 
     v3/v4 also need their vocoder: `vocoder`, else the models folder's (`gsv models fetch v3|v4`)."""
     from gsvkit.checkpoint import load_s1, load_s2, read_header
     from gsvkit.config import S2Config
+    from gsvkit.models.s2 import resolve_s2_precision
 
     s1_path, s2_path = Path(s1_path), Path(s2_path)
     h1, h2 = read_header(s1_path), read_header(s2_path)
@@ -126,6 +130,7 @@ def load_bundle(
         raise CheckpointError(f"{s2_path}: holds a {h2.kind} model where an s2 (SoVITS) model is needed")
     assert isinstance(h2.config, S2Config)
     check_pair(h1.config.model, h2.config.model, s1_path, s2_path)
+    s2_format = resolve_s2_precision(s2_precision, device, hifigan=not h2.config.model.is_flow)
     same1 = reuse if reuse is not None and reuse.s1_path == s1_path.resolve() else None
     same2 = reuse if reuse is not None and reuse.s2_path == s2_path.resolve() else None
     if same1 is not None:
@@ -133,6 +138,8 @@ def load_bundle(
     else:
         s1 = load_s1(s1_path, device=device).with_precision(precision)
     s2 = same2.s2 if same2 is not None else load_s2(s2_path, device=device)
+    if same2 is None and s2_format != "fp32":
+        s2.set_precision(s2_format)
     voc, voc_path = None, None
     if h2.config.model.is_flow:
         voc, voc_path = _vocoder(h2.version, vocoder, device, reuse)

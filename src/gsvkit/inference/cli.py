@@ -20,6 +20,7 @@ from gsvkit.utils.cli_options import (
     HubertDir,
     OnnxDir,
     Precision,
+    S2Precision,
     SvModel,
     Threads,
     Vocoder,
@@ -84,6 +85,7 @@ def synth(
     aux_ref: Annotated[list[Path] | None, typer.Option("--aux-ref", help="extra timbre clip (repeatable)")] = None,
     vocoder: Vocoder = None,
     precision: Precision = "fp32",
+    s2_precision: S2Precision = "auto",
     device: Device = "auto",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR from `gsv export onnx`)")] = "torch",
     onnx: OnnxDir = None,
@@ -121,7 +123,7 @@ def synth(
         hubert, bert = model_dirs(voice, hubert, bert)
         t0 = time.perf_counter()
         tts = TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, vocoder=vocoder,
-                  device=device, precision=precision,
+                  device=device, precision=precision, s2_precision=s2_precision,
                   backend=backend, onnx_dir=onnx, watermark=not no_watermark,
                   allow_synthetic_reference=allow_synthetic_reference, audit_log=audit_log)  # fmt: skip
         t_load = time.perf_counter() - t0

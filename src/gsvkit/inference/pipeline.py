@@ -51,6 +51,7 @@ from gsvkit.inference.streaming import WindowedDecoder
 from gsvkit.inference.textprep import BertRequired, TextFeatures, TextReader, split_fragments
 from gsvkit.inference.voice import Voice, load_voice
 from gsvkit.models.s1.gpt import PRECISIONS
+from gsvkit.models.s2.sovits import S2_PRECISIONS
 from gsvkit.safety.guard import Guard
 
 __all__ = ["TTS", "AudioStream", "SynthesisResult"]
@@ -67,7 +68,9 @@ class TTS:
       its prompt tokens. `bert`: Chinese BERT directory; needed for Chinese text. `sv_model`: v2Pro/v2ProPlus
       speaker-verification model file; needed for any reference whose embedding the voice does not store.
     - `precision`: s1 weights, "fp32" (default), "bf16" or "int8" (weight-only, per-channel scales): faster
-      on CPU, approximate (see `benchmarks/vs_upstream.py` for speed and the quality bounds). s2 runs in fp32.
+      on CPU, approximate (see `benchmarks/vs_upstream.py` for speed and the quality bounds).
+    - `s2_precision`: s2's HiFi-GAN decoder, "auto" (default: bf16 on a CPU with native bf16, AMX or
+      AVX512-BF16; fp32 elsewhere and for v3/v4), "fp32" or "bf16" (faster, approximate; torch backend only).
     - `backend`: "torch", or "onnx" to run the graphs `gsv export onnx` wrote to `onnx_dir` with onnxruntime
       (s1/s2 and, when exported, HuBERT; speed 1 and a reference transcript only).
     - `max_text_chars`: longest text one call accepts.
@@ -91,6 +94,7 @@ class TTS:
         vocoder: PathLike | None = None,
         device: str = "cpu",
         precision: str = "fp32",
+        s2_precision: str = "auto",
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
         cache_size: int = 32,
         max_loaded_voices: int = 2,
@@ -104,6 +108,10 @@ class TTS:
             raise GsvError(f"backend {backend!r}: use 'torch' or 'onnx'")
         if precision not in PRECISIONS:
             raise GsvError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        if s2_precision not in S2_PRECISIONS:
+            raise GsvError(f"s2_precision {s2_precision!r}: use one of {', '.join(S2_PRECISIONS)}")
+        if backend == "onnx" and s2_precision == "bf16":
+            raise GsvError("s2_precision bf16 needs the torch backend; the ONNX backend runs s2 in fp32 (use auto)")
         if backend == "onnx" and onnx_dir is None:
             raise GsvError("the ONNX backend needs the folder `gsv export onnx` wrote (onnx_dir=..., --onnx DIR)")
         self.backend = backend
@@ -120,6 +128,7 @@ class TTS:
             raise CheckpointError("give both s1 and s2 weights (or a voice directory that holds them)")
         self.device = device
         self.precision = precision
+        self.s2_precision = s2_precision
         voc = vocoder if vocoder else (voice.vocoder_path if voice else None)
         self.vocoder_path = Path(voc) if voc else None
         self.max_text_chars = max_text_chars
@@ -136,7 +145,11 @@ class TTS:
 
             self._bundle: ModelBundle | None = load_onnx_bundle(self.onnx_dir, precision=precision)
         else:
-            self._bundle = load_bundle(s1, s2, device, precision, vocoder=self.vocoder_path) if s1 is not None else None
+            self._bundle = (
+                load_bundle(s1, s2, device, precision, vocoder=self.vocoder_path, s2_precision=s2_precision)
+                if s1 is not None
+                else None
+            )
         self._voice_bundles: OrderedDict[tuple[Path, Path], ModelBundle] = OrderedDict()
         self._max_voices = max(1, max_loaded_voices)
         self._bert: Any = None
@@ -174,6 +187,7 @@ class TTS:
                 self.precision,
                 reuse=cur,
                 vocoder=self.vocoder_path,
+                s2_precision=self.s2_precision,
             )
             with self._lock:
                 self._bundle = new
@@ -187,6 +201,7 @@ class TTS:
             "hubert": str(self.hubert_path) if self.hubert_path else None,
             "bert": str(self.bert_path) if self.bert_path else None,
             "precision": self.precision,
+            "s2_precision": self.s2_precision,
             "backend": self.backend,
             "cached_references": len(self.cache),
         }
@@ -203,7 +218,8 @@ class TTS:
             if hit is not None:
                 self._voice_bundles.move_to_end(key)
                 return hit
-            bundle = load_bundle(*key, self.device, self.precision, vocoder=voice.vocoder_path or self.vocoder_path)
+            bundle = load_bundle(*key, self.device, self.precision, vocoder=voice.vocoder_path or self.vocoder_path,
+                                 s2_precision=self.s2_precision)  # fmt: skip
             self._voice_bundles[key] = bundle
             while len(self._voice_bundles) > max(1, self._max_voices - 1):
                 self._voice_bundles.popitem(last=False)

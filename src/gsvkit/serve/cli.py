@@ -15,6 +15,7 @@ from gsvkit.utils.cli_options import (
     OnnxDir,
     Port,
     Precision,
+    S2Precision,
     SvModel,
     Threads,
     Vocoder,
@@ -31,7 +32,7 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, device: str, precision: str,
          backend: str = "torch", onnx: Path | None = None, sv_model: Path | None = None,
-         vocoder: Path | None = None, **safety):  # fmt: skip
+         vocoder: Path | None = None, **options):  # fmt: skip
     from gsvkit.inference.pipeline import TTS
     from gsvkit.inference.voice import scan_voices
 
@@ -42,7 +43,7 @@ def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, devi
 
     hubert, bert = model_dirs(voice, hubert, bert)
     return TTS(voice, s1=s1, s2=s2, hubert=hubert, bert=bert, sv_model=sv_model, vocoder=vocoder, device=device,
-               precision=precision, backend=backend, onnx_dir=onnx, **safety)  # fmt: skip
+               precision=precision, backend=backend, onnx_dir=onnx, **options)  # fmt: skip
 
 
 NO_WATERMARK_HELP = "leave outputs unmarked (recorded as 'off' in every audit line)"
@@ -85,6 +86,7 @@ def serve(
     max_jobs: Annotated[int, typer.Option(min=1, help="syntheses running at once")] = 1,
     max_queue: Annotated[int, typer.Option(min=0, help="syntheses waiting; more get 503")] = 4,
     precision: Precision = "fp32",
+    s2_precision: S2Precision = "auto",
     device: Annotated[str, typer.Option(envvar="GSVKIT_DEVICE", help=DEVICE_HELP, callback=device_callback)] = "auto",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR)")] = "torch",
     onnx: OnnxDir = None,
@@ -104,8 +106,8 @@ def serve(
     from gsvkit.serve.auth import check_key_value, env_api_key, load_keys
 
     voices_dir = voices_dir or models_dir
-    safety = {"watermark": not no_watermark, "allow_synthetic_reference": allow_synthetic_reference,
-              "audit_log": audit_log}  # fmt: skip
+    options = {"watermark": not no_watermark, "allow_synthetic_reference": allow_synthetic_reference,
+               "audit_log": audit_log, "s2_precision": s2_precision}  # fmt: skip
     try:
         # Typer reads an empty environment variable as unset; here empty means a mistake, not "no authentication".
         api_key = check_key_value(api_key, "--api-key") if api_key is not None else env_api_key()
@@ -114,14 +116,14 @@ def serve(
             _fail("give either --api-key (GSVKIT_API_KEY) or --keys, not both")
         if key_file is not None:
             tts = _tts(None, None, None, None, hubert, bert, device, precision, backend, onnx, sv_model, vocoder,
-                       **safety)  # fmt: skip
+                       **options)  # fmt: skip
         else:
             tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, precision, backend, onnx, sv_model, vocoder,
-                       **safety)  # fmt: skip
+                       **options)  # fmt: skip
 
         def per_key(entry):  # each key loads its own models: a switch by one never changes another's
             return _tts(None, entry.voices_dir, None, None, hubert, bert, device, precision, backend, onnx, sv_model,
-                        vocoder, **safety)  # fmt: skip
+                        vocoder, **options)  # fmt: skip
 
         settings = ServerSettings(
             models_dir=models_dir,
@@ -155,6 +157,7 @@ def webui(
         "webui-work"
     ),
     precision: Precision = "fp32",
+    s2_precision: S2Precision = "auto",
     device: Device = "auto",
     no_watermark: Annotated[bool, typer.Option("--no-watermark", help=NO_WATERMARK_HELP)] = False,
     allow_synthetic_reference: Annotated[
@@ -172,7 +175,7 @@ def webui(
     try:
         tts = _tts(voice, voices_dir, s1, s2, hubert, bert, device, precision, sv_model=sv_model,
                    watermark=not no_watermark, allow_synthetic_reference=allow_synthetic_reference,
-                   audit_log=audit_log)  # fmt: skip
+                   audit_log=audit_log, s2_precision=s2_precision)  # fmt: skip
         ui = build_ui(tts, voices_dir=voices_dir, work_dir=work_dir)
     except GsvError as err:
         _fail(str(err))

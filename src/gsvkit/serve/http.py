@@ -408,7 +408,17 @@ def create_app(
     return app
 
 
-_PUBLIC_KEYS = ("loaded", "version", "sample_rate", "voice", "backend", "precision", "cached_references")
+_PUBLIC_KEYS = (
+    "loaded",
+    "version",
+    "sample_rate",
+    "voice",
+    "backend",
+    "precision",
+    "s2_precision",
+    "s2_decoder",
+    "cached_references",
+)
 
 
 def _public_status(status: dict[str, Any], models_dir: Path | None) -> dict[str, Any]:

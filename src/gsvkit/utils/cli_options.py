@@ -95,6 +95,14 @@ def _precision(value: str) -> str:
     return value
 
 
+def _s2_precision(value: str) -> str:
+    from gsvkit.models.s2.sovits import S2_PRECISIONS
+
+    if value not in S2_PRECISIONS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(S2_PRECISIONS)}")
+    return value
+
+
 # Model-loading options of the commands that speak (synth, serve, webui), defined once.
 HubertDir = Annotated[Path | None, typer.Option("--hubert", help="HuBERT model directory")]
 BertDir = Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory")]
@@ -102,6 +110,11 @@ SvModel = Annotated[Path | None, typer.Option("--sv-model", help="v2Pro/v2ProPlu
 Precision = Annotated[
     str, typer.Option("--precision", help="s1 weights: fp32, bf16 or int8 (faster, approximate)", callback=_precision)
 ]
+S2Precision = Annotated[
+    str,
+    typer.Option("--s2-precision", callback=_s2_precision, help="s2 decoder: auto (bf16 where the CPU computes it "
+                 "natively, else fp32), fp32 or bf16 (faster, approximate)"),
+]  # fmt: skip
 Vocoder = Annotated[Path | None, typer.Option("--vocoder", help="v3/v4 vocoder file (default: the models folder's)")]
 OnnxDir = Annotated[Path | None, typer.Option("--onnx", help="folder written by `gsv export onnx`")]
 

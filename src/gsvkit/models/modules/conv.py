@@ -43,6 +43,6 @@ class ConvTranspose1d(nn.ConvTranspose1d):
             return super().forward(x, output_size)
         if output_size is not None:
             raise ValueError("output_size is not supported in the [B, C, 1, T] layout")
-        (stride,), (pad,), (out_pad,), (dil,) = self.stride, self.padding, self.output_padding, self.dilation
+        stride, pad, out_pad, dil = self.stride[0], int(self.padding[0]), self.output_padding[0], self.dilation[0]
         weight = self.weight.unsqueeze(2)  # [I, O / groups, 1, K]
         return F.conv_transpose2d(x, weight, self.bias, (1, stride), (0, pad), (0, out_pad), self.groups, (1, dil))

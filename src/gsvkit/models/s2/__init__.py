@@ -3,15 +3,19 @@
 from gsvkit.models.s2.discriminators import MultiPeriodDiscriminator
 from gsvkit.models.s2.quantizer import ResidualVectorQuantizer
 from gsvkit.models.s2.sovits import (
+    S2_PRECISIONS,
     Generator,
     PosteriorEncoder,
     ResidualCouplingBlock,
     S2TrainOutput,
     SynthesizerTrn,
     TextEncoder,
+    native_bf16,
+    resolve_s2_precision,
 )
 
 __all__ = [
+    "S2_PRECISIONS",
     "Generator",
     "MultiPeriodDiscriminator",
     "PosteriorEncoder",
@@ -20,4 +24,6 @@ __all__ = [
     "S2TrainOutput",
     "SynthesizerTrn",
     "TextEncoder",
+    "native_bf16",
+    "resolve_s2_precision",
 ]

@@ -1,0 +1,102 @@
+"""s2 precisions (auto | fp32 | bf16) as settings of one model: what bf16 changes, and by how much.
+
+bf16 runs the HiFi-GAN decoder (about 95 % of s2's time at official size) in bfloat16. Bounds are the log-mel L1
+distance of the decoded waveform to fp32's (same codes, same noise), measured on the untrained weights used here
+and stated with a margin, beside the distance that s2's own noise makes (fp32, the same codes, another noise seed):
+
+    weights                 bf16 vs fp32   other noise seed   mean |wave error| / mean |wave|
+    tiny, 40 tokens         0.024          0.29               0.4 %
+    official v2, 25-100     0.142-0.146    0.25-0.27          1.4 %
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gsvkit.config import ConfigError, load_config
+from gsvkit.eval.mel import mel_distance
+from gsvkit.models.s2 import S2_PRECISIONS, SynthesizerTrn, native_bf16, resolve_s2_precision, sovits
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+BOUNDS = {"tiny": (0.06, 0.2), "official": (0.2, 0.75)}  # (mel distance, fraction of the other-noise distance)
+
+
+def _inputs(cfg, tokens: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, cfg.codebook_size, (1, 1, tokens), generator=g)
+    phones = torch.randint(0, cfg.symbols, (1, 20), generator=g)
+    refer = torch.rand(1, cfg.spec_channels, 120, generator=g)
+    return codes, phones, refer
+
+
+def _decode(model, x, noise_seed: int = 0):
+    return model.decode(*x[:2], [x[2]], 0.5, generator=torch.Generator().manual_seed(noise_seed))[0, 0].numpy()
+
+
+def _mel(a, b, sr):
+    return mel_distance(a, b, sr=sr, ref_sr=sr).distance
+
+
+def _pair(cfg):
+    torch.manual_seed(0)
+    base = SynthesizerTrn(cfg).eval()
+    fast = SynthesizerTrn(cfg).eval()
+    fast.load_state_dict(base.state_dict())
+    return base, fast.set_precision("bf16")
+
+
+def _bounds(cfg, tokens: int, size: str) -> None:
+    base, fast = _pair(cfg)
+    assert fast.dec.conv_pre.weight.dtype == torch.bfloat16 and fast.precision == "bf16"
+    assert base.dec.conv_pre.weight.dtype == torch.float32 and base.precision == "fp32"
+    assert fast.enc_p.proj.weight.dtype == torch.float32  # only the decoder changes format
+    x = _inputs(cfg, tokens)
+    ref, got = _decode(base, x), _decode(fast, x)
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    assert not (got == ref).all()  # the setting takes effect
+    d = _mel(got, ref, 32000)
+    other_noise = _mel(_decode(base, x, noise_seed=1), ref, 32000)
+    bound, fraction = BOUNDS[size]
+    assert 0 < d < bound and d < fraction * other_noise, (d, other_noise)
+
+
+def test_tiny_bf16_decoder_within_bounds():
+    _bounds(load_config(CONFIGS / "tiny" / "s2.yaml").model, tokens=40, size="tiny")
+
+
+@pytest.mark.slow
+def test_official_size_bf16_decoder_within_bounds():
+    torch.set_num_threads(2)
+    _bounds(load_config(CONFIGS / "s2-v2.yaml").model, tokens=25, size="official")
+
+
+def test_fp32_leaves_the_model_alone_and_bf16_is_one_way():
+    cfg = load_config(CONFIGS / "tiny" / "s2.yaml").model
+    base, fast = _pair(cfg)
+    keys = set(base.state_dict())
+    assert base.set_precision("fp32") is base and set(base.state_dict()) == keys
+    assert "dec.conv_pre.weight" in fast.state_dict() and not any(".weight_g" in k for k in fast.state_dict()
+                                                                   if k.startswith("dec."))  # fmt: skip
+    with pytest.raises(ConfigError, match="load the file again"):
+        fast.set_precision("fp32")
+    with pytest.raises(ConfigError, match="auto"):
+        base.set_precision("auto")
+
+
+def test_auto_picks_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    assert S2_PRECISIONS == ("auto", "fp32", "bf16")
+    assert resolve_s2_precision("auto") == ("bf16" if native_bf16() else "fp32")
+    monkeypatch.setattr(sovits, "native_bf16", lambda device="cpu": False)
+    assert resolve_s2_precision("auto") == "fp32"
+    monkeypatch.setattr(sovits, "native_bf16", lambda device="cpu": True)
+    assert resolve_s2_precision("auto") == "bf16"
+    assert resolve_s2_precision("auto", hifigan=False) == "fp32"  # v3/v4: no HiFi-GAN decoder
+    assert resolve_s2_precision("fp32") == "fp32" and resolve_s2_precision("bf16") == "bf16"
+    assert not native_bf16("cuda")
+    with pytest.raises(ConfigError, match="v3/v4"):
+        resolve_s2_precision("bf16", hifigan=False)
+    with pytest.raises(ConfigError, match="'fp16' is not one of auto, fp32, bf16"):
+        resolve_s2_precision("fp16")
