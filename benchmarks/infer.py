@@ -15,7 +15,8 @@ synthesised with batch_size 1 and 4 alternately (N pairs, the order swapped ever
 paired ratios (batch 1 time / batch 4 time) of the s1 time and the end-to-end time. At batch_size 4, s1 generates
 the 4 fragments as one batch and s2 decodes them as one sequence.
 
-Run: `python benchmarks/infer.py` (`--threads 2`, `--tokens 250`, `--repeats 3`, `--precision fp32|bf16|int8`).
+Run: `python benchmarks/infer.py` (`--threads 2`, `--tokens 250`, `--repeats 3`, `--precision fp32|bf16|int8`,
+`--s2-precision auto|fp32|bf16`).
 Nothing is asserted; upstream on a quiet 2-thread CPU: s1 29-30 tokens/s, s2 RTF 0.26-0.38, s1+s2 RTF 1.1-1.2.
 Print the load average with the figures: on a CPU shared with other work, two OpenMP threads per op make batch-1
 s1 decoding several times slower than one thread (every small op waits for the slower thread), so compare
@@ -101,19 +102,21 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=250)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"), help="s1 weights")
+    parser.add_argument("--s2-precision", default="auto", choices=("auto", "fp32", "bf16"), help="s2 decoder")
     parser.add_argument("--batch-pairs", type=int, default=0, help="compare batch_size 1 and 4 (see above)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {torch.backends.cpu.get_cpu_capability()}"
-          f", load average {load:.1f}, s1 {args.precision}")  # fmt: skip
+          f", load average {load:.1f}, s1 {args.precision}, s2 {args.s2_precision}")  # fmt: skip
 
     from gsvkit.inference.pipeline import TTS
 
     with tempfile.TemporaryDirectory() as tmp:
         files = build(Path(tmp))
         t0 = time.perf_counter()
-        tts = TTS(s1=files["s1"], s2=files["s2"], hubert=files["hubert"], precision=args.precision)
+        tts = TTS(s1=files["s1"], s2=files["s2"], hubert=files["hubert"], precision=args.precision,
+                  s2_precision=args.s2_precision)  # fmt: skip
         print(f"load s1+s2: {time.perf_counter() - t0:.2f} s")
         ref = {"ref_audio": files["ref"], "ref_text": "This is a reference clip of four seconds.", "ref_lang": "en",
                "consent": "synthetic benchmark clip, no person"}  # fmt: skip

@@ -7,16 +7,17 @@ tokens (250 = 10 s of audio). Inputs: 60 phones with BERT features, a 75-token p
 Each configuration runs in its own process (upstream under `--upstream-python`, gsvkit under this interpreter),
 upstream and gsvkit alternating for `--pairs` pairs; printed: per-pair ratios and their medians for
 - s1: tokens/s (upstream `infer_panel`, top_k 15, penalty 1.35 vs `Text2SemanticDecoder.generate` at `--mode`);
-- s2: decode time of the tokens (upstream `SynthesizerTrn.decode` vs gsvkit's, noise 0.5);
+- s2: decode time of the tokens (upstream `SynthesizerTrn.decode` vs gsvkit's at `--s2-mode`, noise 0.5);
 - e2e: s1 + s2 model time of one fragment (the text front end and the cached reference are not included);
 - peak RSS of each process (weights built, both stages run).
-Quality (gsvkit `--mode` against gsvkit fp32, one process): greedy (top_k=1) token agreement over the run and the
-first divergent step; for sampled output with the same seed, the log-mel L1 distance of the decoded audio and its
-speaker similarity (resemblyzer, when the eval extra is installed).
+Quality (gsvkit at `--mode`/`--s2-mode` against gsvkit fp32/fp32, one process): greedy (top_k=1) token agreement
+over the run and the first divergent step; for sampled output with the same seed, the log-mel L1 distance of the
+decoded audio and its speaker similarity (resemblyzer, when the eval extra is installed); for s2 alone (the fp32
+tokens decoded by both decoders, same noise), the same two figures, beside the distance two noise seeds make.
 
 Run: `python benchmarks/vs_upstream.py --upstream /path/to/GPT-SoVITS --upstream-python /path/to/venv/bin/python`
-(`--threads 1`, `--pairs 5`, `--tokens 250`, `--mode int8`, `--json`). Timings only mean something as ratios of
-one run; on a shared machine say so with them.
+(`--threads 1`, `--pairs 5`, `--tokens 250`, `--mode int8`, `--s2-mode auto`, `--json`). Timings only mean
+something as ratios of one run; on a shared machine say so with them.
 """
 
 from __future__ import annotations
@@ -79,12 +80,13 @@ def _upstream_models(folder: Path, s1_sd, s2_sd):
     return s1.eval(), s2.eval()
 
 
-def _gsvkit_models(s1_sd, s2_sd, mode: str):
+def _gsvkit_models(s1_sd, s2_sd, mode: str, s2_mode: str):
     from gsvkit.models.s1 import Text2SemanticDecoder
-    from gsvkit.models.s2 import SynthesizerTrn
+    from gsvkit.models.s2 import SynthesizerTrn, resolve_s2_precision
 
     s1 = Text2SemanticDecoder.from_upstream_state_dict(s1_sd, version="v2").with_precision(mode)
-    return s1, SynthesizerTrn.from_upstream_state_dict(s2_sd, version="v2")
+    s2 = SynthesizerTrn.from_upstream_state_dict(s2_sd, version="v2")
+    return s1, s2.set_precision(resolve_s2_precision(s2_mode))
 
 
 @torch.inference_mode()
@@ -104,7 +106,7 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
         def dec(codes):
             return s2.decode(codes, x["s2_phones"], [x["refer"]], noise_scale=0.5)
     else:
-        s1, s2 = _gsvkit_models(s1_sd, s2_sd, args.mode)
+        s1, s2 = _gsvkit_models(s1_sd, s2_sd, args.mode, args.s2_mode)
         del s1_sd, s2_sd
 
         def gen(n: int) -> int:
@@ -132,34 +134,44 @@ def quality(args: argparse.Namespace) -> dict[str, float | int | None]:
     torch.set_num_threads(args.threads)
     s1_sd, s2_sd = _weights()
     x = _inputs(args.tokens)
-    ref, s2 = _gsvkit_models(s1_sd, s2_sd, "fp32")
-    fast = ref.with_precision(args.mode)
+    ref, s2 = _gsvkit_models(s1_sd, s2_sd, "fp32", "fp32")
+    fast, fast_s2 = _gsvkit_models(s1_sd, s2_sd, args.mode, args.s2_mode)
     n = args.tokens
     greedy = [m.generate(x["phones"], x["bert"], x["prompt"], top_k=1, max_new_tokens=n)[0] for m in (ref, fast)]
     same = greedy[0] == greedy[1]
     first = int((~same).nonzero()[0]) if not bool(same.all()) else None
     kw = {"top_k": 15, "max_new_tokens": n, "seed": 0}
-    wavs = []
-    for m in (ref, fast):
-        codes = m.generate(x["phones"], x["bert"], x["prompt"], **kw)[None]
-        wavs.append(s2.decode(codes, x["s2_phones"], [x["refer"]], 0.5, generator=torch.Generator().manual_seed(0)))
-    a, b = (w.reshape(-1).numpy() for w in wavs)
-    try:
-        from gsvkit.eval.similarity import speaker_similarity
 
-        sim: float | None = float(speaker_similarity(b, a, sr=32000))
-    except Exception:  # the eval extra (resemblyzer) is optional
-        sim = None
+    def dec(model, codes, seed=0):
+        wav = model.decode(codes, x["s2_phones"], [x["refer"]], 0.5, generator=torch.Generator().manual_seed(seed))
+        return wav.reshape(-1).numpy()
+
+    codes = [m.generate(x["phones"], x["bert"], x["prompt"], **kw)[None] for m in (ref, fast)]
+    a, b = dec(s2, codes[0]), dec(fast_s2, codes[1])  # fp32 pipeline, fast pipeline
+    b2, a2 = dec(fast_s2, codes[0]), dec(s2, codes[0], seed=1)  # s2 alone; fp32 with another noise draw
+
+    def mel(u, v) -> float:
+        return float(mel_distance(u, v, sr=32000, ref_sr=32000).distance)
+
+    def sim(u, v) -> float | None:
+        try:
+            from gsvkit.eval.similarity import speaker_similarity
+
+            return float(speaker_similarity(u, v, sr=32000))
+        except Exception:  # the eval extra (resemblyzer) is optional
+            return None
+
     return {"greedy_agreement": float(same.float().mean()), "greedy_first_divergence": first,
-            "sampled_mel_distance": float(mel_distance(b, a, sr=32000, ref_sr=32000).distance),
-            "sampled_speaker_similarity": sim}  # fmt: skip
+            "sampled_mel_distance": mel(b, a), "sampled_speaker_similarity": sim(b, a),
+            "s2_mel_distance": mel(b2, a), "s2_speaker_similarity": sim(b2, a),
+            "s2_other_noise_mel_distance": mel(a2, a)}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ driver
 def _run(args: argparse.Namespace, who: str) -> dict[str, float]:
     python = args.upstream_python if who == "upstream" else sys.executable
     cmd = [python, __file__, "--worker", who, "--upstream", args.upstream, "--threads", str(args.threads),
-           "--tokens", str(args.tokens), "--mode", args.mode]  # fmt: skip
+           "--tokens", str(args.tokens), "--mode", args.mode, "--s2-mode", args.s2_mode]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise SystemExit(f"{who} worker failed:\n{out.stderr[-3000:]}")
@@ -173,7 +185,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--pairs", type=int, default=5)
     p.add_argument("--tokens", type=int, default=250)
-    p.add_argument("--mode", default="int8", choices=("fp32", "bf16", "int8"), help="gsvkit precision measured")
+    p.add_argument("--mode", default="int8", choices=("fp32", "bf16", "int8"), help="gsvkit s1 precision measured")
+    p.add_argument("--s2-mode", default="auto", choices=("auto", "fp32", "bf16"), help="gsvkit s2 precision measured")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--worker", choices=("upstream", "gsvkit", "quality"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -197,13 +210,14 @@ def main() -> None:
 
     result = {"s1_speedup": med("s1"), "s2_speedup": med("s2"), "e2e_speedup": med("e2e"), "first_audio_s": None,
               "peak_rss_mb": med("peak_rss_mb", "gsvkit"), "upstream_peak_rss_mb": med("peak_rss_mb", "upstream"),
-              "threads": args.threads, "pairs": args.pairs, "tokens": args.tokens, "mode": args.mode,
+              "threads": args.threads, "pairs": args.pairs, "tokens": args.tokens,
+              "mode": f"precision {args.mode}, s2_precision {args.s2_mode}",
               "upstream_s1_tok_s": med("s1_tok_s", "upstream"), "gsvkit_s1_tok_s": med("s1_tok_s", "gsvkit"),
               "upstream_s2_s": med("s2_s", "upstream"), "gsvkit_s2_s": med("s2_s", "gsvkit"), **q}  # fmt: skip
     if args.json:
         print(json.dumps(result))
         return
-    print(f"\n{args.threads} thread(s), {args.pairs} pairs, {args.tokens} tokens, gsvkit precision {args.mode}")
+    print(f"\n{args.threads} thread(s), {args.pairs} pairs, {args.tokens} tokens, gsvkit {result['mode']}")
     print(
         f"s1 tokens/s   upstream {result['upstream_s1_tok_s']:.1f}  gsvkit {result['gsvkit_s1_tok_s']:.1f}  "
         f"median ratio {result['s1_speedup']:.2f}x"
@@ -217,6 +231,10 @@ def main() -> None:
     print(f"quality vs fp32: greedy agreement {q['greedy_agreement']:.3f} (first divergence "
           f"{q['greedy_first_divergence']}), sampled mel distance {q['sampled_mel_distance']:.3f}, "
           f"speaker similarity {q['sampled_speaker_similarity']}")  # fmt: skip
+    print(
+        f"s2 alone vs fp32: mel distance {q['s2_mel_distance']:.3f} (another noise seed: "
+        f"{q['s2_other_noise_mel_distance']:.3f}), speaker similarity {q['s2_speaker_similarity']}"
+    )
 
 
 if __name__ == "__main__":
