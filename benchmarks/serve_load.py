@@ -6,7 +6,8 @@ fragment (the HTTP API has no such field; a thin wrapper adds it, nothing else c
 `--requests` requests one after another; all clients start together.
 
 Run: `python benchmarks/serve_load.py` (`--clients 1,4,16`, `--requests 2`, `--tokens 25`, `--max-jobs 1`,
-`--threads 2`, `--precision int8`). Nothing is asserted; on a shared machine compare rows of one run only.
+`--threads 2`, `--precision int8`, `--s2-precision auto`). Nothing is asserted; on a shared machine compare rows
+of one run only.
 """
 
 from __future__ import annotations
@@ -95,12 +96,14 @@ def main() -> None:
     p.add_argument("--max-jobs", type=int, default=1, help="the server's --max-jobs")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"))
+    p.add_argument("--s2-precision", default="auto", choices=("auto", "fp32", "bf16"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     counts = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         files = build(Path(tmp))
-        tts = TTS(s1=files["s1"], s2=files["s2"], hubert=files["hubert"], precision=args.precision, watermark=False)
+        tts = TTS(s1=files["s1"], s2=files["s2"], hubert=files["hubert"], precision=args.precision,
+                  s2_precision=args.s2_precision, watermark=False)  # fmt: skip
         settings = ServerSettings(ref_dirs=[Path(tmp)], max_jobs=args.max_jobs, max_queue=max(counts))
         app = create_app(Capped(tts, args.tokens), settings)
         server = uvicorn.Server(uvicorn.Config(app, port=0, log_level="warning"))
@@ -114,7 +117,8 @@ def main() -> None:
                 "ref_audio_path": str(files["ref"]), "prompt_text": "This is a reference clip of four seconds.",
                 "prompt_lang": "en", "consent": "synthetic benchmark clip", "seed": 0}  # fmt: skip
         _post(url, body)  # warm-up: the reference enters the cache
-        print(f"{args.threads} threads, max_jobs {args.max_jobs}, {args.tokens} tokens/fragment, s1 {args.precision}")
+        print(f"{args.threads} threads, max_jobs {args.max_jobs}, {args.tokens} tokens/fragment, s1 {args.precision}, "
+              f"s2 {args.s2_precision}")  # fmt: skip
         print(f"{'clients':>8}{'requests':>10}{'req/s':>8}{'audio s/s':>11}{'p50 s':>8}{'p95 s':>8}")
         for n in counts:
             r = load(url, body, n, args.requests)

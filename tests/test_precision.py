@@ -151,7 +151,7 @@ def test_s2_precision_through_the_api(voice):
     assert tts32.bundle.s2.precision == "fp32" and tts16.bundle.s2.precision == "bf16"
     assert tts16.status()["s2_precision"] == "bf16" and tts16.bundle.describe()["s2_decoder"] == "bf16"
     assert base.shape == fast.shape and not np.array_equal(base, fast)
-    assert 0 < mel_distance(fast, base, sr=sr, ref_sr=sr).distance < 0.06  # tests/test_s2_precision.py: tiny bound
+    assert 0 < mel_distance(fast, base, sr=sr, ref_sr=sr).distance < 0.1  # tests/test_s2_precision.py: tiny bound
     auto = _speak_s2(voice, "auto")[0]  # the default
     assert auto.bundle.s2.precision == ("bf16" if native_bf16() else "fp32")
 

@@ -19,6 +19,7 @@ the 1024-d ge. With several references each has its own e and the ge are average
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 S2_PRECISIONS = ("auto", "fp32", "bf16")  # s2 decoder formats for inference; see `SynthesizerTrn.set_precision`
+DECODE_WINDOW = 160  # input frames per bf16 decoder call (`Generator.forward_windows`; 3.2 s of audio at 50 Hz)
 
 
 def native_bf16(device: str | torch.device = "cpu") -> bool:
@@ -229,6 +231,16 @@ class Generator(nn.Module):
         super().__init__()
         self.num_kernels = len(resblock_kernel_sizes)
         self.num_upsamples = len(upsample_rates)
+        self.hop = math.prod(upsample_rates)  # output samples per input frame
+        # Receptive half-width in input frames: conv_pre, then per stage its transposed conv and its widest resblock
+        # (ResBlock1 adds a dilation-1 conv after each dilated one), then conv_post.
+        frames, rate = 3.0, 1
+        for u, k in zip(upsample_rates, upsample_kernel_sizes, strict=True):
+            frames += math.ceil(k / u) / rate
+            rate *= u
+            blocks = zip(resblock_kernel_sizes, resblock_dilation_sizes, strict=True)
+            frames += max(sum((ks - 1) // 2 * (d + (resblock == "1")) for d in ds) for ks, ds in blocks) / rate
+        self._context = math.ceil(frames + 3 / rate) + 1
         self.conv_pre = Conv1d(initial_channel, upsample_initial_channel, 7, 1, padding=3)
         block = ResBlock1 if resblock == "1" else ResBlock2
         self.ups = nn.ModuleList()
@@ -261,6 +273,32 @@ class Generator(nn.Module):
             x = xs / self.num_kernels
         x = F.leaky_relu(x)  # torch's default slope 0.01 here, as upstream (not LRELU_SLOPE)
         return torch.tanh(from_rows(self.conv_post(x)))  # [B, 1, T * prod(upsample_rates)]
+
+    def context_frames(self) -> int:
+        """Input frames on each side that can reach one output sample (half the receptive field, rounded up, plus
+        one): a window with this much true context on both sides gives the whole sequence's output there."""
+        return self._context
+
+    def forward_windows(self, x: torch.Tensor, g: torch.Tensor | None = None, window: int = 160) -> torch.Tensor:
+        """`forward` computed on windows of exactly `window` input frames, so every convolution sees one shape
+        whatever the length of x: oneDNN builds its bf16 kernels once per shape, seconds for the whole decoder.
+
+        Windows overlap by twice `context_frames()` and each contributes only the samples its context makes exact,
+        so for T > window the result is `forward(x)`'s up to rounding. A shorter x is zero-padded to one window:
+        its last `context_frames()` frames then differ slightly from `forward(x)`.
+        """
+        t, hop, ctx = x.shape[-1], self.hop, self.context_frames()
+        if window <= 2 * ctx:
+            raise ValueError(f"window must exceed {2 * ctx} frames (twice the decoder's context)")
+        if t <= window:
+            return self(F.pad(x, (0, window - t)), g)[..., : t * hop]
+        starts = [*range(0, t - window, window - 2 * ctx), t - window]
+        out = x.new_empty(x.shape[0], 1, t * hop)
+        for s in starts:
+            y = self(x[..., s : s + window], g)  # [B, 1, window * hop]
+            lo, hi = (0 if s == 0 else s + ctx), (t if s + window == t else s + window - ctx)
+            out[..., lo * hop : hi * hop] = y[..., (lo - s) * hop : (hi - s) * hop]
+        return out
 
 
 # ----------------------------------------------------------------------------------------------- the model
@@ -383,7 +421,8 @@ class SynthesizerTrn(nn.Module):
     def set_precision(self, precision: str) -> SynthesizerTrn:
         """In place (as `nn.Module.to`): run the HiFi-GAN decoder in "fp32" or "bf16" (`resolve_s2_precision`
         first for "auto"); everything before it stays in the model's dtype. bf16 folds the decoder's weight norm
-        and stores its weights in bfloat16 once, so no cast is repeated per call; inference only: the state dict
+        and stores its weights in bfloat16 once, so no cast is repeated per call; decoding then runs on windows of
+        `DECODE_WINDOW` frames, whose kernels are built here (a few seconds, once). Inference only: the state dict
         no longer has upstream's keys, so save from a model loaded in fp32. Returns self."""
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"s2 precision {precision!r}: use fp32 or bf16 (resolve_s2_precision maps auto)")
@@ -397,6 +436,9 @@ class SynthesizerTrn(nn.Module):
                 if has_weight_norm(module):
                     remove_weight_norm(module)
             self.dec.to(torch.bfloat16).requires_grad_(False)
+            with torch.inference_mode():  # build the window's bf16 kernels now, not in the first request
+                p = self.dec.conv_pre.weight
+                self.dec(torch.zeros(1, p.shape[1], DECODE_WINDOW, dtype=p.dtype, device=p.device))
         return self
 
     @property
@@ -509,8 +551,10 @@ class SynthesizerTrn(nn.Module):
         _, m_p, logs_p, y_mask = self.enc_p(quantized, y_lengths, phones, text_lengths, self._mrte_ge(ge), speed)
         z_p = m_p + _randn_like(m_p, generator) * torch.exp(logs_p) * noise_scale
         z = self.flow(z_p, y_mask, g=ge, reverse=True)
-        dec_dtype = self.dec.conv_pre.weight.dtype  # bf16 after set_precision("bf16"); else z's own dtype
-        return self.dec((z * y_mask).to(dec_dtype), g=ge.to(dec_dtype)).to(z.dtype)
+        if self.precision == "bf16":  # fixed-size windows: one oneDNN kernel build per shape (see forward_windows)
+            bf = torch.bfloat16
+            return self.dec.forward_windows((z * y_mask).to(bf), ge.to(bf), DECODE_WINDOW).to(z.dtype)
+        return self.dec(z * y_mask, g=ge)
 
     @torch.no_grad()
     def infer(
