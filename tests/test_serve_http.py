@@ -293,3 +293,20 @@ def test_client_disconnect_frees_the_job_slot(models_dir):
         assert backend.closed == 1
         r = httpx.get(f"{url}/tts", params={"text": "ok", "text_lang": "en"})
         assert r.status_code == 200  # the slot is free again
+
+
+def test_max_jobs_auto_is_one_single_threaded_job_per_core(monkeypatch):
+    from typer.testing import CliRunner
+
+    from gsvkit.cli import app
+    from gsvkit.serve.cli import serve_jobs
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert serve_jobs("auto", None, "cpu") == (4, 1)  # the default: 4 cores, 4 jobs of 1 thread
+    assert serve_jobs("auto", 2, "cpu") == (2, 2)
+    assert serve_jobs("auto", 8, "cpu") == (1, 8)
+    assert serve_jobs("auto", None, "cuda") == (1, None)
+    assert serve_jobs("3", None, "cpu") == (3, None)  # a number is taken as given
+    for bad in ("0", "-1", "two"):
+        r = CliRunner().invoke(app, ["serve", "--max-jobs", bad])
+        assert r.exit_code == 2 and "--max-jobs" in r.output and "auto" in r.output, r.output

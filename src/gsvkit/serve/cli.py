@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -28,6 +29,28 @@ from gsvkit.utils.console import console, fail
 
 def _fail(message: str, code: int = 2) -> NoReturn:
     fail(message, code)
+
+
+MAX_JOBS_HELP = "syntheses running at once: a number, or auto (on CPU one per core, each on --threads, default 1)"
+
+
+def max_jobs_option(value: str) -> str:
+    if value != "auto" and not (value.isdigit() and int(value) >= 1):
+        raise typer.BadParameter(f"{value!r}: give auto or a whole number >= 1")
+    return value
+
+
+def serve_jobs(max_jobs: str, threads: int | None, device: str) -> tuple[int, int | None]:
+    """`--max-jobs`/`--threads` -> (syntheses at once, torch threads). "auto" on CPU: one job per usable core
+    divided by the threads each gets (1 unless --threads): batch-1 decoding uses a second thread poorly, a second
+    request uses it fully (benchmarks/serve_load.py). On a GPU "auto" is 1 job."""
+    if max_jobs != "auto":
+        return int(max_jobs), threads
+    if device != "cpu":
+        return 1, threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_job = threads or 1
+    return max(1, cores // per_job), per_job
 
 
 def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, device: str, precision: str,
@@ -83,7 +106,7 @@ def serve(
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help=AUDIT_LOG_HELP)] = None,
     max_text_chars: Annotated[int, typer.Option(min=1, help="longest text accepted")] = 2000,
     max_upload_mb: Annotated[float, positive("largest upload accepted, MB", "--max-upload-mb")] = 10.0,
-    max_jobs: Annotated[int, typer.Option(min=1, help="syntheses running at once")] = 1,
+    max_jobs: Annotated[str, typer.Option(callback=max_jobs_option, help=MAX_JOBS_HELP)] = "auto",
     max_queue: Annotated[int, typer.Option(min=0, help="syntheses waiting; more get 503")] = 4,
     precision: Precision = "fp32",
     s2_precision: S2Precision = "auto",
@@ -95,6 +118,7 @@ def serve(
     """Serve synthesis over HTTP (upstream api_v2 parameters; docs at /docs)."""
     from gsvkit.errors import GsvError
 
+    jobs, threads = serve_jobs(max_jobs, threads, device)
     set_threads(threads)
 
     try:
@@ -133,7 +157,7 @@ def serve(
             keys=key_file,
             max_text_chars=max_text_chars,
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-            max_jobs=max_jobs,
+            max_jobs=jobs,
             max_queue=max_queue,
         )
     except GsvError as err:
