@@ -81,7 +81,8 @@ def test_pipeline_on_onnx(exported):
 
     ref = {"ref_audio": exported["ref"], "ref_text": "This is my reference voice.", "ref_lang": "en",
            "consent": "synthetic test clip"}  # fmt: skip
-    torch_tts = TTS(s1=exported["s1"], s2=exported["s2"], hubert=exported["hubert"])
+    # s2 fp32 on both sides: the graphs compute the fp32 model (bf16 is a torch-only setting)
+    torch_tts = TTS(s1=exported["s1"], s2=exported["s2"], hubert=exported["hubert"], s2_precision="fp32")
     onnx_tts = TTS(backend="onnx", onnx_dir=exported["onnx"])
     assert onnx_tts.status()["backend"] == "onnx" and onnx_tts.sample_rate == 16000
     a = torch_tts.synthesize_result(TEXT, "en", seed=4, max_new_tokens=40, **ref)

@@ -3,9 +3,8 @@
 `Conv1d` / `ConvTranspose1d` are torch's layers (same parameters, same state-dict keys and shapes) that, given
 x [B, C, 1, T] (`to_rows`), convolve it as a height-1 image with the weight viewed [O, I, 1, K]. Kept in
 `torch.channels_last` memory format, each call maps to one oneDNN kernel with no layout reorder of the
-activations: a HiFi-GAN decoder at official size ran 1.6x (fp32) and 4.7x (bf16) faster per convolution this
-way on an AVX512/AMX CPU than torch's 1-D path (`benchmarks/models.py`, s2 decode). 3-D inputs take torch's 1-D
-path unchanged.
+activations; torch's 1-D path reorders around every call, which took about half of a bf16 HiFi-GAN decode
+(`benchmarks/vs_upstream.py` measures the decoder against upstream's). 3-D inputs take torch's 1-D path unchanged.
 """
 
 from __future__ import annotations
