@@ -1,7 +1,8 @@
 """s2 precisions (auto | fp32 | bf16) as settings of one model: what bf16 changes, and by how much.
 
 bf16 runs the HiFi-GAN decoder (about 95 % of s2's time at official size) in bfloat16, on fixed windows of
-`DECODE_WINDOW` frames (a shorter input is zero-padded to one window). Bounds are the log-mel L1
+`DECODE_WINDOWS` frames (an input of at most 48 frames is zero-padded to 48, up to 160 to 160). Bounds are the
+log-mel L1
 distance of the decoded waveform to fp32's (same codes, same noise), measured on the untrained weights used here
 and stated with a margin, beside the distance that s2's own noise makes (fp32, the same codes, another noise seed):
 

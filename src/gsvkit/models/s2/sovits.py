@@ -65,7 +65,9 @@ __all__ = [
 ]
 
 S2_PRECISIONS = ("auto", "fp32", "bf16")  # s2 decoder formats for inference; see `SynthesizerTrn.set_precision`
-DECODE_WINDOW = 160  # input frames per bf16 decoder call (`Generator.forward_windows`; 3.2 s of audio at 50 Hz)
+# Input frames per bf16 decoder call (`Generator.forward_windows`): the short window for streaming's first chunks,
+# the long one (3.2 s of audio at 50 Hz) for the rest; each is one set of oneDNN kernels, built at load.
+DECODE_WINDOWS = (48, 160)
 
 
 def native_bf16(device: str | torch.device = "cpu") -> bool:
@@ -422,7 +424,7 @@ class SynthesizerTrn(nn.Module):
         """In place (as `nn.Module.to`): run the HiFi-GAN decoder in "fp32" or "bf16" (`resolve_s2_precision`
         first for "auto"); everything before it stays in the model's dtype. bf16 folds the decoder's weight norm
         and stores its weights in bfloat16 once, so no cast is repeated per call; decoding then runs on windows of
-        `DECODE_WINDOW` frames, whose kernels are built here (a few seconds, once). Inference only: the state dict
+        `DECODE_WINDOWS` frames, whose kernels are built here (a few seconds, once). Inference only: the state dict
         no longer has upstream's keys, so save from a model loaded in fp32. Returns self."""
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"s2 precision {precision!r}: use fp32 or bf16 (resolve_s2_precision maps auto)")
@@ -436,9 +438,10 @@ class SynthesizerTrn(nn.Module):
                 if has_weight_norm(module):
                     remove_weight_norm(module)
             self.dec.to(torch.bfloat16).requires_grad_(False)
-            with torch.inference_mode():  # build the window's bf16 kernels now, not in the first request
+            with torch.inference_mode():  # build the windows' bf16 kernels now, not in the first request
                 p = self.dec.conv_pre.weight
-                self.dec(torch.zeros(1, p.shape[1], DECODE_WINDOW, dtype=p.dtype, device=p.device))
+                for window in DECODE_WINDOWS:
+                    self.dec(torch.zeros(1, p.shape[1], window, dtype=p.dtype, device=p.device))
         return self
 
     @property
@@ -553,7 +556,8 @@ class SynthesizerTrn(nn.Module):
         z = self.flow(z_p, y_mask, g=ge, reverse=True)
         if self.precision == "bf16":  # fixed-size windows: one oneDNN kernel build per shape (see forward_windows)
             bf = torch.bfloat16
-            return self.dec.forward_windows((z * y_mask).to(bf), ge.to(bf), DECODE_WINDOW).to(z.dtype)
+            window = next((w for w in DECODE_WINDOWS if z.shape[-1] <= w), DECODE_WINDOWS[-1])
+            return self.dec.forward_windows((z * y_mask).to(bf), ge.to(bf), window).to(z.dtype)
         return self.dec(z * y_mask, g=ge)
 
     @torch.no_grad()
