@@ -40,13 +40,8 @@ def stats(values: list[float]) -> dict:
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
         return {"n": 0}
-    return {
-        "n": int(a.size),
-        "mean": float(a.mean()),
-        "std": float(a.std()),
-        "min": float(a.min()),
-        "max": float(a.max()),
-    }
+    return {"n": int(a.size), "mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
+            "max": float(a.max())}
 
 
 def main() -> None:
@@ -81,26 +76,19 @@ def main() -> None:
     diff = pairs["different humans"]
     eer, threshold = equal_error_rate(same, diff)
 
-    print(
-        f"corpus {args.corpus}: {len(items)} utterances, {len(meta['speakers'])} speakers, {len(meta['humans'])} humans"
-    )
+    print(f"corpus {args.corpus}: {len(items)} utterances, {len(meta['speakers'])} speakers, "
+          f"{len(meta['humans'])} humans")
     print(f"\nspeaker similarity (resemblyzer), {t_sim:.1f} s to embed")
     print(f"{'pairs':36s} {'n':>6s} {'mean':>6s} {'std':>6s} {'min':>6s} {'max':>6s}")
     figures: dict = {"utterances": len(items), "speakers": len(meta["speakers"]), "similarity": {}}
-    for name in (
-        "same speaker (same engine voice)",
-        "same human, another engine",
-        "two espeak-ng variants",
-        "different humans",
-    ):
+    for name in ("same speaker (same engine voice)", "same human, another engine", "two espeak-ng variants",
+                 "different humans"):
         st = stats(pairs[name])
         figures["similarity"][name] = st
         if st["n"]:
             print(f"{name:36s} {st['n']:6d} {st['mean']:6.3f} {st['std']:6.3f} {st['min']:6.3f} {st['max']:6.3f}")
-    print(
-        f"equal error rate (same speaker vs different humans, espeak-ng variant pairs excluded): {eer:.3f} "
-        f"at threshold {threshold:.3f}"
-    )
+    print(f"equal error rate (same speaker vs different humans, espeak-ng variant pairs excluded): {eer:.3f} "
+          f"at threshold {threshold:.3f}")
     figures["eer"] = {"eer": eer, "threshold": threshold}
 
     if not args.no_wer:

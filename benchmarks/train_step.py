@@ -46,8 +46,7 @@ def _inputs_s2(cfg, batch: int, seconds: float, device: str):
         wav_lengths=torch.full((batch,), frames * cfg.data.hop_length),
         phones=torch.randint(1, cfg.model.symbols, (batch, phones), generator=g),
         phone_lengths=torch.full((batch,), phones),
-        speakers=["a"] * batch,
-        ids=[str(i) for i in range(batch)],
+        speakers=["a"] * batch, ids=[str(i) for i in range(batch)],
         sv=torch.randn(batch, cfg.model.sv_dim, generator=g) if cfg.model.is_pro else None,
     )
     return b.to(device)
@@ -91,13 +90,7 @@ def bench_s2(batch: int, seconds: float, steps: int, device: str, amp: bool, ver
 
 
 def bench_s1(
-    batch: int,
-    seconds: float,
-    steps: int,
-    device: str,
-    amp: bool,
-    dropout: float = 0.1,
-    phones: int = 0,
+    batch: int, seconds: float, steps: int, device: str, amp: bool, dropout: float = 0.1, phones: int = 0,
     tokens: int = 0,
 ) -> dict:
     import torch
@@ -130,16 +123,9 @@ def bench_s1(
             torch.cuda.synchronize()
         if i:
             times.append(time.perf_counter() - t)
-    return {
-        "stage": "s1",
-        "batch": batch,
-        "seconds": seconds,
-        "amp": amp,
-        "dropout": dropout,
-        "phones": tx,
-        "tokens": ts,
-        "step_s": sum(times) / len(times),
-    }
+    return {"stage": "s1", "batch": batch, "seconds": seconds, "amp": amp, "dropout": dropout, "phones": tx,
+            "tokens": ts,
+            "step_s": sum(times) / len(times)}
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -150,9 +136,8 @@ def _child(args: argparse.Namespace) -> None:
     if args.stage == "s2":
         res = bench_s2(args.s2_batch, args.seconds, args.steps, args.device, args.amp, args.s2_version)
     else:
-        res = bench_s1(
-            args.s1_batch, args.seconds, args.steps, args.device, args.amp, args.dropout, args.s1_phones, args.s1_tokens
-        )
+        res = bench_s1(args.s1_batch, args.seconds, args.steps, args.device, args.amp, args.dropout,
+                       args.s1_phones, args.s1_tokens)
     if args.device == "cuda":
         res["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -184,48 +169,20 @@ def main() -> None:
     stages = [s for s in ("s2", "s1") if s in args.stages.split(",")]
     precisions = [False, True] if args.device == "cuda" else [False]
     runs = [(s, amp, d) for amp in precisions for s in stages for d in ((0.0, 0.1) if s == "s1" else (None,))]
-    print(
-        f"{'stage':<6}{'device':<7}{'precision':<11}{'dropout':>8}{'batch':>6}{'clip s':>8}{'step s':>9}"
-        f"{'peak MiB':>10}"
-    )
+    print(f"{'stage':<6}{'device':<7}{'precision':<11}{'dropout':>8}{'batch':>6}{'clip s':>8}{'step s':>9}"
+          f"{'peak MiB':>10}")
     for stage, amp, dropout in runs:
-        cmd = (
-            [
-                sys.executable,
-                __file__,
-                "--stage",
-                stage,
-                "--device",
-                args.device,
-                "--steps",
-                str(args.steps),
-                "--seconds",
-                str(args.seconds),
-                "--s2-batch",
-                str(args.s2_batch),
-                "--s1-batch",
-                str(args.s1_batch),
-                "--s1-phones",
-                str(args.s1_phones),
-                "--s1-tokens",
-                str(args.s1_tokens),
-                "--threads",
-                str(args.threads),
-                "--s2-version",
-                args.s2_version,
-            ]
-            + (["--amp"] if amp else [])
-            + (["--dropout", str(dropout)] if dropout is not None else [])
-        )
+        cmd = [sys.executable, __file__, "--stage", stage, "--device", args.device, "--steps", str(args.steps),
+               "--seconds", str(args.seconds), "--s2-batch", str(args.s2_batch), "--s1-batch", str(args.s1_batch),
+               "--s1-phones", str(args.s1_phones), "--s1-tokens", str(args.s1_tokens),
+               "--threads", str(args.threads), "--s2-version", args.s2_version] + (["--amp"] if amp else []) + (
+               ["--dropout", str(dropout)] if dropout is not None else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         r = json.loads(out)
         prec = "16-mixed" if r["amp"] else "32"
         drop = "-" if dropout is None else f"{dropout:.1f}"
-        print(
-            f"{stage:<6}{r['device']:<7}{prec:<11}{drop:>8}{r['batch']:>6}{r['seconds']:>8.1f}{r['step_s']:>9.2f}"
-            f"{r['peak_mb']:>10.0f}",
-            flush=True,
-        )
+        print(f"{stage:<6}{r['device']:<7}{prec:<11}{drop:>8}{r['batch']:>6}{r['seconds']:>8.1f}{r['step_s']:>9.2f}"
+              f"{r['peak_mb']:>10.0f}", flush=True)
 
 
 if __name__ == "__main__":

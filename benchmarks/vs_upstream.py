@@ -218,14 +218,10 @@ def main() -> None:
         print(json.dumps(result))
         return
     print(f"\n{args.threads} thread(s), {args.pairs} pairs, {args.tokens} tokens, gsvkit {result['mode']}")
-    print(
-        f"s1 tokens/s   upstream {result['upstream_s1_tok_s']:.1f}  gsvkit {result['gsvkit_s1_tok_s']:.1f}  "
-        f"median ratio {result['s1_speedup']:.2f}x"
-    )
-    print(
-        f"s2 decode s   upstream {result['upstream_s2_s']:.2f}  gsvkit {result['gsvkit_s2_s']:.2f}  "
-        f"median ratio {result['s2_speedup']:.2f}x"
-    )
+    print(f"s1 tokens/s   upstream {result['upstream_s1_tok_s']:.1f}  gsvkit {result['gsvkit_s1_tok_s']:.1f}  "
+          f"median ratio {result['s1_speedup']:.2f}x")
+    print(f"s2 decode s   upstream {result['upstream_s2_s']:.2f}  gsvkit {result['gsvkit_s2_s']:.2f}  "
+          f"median ratio {result['s2_speedup']:.2f}x")
     print(f"s1+s2         median ratio {result['e2e_speedup']:.2f}x")
     print(f"peak RSS MB   upstream {result['upstream_peak_rss_mb']:.0f}  gsvkit {result['peak_rss_mb']:.0f}")
     print(f"quality vs fp32: greedy agreement {q['greedy_agreement']:.3f} (first divergence "

@@ -44,18 +44,13 @@ def main(dataset: str, out: str, phase: str) -> None:
         return real_end(self)
 
     S2Module.on_train_end = on_train_end
-    args = [
-        "train.batch_size=2",
-        "train.min_items_per_epoch=0",
-        "train.epochs=1",
-        "train.val_audio_samples=0",
-        "train.early_stopping.enabled=false",
-    ]
-    r = train_s2(Path(dataset), Path(out), config=TINY_S2, overrides=args, devices=2, accelerator="cpu", progress=False)
+    args = ["train.batch_size=2", "train.min_items_per_epoch=0", "train.epochs=1", "train.val_audio_samples=0",
+            "train.early_stopping.enabled=false"]
+    r = train_s2(Path(dataset), Path(out), config=TINY_S2, overrides=args, devices=2, accelerator="cpu",
+                 progress=False)
     if os.environ.get("LOCAL_RANK", "0") == "0":
-        Path(out, "result.json").write_text(
-            json.dumps({"opt_steps": r.opt_steps, "global_step": r.global_step, "oom_events": handled})
-        )
+        Path(out, "result.json").write_text(json.dumps(
+            {"opt_steps": r.opt_steps, "global_step": r.global_step, "oom_events": handled}))
 
 
 if __name__ == "__main__":

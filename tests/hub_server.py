@@ -47,7 +47,7 @@ class HubServer:
                 prefix = f"/{server.repo}/resolve/"
                 if not path.startswith(prefix):
                     return self._status(404, "Repository Not Found", {"X-Error-Code": "RepoNotFound"})
-                _rev, _, name = path[len(prefix) :].partition("/")
+                _rev, _, name = path[len(prefix):].partition("/")
                 name = urllib.parse.unquote(name)
                 if name not in server.files:
                     return self._status(404, "Entry not found", {"X-Error-Code": "EntryNotFound"})

@@ -23,6 +23,7 @@ FIX = ROOT / "tests/fixtures/gsv_v2_parity"
 EXPECTED = np.load(FIX / "containers_expected.npz")
 
 
+
 def _expected(stem: str) -> dict[str, np.ndarray]:
     return {k.split("__", 1)[1]: EXPECTED[k] for k in EXPECTED.files if k.startswith(stem + "__")}
 
@@ -226,6 +227,7 @@ def test_unknown_class_is_refused_not_imported(tmp_path):
 
 
 # ------------------------------------------------------------------------------- synthetic upstream-style files
+
 
 
 @pytest.fixture(scope="module")

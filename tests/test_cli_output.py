@@ -14,23 +14,8 @@ from train_helpers import TINY_S1, toy_dataset
 def test_training_prints_no_lightning_banners_and_runs_show_rounds(tmp_path, capfd):
     data = toy_dataset(tmp_path / "data", n_utts=6)
     run = tmp_path / "run"
-    result = CliRunner().invoke(
-        app,
-        [
-            "train",
-            "s1",
-            str(data),
-            "-o",
-            str(run),
-            "-c",
-            str(TINY_S1),
-            "-q",
-            "-s",
-            "train.epochs=1",
-            "-s",
-            "train.batch_size=2",
-        ],
-    )
+    result = CliRunner().invoke(app, ["train", "s1", str(data), "-o", str(run), "-c", str(TINY_S1), "-q",
+                                      "-s", "train.epochs=1", "-s", "train.batch_size=2"])
     assert result.exit_code == 0, result.output
     printed = result.output + "".join(capfd.readouterr())
     for banner in ("GPU available", "TPU available", "Tip:", "litlogger", "litmodels", "Seed set"):

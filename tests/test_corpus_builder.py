@@ -33,13 +33,8 @@ def test_sentence_filter_keeps_plain_sentences_only():
         "And God said, Let there be light: and there was light."
     )
     assert texts.clean("The LORD is my shepherd; I shall not want.") == "The Lord is my shepherd; I shall not want."
-    for bad in [
-        "Too short.",
-        "Call 555-1234 now, before it is too late.",
-        "No final punctuation in this one",
-        "A quote attributed -- to somebody famous.",
-        "Symbols like $ and # are not read alike.",
-    ]:
+    for bad in ["Too short.", "Call 555-1234 now, before it is too late.", "No final punctuation in this one",
+                "A quote attributed -- to somebody famous.", "Symbols like $ and # are not read alike."]:
         assert texts.clean(bad) is None, bad
 
 
@@ -61,18 +56,8 @@ def corpus(tmp_path_factory) -> Path:
     if missing or not Path("/usr/share/games/fortunes/fortunes").is_file():
         pytest.skip(f"corpus packages missing ({', '.join(missing) or 'fortunes'}): run benchmarks/corpus/install.sh")
     out = tmp_path_factory.mktemp("corpus")
-    cmd = [
-        sys.executable,
-        str(CORPUS_DIR / "build_corpus.py"),
-        "--out",
-        str(out),
-        "--sentences",
-        "2",
-        "--hold-out",
-        "slt",
-        "--jobs",
-        "2",
-    ]
+    cmd = [sys.executable, str(CORPUS_DIR / "build_corpus.py"), "--out", str(out), "--sentences", "2",
+           "--hold-out", "slt", "--jobs", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return out
@@ -111,16 +96,8 @@ def test_held_out_human_is_held_out_across_engines(corpus: Path):
 def test_rebuild_keeps_existing_audio(corpus: Path):
     wav = next((corpus / "wavs").rglob("*.wav"))
     before = wav.stat().st_mtime_ns
-    cmd = [
-        sys.executable,
-        str(CORPUS_DIR / "build_corpus.py"),
-        "--out",
-        str(corpus),
-        "--sentences",
-        "2",
-        "--voices",
-        wav.parent.name,
-    ]
+    cmd = [sys.executable, str(CORPUS_DIR / "build_corpus.py"), "--out", str(corpus), "--sentences", "2",
+           "--voices", wav.parent.name]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert wav.stat().st_mtime_ns == before

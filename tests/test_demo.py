@@ -25,7 +25,8 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo"
     lines: list[str] = []
     # 40 s2 steps in one epoch: the least that takes the random decoder's output off a DC offset.
-    r = run_demo(out, minutes=0.15, progress=False, say=lines.append, s2_epochs=1, s2_items_per_epoch=160, s1_epochs=3)
+    r = run_demo(out, minutes=0.15, progress=False, say=lines.append, s2_epochs=1, s2_items_per_epoch=160,
+                 s1_epochs=3)
     return r, lines
 
 
@@ -39,9 +40,8 @@ def _speech_checks(wav: np.ndarray) -> None:
 def test_tokens_vary_with_the_audio_and_the_output_says_so(demo):
     r, lines = demo
     assert r.tokens is not None and r.tokens.codes_used >= 16 and r.tokens.top_share < 0.5
-    sequences = {
-        tuple(load_tensor(u.feature_path(r.dataset, "semantic"), "codes").tolist()) for u in read_manifest(r.dataset)
-    }
+    sequences = {tuple(load_tensor(u.feature_path(r.dataset, "semantic"), "codes").tolist())
+                 for u in read_manifest(r.dataset)}
     assert len(sequences) == len(read_manifest(r.dataset))  # every clip has its own tokens
     text = r.describe()
     assert "semantic tokens:" in text and f"of {r.tokens.codebook} codes" in text
@@ -65,21 +65,8 @@ def test_the_voice_speaks_through_the_cli_with_no_extra_model(demo, tmp_path):
         _speech_checks(wav)
         seconds[name] = len(wav)
     assert seconds["long"] > 1.5 * seconds["short"], seconds  # longer text, longer audio
-    scored = CliRunner().invoke(
-        app,
-        [
-            "eval",
-            "voice",
-            str(r.voice),
-            "--data",
-            str(r.dataset),
-            "--limit",
-            "1",
-            "--metric",
-            "duration_ratio",
-            "--json",
-        ],
-    )
+    scored = CliRunner().invoke(app, ["eval", "voice", str(r.voice), "--data", str(r.dataset), "--limit", "1",
+                                      "--metric", "duration_ratio", "--json"])
     assert scored.exit_code == 0, scored.output
     assert '"failed": 0' in scored.output
 
@@ -92,9 +79,8 @@ def test_the_voice_speaks_through_http(demo):
     r, _ = demo
     with Server(create_app(TTS(r.voice))) as url:
         assert httpx.get(f"{url}/health", timeout=30).status_code == 200
-        got = httpx.get(
-            f"{url}/tts", params={"text": SHORT, "text_lang": "en", "media_type": "raw", "seed": 0}, timeout=120
-        )
+        got = httpx.get(f"{url}/tts", params={"text": SHORT, "text_lang": "en", "media_type": "raw", "seed": 0},
+                        timeout=120)
     assert got.status_code == 200, got.text
     _speech_checks(np.frombuffer(got.content, dtype="<i2").astype(np.float32) / 32767)
 

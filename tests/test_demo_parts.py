@@ -36,14 +36,9 @@ def test_models_needed_names_hubert_and_the_chinese_bert(tmp_path):
     from gsvkit.inference.voice import PROMPT_FILE, Provenance, ReferenceInfo, Voice, VoiceInfo, models_needed
 
     def voice(languages, text="Hello.", **kw):
-        info = VoiceInfo(
-            name="v",
-            version="v2",
-            reference=ReferenceInfo(audio="reference.wav", text=text, language="en"),
-            languages=languages,
-            provenance=Provenance(consent="test", created="2026-01-01T00:00:00+00:00", tool="t"),
-            **kw,
-        )
+        info = VoiceInfo(name="v", version="v2", reference=ReferenceInfo(audio="reference.wav", text=text,
+                         language="en"), languages=languages,
+                         provenance=Provenance(consent="test", created="2026-01-01T00:00:00+00:00", tool="t"), **kw)
         return Voice(root=tmp_path, info=info)
 
     (need,) = models_needed(voice(["en"]))

@@ -24,7 +24,7 @@ def _runs() -> list[str]:
 
 
 def _extras(command: str) -> set[str]:
-    m = re.search(r"\.\[([\w,]+)\]", command)
+    m = re.search(r'\.\[([\w,]+)\]', command)
     assert m, command
     return set(m.group(1).split(","))
 

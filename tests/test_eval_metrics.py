@@ -77,23 +77,12 @@ def test_mel_distance_aligns_different_lengths():
 
 
 def test_report_json_and_markdown(tmp_path: Path):
-    report = EvalReport(
-        name="demo",
-        target=["a.wav"],
-        items=[
-            ItemScore(id="u1", text="hello there", duration_s=1.0, similarity=0.8, wer=0.0, hypothesis="hello there"),
-            ItemScore(
-                id="u2",
-                text="general kenobi",
-                duration_s=2.0,
-                similarity=0.6,
-                wer=0.5,
-                mel_distance=1.2,
-                duration_ratio=1.1,
-            ),
-            ItemScore(id="u3", text="x", duration_s=0.0, error="synthesis failed"),
-        ],
-    ).summarize()
+    report = EvalReport(name="demo", target=["a.wav"], items=[
+        ItemScore(id="u1", text="hello there", duration_s=1.0, similarity=0.8, wer=0.0, hypothesis="hello there"),
+        ItemScore(id="u2", text="general kenobi", duration_s=2.0, similarity=0.6, wer=0.5, mel_distance=1.2,
+                  duration_ratio=1.1),
+        ItemScore(id="u3", text="x", duration_s=0.0, error="synthesis failed"),
+    ]).summarize()
     assert report.summary["similarity"] == pytest.approx(0.7)
     assert report.summary["mel_distance"] == pytest.approx(1.2)
     assert report.summary["sentences"] == 3 and report.summary["failed"] == 1
@@ -111,11 +100,8 @@ def test_items_from_list_resolves_paths_and_rejects_bad_lines(tmp_path: Path):
     lst = tmp_path / "data.list"
     lst.write_text("wavs/a.wav|spk1|EN|Hello world.\n\n/abs/b.wav|spk2|ZH|你好\nwavs/c.wav|spk1|JP|こんにちは\n")
     items = items_from_list(lst)
-    assert [(i.id, i.speaker, i.language) for i in items] == [
-        ("a", "spk1", "en"),
-        ("b", "spk2", "zh"),
-        ("c", "spk1", "ja"),
-    ]
+    assert [(i.id, i.speaker, i.language) for i in items] == [("a", "spk1", "en"), ("b", "spk2", "zh"),
+                                                             ("c", "spk1", "ja")]
     assert items[0].ground_truth == tmp_path / "wavs/a.wav" and items[1].ground_truth == Path("/abs/b.wav")
     assert [i.id for i in load_items(lst, speaker="spk1", limit=1)] == ["a"]
     lst.write_text("only|three|fields\n")
@@ -140,13 +126,8 @@ def test_evaluate_scores_rendered_audio_and_records_failures(tmp_path: Path):
         EvalItem("missing", "another sentence", "en", tmp_path / "gt.wav"),
     ]
     seen = []
-    report = evaluate(
-        audio_dir_synthesizer(rendered),
-        items,
-        name="fake",
-        metrics=["mel_distance", "duration_ratio"],
-        on_item=seen.append,
-    )
+    report = evaluate(audio_dir_synthesizer(rendered), items, name="fake", metrics=["mel_distance", "duration_ratio"],
+                      on_item=seen.append)
     good, missing = report.items
     assert good.error is None and good.duration_ratio == pytest.approx(1.2, rel=1e-3)
     assert good.mel_distance is not None and good.similarity is None and good.wer is None
@@ -158,12 +139,10 @@ def test_evaluate_scores_rendered_audio_and_records_failures(tmp_path: Path):
 def test_scorer_targets_each_speaker_with_its_own_ground_truth():
     from gsvkit.eval.evaluate import Scorer
 
-    items = [
-        EvalItem("a1", "x", ground_truth=Path("a1.wav"), speaker="a"),
-        EvalItem("b1", "x", ground_truth=Path("b1.wav"), speaker="b"),
-        EvalItem("a2", "x", ground_truth=Path("a2.wav"), speaker="a"),
-        EvalItem("n", "x", speaker="c"),
-    ]
+    items = [EvalItem("a1", "x", ground_truth=Path("a1.wav"), speaker="a"),
+             EvalItem("b1", "x", ground_truth=Path("b1.wav"), speaker="b"),
+             EvalItem("a2", "x", ground_truth=Path("a2.wav"), speaker="a"),
+             EvalItem("n", "x", speaker="c")]
     scorer = Scorer(None, items=items)
     assert scorer.targets == {"a": [Path("a1.wav"), Path("a2.wav")], "b": [Path("b1.wav")]}
     assert scorer.target_embedding("c") is None  # no clip of speaker c: no similarity, not another speaker's

@@ -34,15 +34,11 @@ def voices(tmp_path_factory) -> dict[str, Path]:
     files = {}
     for voice, key in [("slt", "a"), ("slt", "b"), ("rms", "a")]:
         files[f"{voice}_{key}"] = out / f"{voice}_{key}.wav"
-        subprocess.run(
-            ["flite", "-voice", voice, "-t", SENTENCES[key], "-o", str(files[f"{voice}_{key}"])],
-            check=True,
-            capture_output=True,
-        )
+        subprocess.run(["flite", "-voice", voice, "-t", SENTENCES[key], "-o", str(files[f"{voice}_{key}"])],
+                       check=True, capture_output=True)
     files["esp_a"] = out / "esp_a.wav"
-    subprocess.run(
-        ["espeak-ng", "-v", "en-us+m3", "-w", str(files["esp_a"]), SENTENCES["a"]], check=True, capture_output=True
-    )
+    subprocess.run(["espeak-ng", "-v", "en-us+m3", "-w", str(files["esp_a"]), SENTENCES["a"]], check=True,
+                   capture_output=True)
     return files
 
 
@@ -118,21 +114,8 @@ def test_eval_audio_scores_every_metric(voices, tmp_path: Path):
     (tmp_path / "gt").mkdir()
     shutil.copy(voices["slt_a"], tmp_path / "gt" / "u_rms.wav")
     shutil.copy(voices["slt_a"], tmp_path / "gt" / "u_esp.wav")
-    result = CliRunner().invoke(
-        app,
-        [
-            "eval",
-            "audio",
-            str(rendered),
-            "--data",
-            str(lst),
-            "--target",
-            str(voices["slt_b"]),
-            "--out",
-            str(tmp_path / "report"),
-            "--json",
-        ],
-    )
+    result = CliRunner().invoke(app, ["eval", "audio", str(rendered), "--data", str(lst), "--target",
+                                      str(voices["slt_b"]), "--out", str(tmp_path / "report"), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "report" / "eval.json").read_text())
     assert report["target"] == [str(voices["slt_b"])]

@@ -28,16 +28,8 @@ def setup(tmp_path_factory, tiny_hubert):
     hubert = tiny_hubert
     ref = root / "ref.wav"
     sf.write(ref, speechlike(4.0), 16000)
-    voice = create_voice(
-        root / "voice",
-        s1=s1,
-        s2=s2,
-        ref_audio=ref,
-        ref_text="This is my reference voice.",
-        ref_lang="en",
-        consent="synthetic test voice, no person",
-        hubert=hubert,
-    ).root
+    voice = create_voice(root / "voice", s1=s1, s2=s2, ref_audio=ref, ref_text="This is my reference voice.",
+                         ref_lang="en", consent="synthetic test voice, no person", hubert=hubert).root
     (root / "gt").mkdir()
     for i in range(2):
         sf.write(root / "gt" / f"u{i}.wav", speechlike(1.5, seed=10 + i), 16000)
@@ -49,9 +41,8 @@ def setup(tmp_path_factory, tiny_hubert):
 
 def test_evaluate_voice_scores_every_sentence_deterministically(setup, tmp_path: Path):
     items = items_from_list(setup["list"])
-    report = evaluate_voice(
-        setup["voice"], items, hubert=setup["hubert"], params=SHORT, metrics=METRICS, audio_dir=tmp_path / "audio"
-    )
+    report = evaluate_voice(setup["voice"], items, hubert=setup["hubert"], params=SHORT, metrics=METRICS,
+                            audio_dir=tmp_path / "audio")
     assert [it.id for it in report.items] == ["u0", "u1"]
     for it in report.items:
         assert it.error is None, it.error
@@ -65,17 +56,9 @@ def test_evaluate_voice_scores_every_sentence_deterministically(setup, tmp_path:
 
 def test_evaluate_checkpoints_with_a_reference(setup):
     items = items_from_list(setup["list"])[:1]
-    report = evaluate_checkpoints(
-        setup["s1"],
-        setup["s2"],
-        items,
-        ref_audio=setup["ref"],
-        ref_text="This is my reference voice.",
-        hubert=setup["hubert"],
-        params=SHORT,
-        metrics=METRICS,
-        consent="synthetic test clip",
-    )
+    report = evaluate_checkpoints(setup["s1"], setup["s2"], items, ref_audio=setup["ref"],
+                                  ref_text="This is my reference voice.", hubert=setup["hubert"], params=SHORT,
+                                  metrics=METRICS, consent="synthetic test clip")
     assert report.items[0].error is None and report.summary["mel_distance"] > 0
     assert report.settings["s1"] == str(setup["s1"])
 
@@ -84,28 +67,10 @@ def test_eval_run_cli_writes_reports(setup, tmp_path: Path):
     from gsvkit.cli import app
 
     out = tmp_path / "report"
-    args = [
-        "eval",
-        "run",
-        str(setup["root"] / "run"),
-        "--data",
-        str(setup["list"]),
-        "--ref",
-        str(setup["ref"]),
-        "--ref-text",
-        "This is my reference voice.",
-        "--consent",
-        "synthetic test clip",
-        "--hubert",
-        str(setup["hubert"]),
-        "--limit",
-        "1",
-        "--metric",
-        "duration_ratio",
-        "--out",
-        str(out),
-        "--json",
-    ]
+    args = ["eval", "run", str(setup["root"] / "run"), "--data", str(setup["list"]), "--ref", str(setup["ref"]),
+            "--ref-text", "This is my reference voice.", "--consent", "synthetic test clip",
+            "--hubert", str(setup["hubert"]), "--limit", "1",
+            "--metric", "duration_ratio", "--out", str(out), "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "eval.json").read_text())
@@ -126,25 +91,9 @@ def test_voice_create_warns_when_speaking_needs_a_model_and_eval_voice_exits_non
     from gsvkit.cli import app
 
     runner = CliRunner()
-    args = [
-        "voice",
-        "create",
-        str(tmp_path / "bare"),
-        "--s1",
-        str(setup["s1"]),
-        "--s2",
-        str(setup["s2"]),
-        "--ref",
-        str(setup["ref"]),
-        "--ref-text",
-        "This is my reference voice.",
-        "--ref-lang",
-        "en",
-        "--consent",
-        "synthetic test voice, no person",
-        "--language",
-        "en",
-    ]
+    args = ["voice", "create", str(tmp_path / "bare"), "--s1", str(setup["s1"]), "--s2", str(setup["s2"]),
+            "--ref", str(setup["ref"]), "--ref-text", "This is my reference voice.", "--ref-lang", "en",
+            "--consent", "synthetic test voice, no person", "--language", "en"]
     created = runner.invoke(app, args)
     assert created.exit_code == 0, created.output
     assert "warning:" in created.output and "HuBERT" in created.output and "--hubert" in created.output
@@ -153,8 +102,7 @@ def test_voice_create_warns_when_speaking_needs_a_model_and_eval_voice_exits_non
     stored = runner.invoke(app, [*args[:2], str(tmp_path / "full"), *args[3:], "--hubert", str(setup["hubert"])])
     assert stored.exit_code == 0 and "prompt tokens stored" in stored.output and "warning" not in stored.output
     # Every sentence fails (no HuBERT to read the reference): the command says so and exits non-zero.
-    result = runner.invoke(
-        app, ["eval", "voice", str(tmp_path / "bare"), "--data", str(setup["list"]), "--metric", "duration_ratio"]
-    )
+    result = runner.invoke(app, ["eval", "voice", str(tmp_path / "bare"), "--data", str(setup["list"]),
+                                 "--metric", "duration_ratio"])
     assert result.exit_code == 1, result.output
     assert "every sentence failed (2 of 2)" in result.output and "HuBERT" in result.output

@@ -15,12 +15,8 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 
 def dry_run(target: str) -> list[str]:
     """The commands `make TARGET` would run, for a venv that already exists (nothing is executed)."""
-    out = subprocess.run(
-        ["make", "-n", "-C", str(ROOT), target, "VENV=.venv", "-o", ".venv/.installed"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = subprocess.run(["make", "-n", "-C", str(ROOT), target, "VENV=.venv", "-o", ".venv/.installed"],
+                         capture_output=True, text=True, check=True).stdout
     return [line.strip() for line in out.splitlines() if line.strip() and not line.startswith("make")]
 
 

@@ -50,10 +50,7 @@ def test_fetch_lays_out_verifies_and_caches(tmp_path, registry, hub):
     root = tmp_path / "models"
     got = fetch_models("vtest", root, endpoint=hub.url)
     assert {s.path: s.verified for s in got} == {
-        "fake/s2Gfake.pth": "sha256 (registry)",
-        "fake/model.bin": "sha256 (hub)",
-        "fake/config.json": "git blob (hub)",
-    }
+        "fake/s2Gfake.pth": "sha256 (registry)", "fake/model.bin": "sha256 (hub)", "fake/config.json": "git blob (hub)"}
     for name, data in FILES.items():
         assert (root / name).read_bytes() == data  # the repository's layout under the models folder
     record = json.loads((root / MANIFEST).read_text())["files"]
@@ -95,9 +92,8 @@ def test_corrupted_download_is_detected_and_removed(tmp_path, registry, hub):
 def test_registry_checksum_beats_the_server(tmp_path, hub, monkeypatch):
     """The real registry: a server whose HuBERT files are not the official ones is refused, nothing kept."""
     # same size as the official config.json, other bytes; the weights are another file altogether
-    hub.files.update(
-        {"chinese-hubert-base/config.json": b"{" + b" " * 1447 + b"}", "chinese-hubert-base/pytorch_model.bin": BIG}
-    )
+    hub.files.update({"chinese-hubert-base/config.json": b"{" + b" " * 1447 + b"}",
+                      "chinese-hubert-base/pytorch_model.bin": BIG})
     hub.lfs_min = 10_000  # config.json is a plain git file (blob-id etag), as on the real hub
     root = tmp_path / "models"
     with pytest.raises(FetchError, match="chinese-hubert-base/config.json: downloaded content does not match"):

@@ -66,9 +66,8 @@ def _recording(folder, name: str, seconds: float, text: str):
 
 def test_no_usable_clip_exits_non_zero_with_the_reasons(tmp_path):
     listing = _recording(tmp_path / "in", "short.wav", 0.3, "Hi.")
-    result = CliRunner().invoke(
-        app, ["prepare", str(tmp_path / "in"), "--transcripts", str(listing), "-o", str(tmp_path / "ds"), "-q"]
-    )
+    result = CliRunner().invoke(app, ["prepare", str(tmp_path / "in"), "--transcripts", str(listing),
+                                      "-o", str(tmp_path / "ds"), "-q"])
     out = plain(result.output)
     assert result.exit_code == 1, out
     assert "no usable clip" in out and "short.wav" in out and "report.md" in out
@@ -78,9 +77,8 @@ def test_no_usable_clip_exits_non_zero_with_the_reasons(tmp_path):
 def test_missing_hubert_is_a_warning_on_the_terminal_and_lines_are_whole(tmp_path):
     listing = _recording(tmp_path / "in", "a.wav", 1.5, "Hello there, my friend.")
     out_dir = tmp_path / ("dataset-with-a-long-name-" * 4)  # the summary line is far wider than 80 columns
-    result = CliRunner().invoke(
-        app, ["prepare", str(tmp_path / "in"), "--transcripts", str(listing), "-o", str(out_dir), "-q"]
-    )
+    result = CliRunner().invoke(app, ["prepare", str(tmp_path / "in"), "--transcripts", str(listing),
+                                      "-o", str(out_dir), "-q"])
     out = plain(result.output)
     assert result.exit_code == 0, out
     assert "warning: no --hubert" in out

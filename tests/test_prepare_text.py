@@ -50,10 +50,7 @@ def test_real_frontend_and_bert(tmp_path):
     )
     tiny_bert(tmp_path / "bert", "你好世界")
     cfg = PrepareConfig(
-        inputs=[str(inp)],
-        transcripts=[str(listing)],
-        out=str(tmp_path / "ds"),
-        bert=str(tmp_path / "bert"),
+        inputs=[str(inp)], transcripts=[str(listing)], out=str(tmp_path / "ds"), bert=str(tmp_path / "bert"),
         allow_synthetic=True,  # pure test tones can score as watermarked; this test is about text
     )
     result = prepare(cfg)

@@ -24,8 +24,6 @@ from tiny import build_sv, speechlike
 
 runner = CliRunner()
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "tiny"
-
-
 def build_pro_models(root: Path, version: str = "v2Pro", s1_version: str = "v2") -> tuple[Path, Path]:
     from gsvkit.checkpoint import save_checkpoint
     from gsvkit.config import load_config
@@ -127,18 +125,8 @@ def test_cli_synth_and_missing_embedding_error(pro, tmp_path):
     # Another reference clip needs its own embedding: with the sv model it works, without it the error names it.
     other = tmp_path / "other.wav"
     sf.write(other, speechlike(3.2, sr=16000, seed=9), 16000)
-    ref_args = [
-        "--ref",
-        str(other),
-        "--ref-text",
-        "Another clip.",
-        "--ref-lang",
-        "en",
-        "--hubert",
-        str(pro["hubert"]),
-        "--consent",
-        "synthetic test clip",
-    ]
+    ref_args = ["--ref", str(other), "--ref-text", "Another clip.", "--ref-lang", "en", "--hubert", str(pro["hubert"]),
+                "--consent", "synthetic test clip"]
     voice2 = tmp_path / "v"
     shutil.copytree(pro["voice"], voice2)
     info = (voice2 / "voice.json").read_text().replace(str(pro["sv"].resolve()), "/nonexistent/sv.ckpt")

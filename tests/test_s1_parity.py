@@ -88,14 +88,7 @@ def test_greedy_runs(model, case, run, rp):
     x, bert, prompt = _inputs(case)
     n = case[f"{run}_tokens"].shape[0]
     tokens, logits = model.generate(
-        x,
-        bert,
-        prompt,
-        top_k=1,
-        top_p=1.0,
-        temperature=1.0,
-        repetition_penalty=rp,
-        max_new_tokens=n,
+        x, bert, prompt, top_k=1, top_p=1.0, temperature=1.0, repetition_penalty=rp, max_new_tokens=n,
         return_logits=True,
     )
     np.testing.assert_array_equal(tokens[0].numpy(), case[f"{run}_tokens"])

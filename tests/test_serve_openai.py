@@ -150,8 +150,7 @@ def test_same_limits_key_and_voices(served):
     client, url = served["client"], served["url"]
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).audio.speech.create(
-            model="tts-1", voice="amy", input="Hi there."
-        )
+            model="tts-1", voice="amy", input="Hi there.")
     with pytest.raises(openai.BadRequestError, match="no voice named 'alloy'"):
         client.audio.speech.create(model="tts-1", voice="alloy", input="Hi there.")
     with pytest.raises(openai.BadRequestError):  # a path is not a voice name

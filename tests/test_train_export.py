@@ -25,13 +25,8 @@ COMMON = ["train.epochs=2", "train.batch_size=4", "train.early_stopping.enabled=
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
     ds = toy_dataset(tmp, n_utts=8)
-    train_s2(
-        ds,
-        tmp / "run",
-        config=TINY_S2,
-        progress=False,
-        overrides=COMMON + ["train.min_items_per_epoch=0", "train.val_audio_samples=0"],
-    )
+    train_s2(ds, tmp / "run", config=TINY_S2, progress=False,
+             overrides=COMMON + ["train.min_items_per_epoch=0", "train.val_audio_samples=0"])
     train_s1(ds, tmp / "run", config=TINY_S1, progress=False, overrides=COMMON)
     return tmp
 
@@ -61,11 +56,8 @@ def test_export_of_a_chosen_s2_epoch_round_trips(runs, tmp_path):
     exported = load_checkpoint(out)
     assert exported.kind == "s2" and exported.info["epoch"] == 1 and exported.info["dataset_hash"]
     state = read_checkpoint(ckpt)["state_dict"]
-    weights = {
-        k.removeprefix("net_g."): v
-        for k, v in state.items()
-        if k.startswith("net_g.") and not k.startswith("net_g.enc_q.")
-    }
+    weights = {k.removeprefix("net_g."): v for k, v in state.items()
+               if k.startswith("net_g.") and not k.startswith("net_g.enc_q.")}
     assert set(exported.state_dict) == set(weights)
     for k, v in exported.state_dict.items():
         assert torch.equal(v, weights[k].half() if v.is_floating_point() else weights[k]), k

@@ -67,19 +67,9 @@ def test_s2_gan_step_updates_the_scale_once(dataset, tmp_path, monkeypatch):
         return real(self, *a, **k)
 
     monkeypatch.setattr(torch.amp.GradScaler, "update", counting)
-    r = train_s2(
-        dataset,
-        tmp_path / "run",
-        config=TINY_S2,
-        progress=False,
-        overrides=[
-            "train.batch_size=2",
-            "train.min_items_per_epoch=0",
-            "train.epochs=1",
-            "train.val_audio_samples=0",
-            "train.precision=16-mixed",
-        ],
-    )
+    r = train_s2(dataset, tmp_path / "run", config=TINY_S2, progress=False,
+                 overrides=["train.batch_size=2", "train.min_items_per_epoch=0", "train.epochs=1",
+                            "train.val_audio_samples=0", "train.precision=16-mixed"])
     assert r.precision == "16-mixed" and r.opt_steps == 3
     assert updates["n"] == r.opt_steps  # one update per GAN step, not one per optimizer (6)
     saved = read_checkpoint(next((tmp_path / "run" / "s2" / "checkpoints").glob("epoch=*.ckpt")))

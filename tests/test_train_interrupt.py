@@ -16,13 +16,8 @@ from gsvkit.training.s1_module import S1Module
 from train_helpers import TINY_S1, toy_dataset
 
 pytestmark = pytest.mark.slow
-ARGS = [
-    "train.epochs=4",
-    "train.batch_size=2",
-    "train.early_stopping.enabled=false",
-    "train.checkpoint.keep_last=10",
-    "train.stochastic_depth=0.3",
-]
+ARGS = ["train.epochs=4", "train.batch_size=2", "train.early_stopping.enabled=false",
+        "train.checkpoint.keep_last=10", "train.stochastic_depth=0.3"]
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +76,8 @@ def _sigterm():
         ("sigterm in validation", "validation_step", 3, _sigterm, "checkpoint is at .*epoch=0003-"),
     ],
 )
-def test_interrupt_then_resume_equals_uninterrupted(
-    dataset, tmp_path, monkeypatch, reference, where, method, at_call, action, message
-):
+def test_interrupt_then_resume_equals_uninterrupted(dataset, tmp_path, monkeypatch, reference,
+                                                    where, method, at_call, action, message):
     _interrupt(monkeypatch, S1Module, method, at_call, action)
     with pytest.raises(TrainingInterrupted, match="--resume") as stopped:
         train_s1(dataset, tmp_path / "run", config=TINY_S1, progress=False, overrides=ARGS)

@@ -35,15 +35,13 @@ def test_default_refuses_and_names_the_option(dataset, tmp_path):
         train_s1(dataset, tmp_path / "run", config=TINY_S1, progress=False)
     with pytest.raises(DataError, match=r"train\.require_validation=false"):
         train_s2(dataset, tmp_path / "run", config=TINY_S2, progress=False)
-    refused = CliRunner().invoke(
-        app, ["train", "s1", str(dataset), "--out", str(tmp_path / "cli"), "-c", str(TINY_S1), "-q"]
-    )
+    refused = CliRunner().invoke(app, ["train", "s1", str(dataset), "--out", str(tmp_path / "cli"), "-c", str(TINY_S1),
+                                       "-q"])
     assert refused.exit_code == 2 and "require_validation" in refused.output
     # Plateau scheduling has nothing to watch without validation: refused before any training.
     with pytest.raises(ConfigError, match="plateau"):
-        train_s1(
-            dataset, tmp_path / "p", config=TINY_S1, progress=False, overrides=NO_VAL + ["train.plateau.enabled=true"]
-        )
+        train_s1(dataset, tmp_path / "p", config=TINY_S1, progress=False,
+                 overrides=NO_VAL + ["train.plateau.enabled=true"])
 
 
 def _check_no_val_run(r, stage_dir, epochs: int) -> None:
@@ -85,13 +83,8 @@ def test_s1_without_validation_trains_exports_the_last_epoch_and_resumes(dataset
 
 
 def test_s2_without_validation_trains_and_exports_the_last_epoch(dataset, tmp_path):
-    r = train_s2(
-        dataset,
-        tmp_path / "run",
-        config=TINY_S2,
-        progress=False,
-        overrides=NO_VAL + ["train.epochs=2", "train.min_items_per_epoch=0"],
-    )
+    r = train_s2(dataset, tmp_path / "run", config=TINY_S2, progress=False,
+                 overrides=NO_VAL + ["train.epochs=2", "train.min_items_per_epoch=0"])
     _check_no_val_run(r, tmp_path / "run" / "s2", 2)
     ck = load_checkpoint(r.export)
     assert ck.kind == "s2" and not any(k.startswith("enc_q.") for k in ck.state_dict)
@@ -100,23 +93,8 @@ def test_s2_without_validation_trains_and_exports_the_last_epoch(dataset, tmp_pa
 def test_cli_set_and_no_change_when_there_is_a_val_split(tmp_path):
     with_val = toy_dataset(tmp_path, n_utts=6)
     out = tmp_path / "run"
-    res = CliRunner().invoke(
-        app,
-        [
-            "train",
-            "s1",
-            str(with_val),
-            "--out",
-            str(out),
-            "-c",
-            str(TINY_S1),
-            "-q",
-            "--set",
-            "train.require_validation=false",
-            "--set",
-            "train.epochs=1",
-        ],
-    )
+    res = CliRunner().invoke(app, ["train", "s1", str(with_val), "--out", str(out), "-c", str(TINY_S1), "-q",
+                                   "--set", "train.require_validation=false", "--set", "train.epochs=1"])
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "s1" / "summary.json").read_text())
     assert summary["validation"] is True and summary["best_epoch"] == 1 and len(summary["val_curve"]) == 1

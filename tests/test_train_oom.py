@@ -21,14 +21,8 @@ from train_helpers import TINY_S1, TINY_S2, toy_dataset
 
 pytestmark = pytest.mark.slow
 
-S2_ARGS = [
-    "train.batch_size=2",
-    "train.min_items_per_epoch=0",
-    "train.epochs=1",
-    "train.val_audio_samples=0",
-    "train.early_stopping.enabled=false",
-    "train.ema.enabled=true",
-]
+S2_ARGS = ["train.batch_size=2", "train.min_items_per_epoch=0", "train.epochs=1", "train.val_audio_samples=0",
+           "train.early_stopping.enabled=false", "train.ema.enabled=true"]
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +63,8 @@ PHASES = {
     "generator forward": (S2Module, "_generator_forward", lambda self, a: _full(self, a[0])),
     "discriminator loss": (S2Module, "_compute_loss", lambda self, a: a[1] == "d" and self.micro.splits == 1),
     "discriminator backward": (S2Module, "manual_backward", _backward_of("d")),
-    "generator loss (after the D step)": (
-        S2Module,
-        "_compute_loss",
-        lambda self, a: a[1] == "g" and self.micro.splits == 1,
-    ),
+    "generator loss (after the D step)": (S2Module, "_compute_loss",
+                                          lambda self, a: a[1] == "g" and self.micro.splits == 1),
     "generator backward": (S2Module, "manual_backward", _backward_of("g")),
     "after the G step (EMA update)": (EMA, "update", lambda self, a: True),
 }
@@ -93,13 +84,8 @@ def test_s2_oom_anywhere_in_the_gan_step_recovers(dataset, tmp_path, monkeypatch
 
 def test_s1_oom_after_the_optimizer_step_does_not_step_twice(dataset, tmp_path, monkeypatch):
     injected = _oom_once(monkeypatch, EMA, "update", lambda self, a: True)
-    r = train_s1(
-        dataset,
-        tmp_path / "run",
-        config=TINY_S1,
-        progress=False,
-        overrides=["train.epochs=1", "train.batch_size=2", "train.ema.enabled=true"],
-    )
+    r = train_s1(dataset, tmp_path / "run", config=TINY_S1, progress=False,
+                 overrides=["train.epochs=1", "train.batch_size=2", "train.ema.enabled=true"])
     assert injected["raised"] == 1
     assert r.opt_steps == r.global_step == 3  # one step per loader batch (6 training clips, batch 2)
     state = read_checkpoint(next((tmp_path / "run" / "s1" / "checkpoints").glob("epoch=0001-*.ckpt")))
@@ -114,13 +100,8 @@ def test_ddp_oom_on_one_rank_backs_off_on_both(dataset, tmp_path, phase):
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     script = Path(__file__).parent / "ddp_oom_run.py"
-    res = subprocess.run(
-        [sys.executable, str(script), str(dataset), str(out), phase],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = subprocess.run([sys.executable, str(script), str(dataset), str(out), phase], env=env,
+                         capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())
     assert result["oom_events"] == [1, 1]  # rank 0 backed off with its peer, rank 1 from its own OOM

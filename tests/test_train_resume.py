@@ -18,31 +18,13 @@ from train_helpers import TINY_S1, TINY_S2, toy_dataset
 
 pytestmark = pytest.mark.slow
 
-ARGS = [
-    "--set",
-    "train.batch_size=2",
-    "--set",
-    "train.early_stopping.enabled=false",
-    "--set",
-    "train.deterministic=true",
-]
+ARGS = ["--set", "train.batch_size=2", "--set", "train.early_stopping.enabled=false",
+        "--set", "train.deterministic=true"]
 
 
 def _cmd(stage: str, dataset, out, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "gsvkit.cli",
-        "train",
-        stage,
-        str(dataset),
-        "--out",
-        str(out),
-        "-q",
-        "--accelerator",
-        "cpu",
-        *extra,
-    ]
+    return [sys.executable, "-m", "gsvkit.cli", "train", stage, str(dataset), "--out", str(out), "-q",
+            "--accelerator", "cpu", *extra]
 
 
 def _env() -> dict:
@@ -75,19 +57,14 @@ def _seconds_per_epoch(out, stage="s1") -> float:
 def test_sigkill_at_a_random_moment_then_resume_equals_uninterrupted(dataset, tmp_path):
     epochs = ["--set", "train.epochs=8"]
     ref = tmp_path / "ref"
-    subprocess.run(
-        _cmd("s1", dataset, ref, "-c", str(TINY_S1), *ARGS, *epochs), check=True, env=_env(), capture_output=True
-    )
+    subprocess.run(_cmd("s1", dataset, ref, "-c", str(TINY_S1), *ARGS, *epochs), check=True, env=_env(),
+                   capture_output=True)
     epoch_seconds = _seconds_per_epoch(ref)
     rng = random.Random(os.getpid())
     kill_after_epoch = rng.randint(1, 5)  # epochs count from 1: three or more are still to come at the kill
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        _cmd("s1", dataset, run, "-c", str(TINY_S1), *ARGS, *epochs),
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen(_cmd("s1", dataset, run, "-c", str(TINY_S1), *ARGS, *epochs), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt_dir = run / "s1" / "checkpoints"
     deadline = time.time() + 600
     while not list(ckpt_dir.glob(f"epoch={kill_after_epoch:04d}-*.ckpt")) and time.time() < deadline:
@@ -104,31 +81,20 @@ def test_sigkill_at_a_random_moment_then_resume_equals_uninterrupted(dataset, tm
     assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
-    for sa, sb in zip(
-        a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values(), strict=True
-    ):
+    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values(),
+                      strict=True):
         assert torch.equal(sa["exp_avg"], sb["exp_avg"])
 
 
 def test_ddp_two_cpu_processes_then_resume_on_one(dataset, tmp_path):
     out = tmp_path / "ddp"
-    res = subprocess.run(
-        _cmd("s1", dataset, out, "-c", str(TINY_S1), "--devices", "2", *ARGS, "--set", "train.epochs=2"),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    res = subprocess.run(_cmd("s1", dataset, out, "-c", str(TINY_S1), "--devices", "2", *ARGS,
+                              "--set", "train.epochs=2"), env=_env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     state = _last_state(out)
     assert state["epoch"] == 1 and (out / "s1" / "s1.safetensors").is_file()
-    res = subprocess.run(
-        _cmd("s1", dataset, out, "--resume", "--set", "train.epochs=3"),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    res = subprocess.run(_cmd("s1", dataset, out, "--resume", "--set", "train.epochs=3"), env=_env(),
+                         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert _last_state(out)["epoch"] == 2
     assert "epoch 3" in res.stdout
@@ -139,21 +105,11 @@ def test_s2_ddp_two_cpu_processes_then_resume_on_one(tmp_path):
     data = toy_dataset(tmp_path, n_utts=8)
     out = tmp_path / "ddp"
     s2 = ["-c", str(TINY_S2), "--set", "train.batch_size=2", "--set", "train.min_items_per_epoch=0"]
-    res = subprocess.run(
-        _cmd("s2", data, out, "--devices", "2", *s2, "--set", "train.epochs=1"),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    res = subprocess.run(_cmd("s2", data, out, "--devices", "2", *s2, "--set", "train.epochs=1"), env=_env(),
+                         capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert _last_state(out, "s2")["epoch"] == 0 and (out / "s2" / "s2.safetensors").is_file()
-    res = subprocess.run(
-        _cmd("s2", data, out, "--resume", "--set", "train.epochs=2"),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    res = subprocess.run(_cmd("s2", data, out, "--resume", "--set", "train.epochs=2"), env=_env(),
+                         capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert _last_state(out, "s2")["epoch"] == 1

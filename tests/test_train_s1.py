@@ -27,13 +27,8 @@ def dataset(tmp_path_factory):
 
 
 def test_s1_trains_validates_and_exports(dataset, tmp_path):
-    r = train_s1(
-        dataset,
-        tmp_path / "run",
-        config=TINY_S1,
-        progress=False,
-        overrides=FAST + ["train.checkpoint.export_every_kept=true"],
-    )
+    r = train_s1(dataset, tmp_path / "run", config=TINY_S1, progress=False,
+                 overrides=FAST + ["train.checkpoint.export_every_kept=true"])
     assert r.stop_reason.startswith("reached the last epoch") and r.last_epoch == 3
     assert [e for e, _ in r.val_curve] == [1, 2, 3] and all(v > 0 for _, v in r.val_curve)
     ck = load_checkpoint(r.export)
@@ -64,18 +59,11 @@ def test_early_stopping_on_a_plateau_exports_the_best_epoch(dataset, tmp_path, m
         self.last_val_epoch = self.current_epoch
 
     monkeypatch.setattr(S1Module, "on_validation_epoch_end", fake_val_end)
-    r = train_s1(
-        dataset,
-        tmp_path / "run",
-        config=TINY_S1,
-        progress=False,
-        overrides=["train.epochs=10", "train.batch_size=4", "train.early_stopping.patience=3"],
-    )
+    r = train_s1(dataset, tmp_path / "run", config=TINY_S1, progress=False,
+                 overrides=["train.epochs=10", "train.batch_size=4", "train.early_stopping.patience=3"])
     assert r.best_epoch == 3 and r.best_value == pytest.approx(3.0) and r.last_epoch == 6
-    assert r.stop_reason == (
-        "early stopping: val/loss did not fall by more than min_delta 0.0001 for 3 validation "
-        "checks in a row (patience 3); best 3 at epoch 3"
-    )
+    assert r.stop_reason == ("early stopping: val/loss did not fall by more than min_delta 0.0001 for 3 validation "
+                             "checks in a row (patience 3); best 3 at epoch 3")
     best = read_checkpoint(r.best_checkpoint)["state_dict"]
     exported = load_file(r.export)
     assert set(exported) == {k.removeprefix("model.") for k in best if k.startswith("model.")}
@@ -86,16 +74,10 @@ def test_early_stopping_on_a_plateau_exports_the_best_epoch(dataset, tmp_path, m
 
 
 def test_resume_continues_to_the_same_weights(dataset, tmp_path):
-    full = train_s1(
-        dataset, tmp_path / "a", config=TINY_S1, progress=False, overrides=FAST + ["train.early_stopping.enabled=false"]
-    )
-    part = train_s1(
-        dataset,
-        tmp_path / "b",
-        config=TINY_S1,
-        progress=False,
-        overrides=FAST[1:] + ["train.epochs=1", "train.early_stopping.enabled=false"],
-    )
+    full = train_s1(dataset, tmp_path / "a", config=TINY_S1, progress=False,
+                    overrides=FAST + ["train.early_stopping.enabled=false"])
+    part = train_s1(dataset, tmp_path / "b", config=TINY_S1, progress=False,
+                    overrides=FAST[1:] + ["train.epochs=1", "train.early_stopping.enabled=false"])
     assert part.last_epoch == 1 and full.last_epoch == 3
     resumed = train_s1(dataset, tmp_path / "b", resume=True, progress=False, overrides=["train.epochs=3"])
     assert resumed.last_epoch == 3
@@ -146,27 +128,13 @@ def test_bf16_mixed_on_cpu_with_ema_stochastic_depth_and_freezing(dataset, tmp_p
 
     monkeypatch.setattr(Transformer, "forward", stack)
     monkeypatch.setattr(TransformerLayer, "forward", layer)
-    monkeypatch.setattr(
-        S1Module,
-        "on_train_start",
-        lambda self: init.update({k: v.clone() for k, v in self.model.state_dict().items()}),
-        raising=False,
-    )
-    r = train_s1(
-        dataset,
-        tmp_path / "run",
-        config=TINY_S1,
-        progress=False,
-        overrides=[
-            "train.epochs=2",
-            "train.precision=bf16-mixed",
-            "train.ema.enabled=true",
-            "train.stochastic_depth=0.5",
-            "train.freeze.last_k_layers=1",
-            "train.freeze.unfreeze_at_epoch=1",
-            "train.early_stopping.enabled=false",
-        ],
-    )
+    monkeypatch.setattr(S1Module, "on_train_start",
+                        lambda self: init.update({k: v.clone() for k, v in self.model.state_dict().items()}),
+                        raising=False)
+    r = train_s1(dataset, tmp_path / "run", config=TINY_S1, progress=False,
+                 overrides=["train.epochs=2", "train.precision=bf16-mixed", "train.ema.enabled=true",
+                            "train.stochastic_depth=0.5", "train.freeze.last_k_layers=1",
+                            "train.freeze.unfreeze_at_epoch=1", "train.early_stopping.enabled=false"])
     assert r.export and r.precision == "bf16-mixed" and r.val_curve and all(v == v for _, v in r.val_curve)
     assert calls["layers"] < 2 * calls["stack"]  # stochastic depth skipped some of the 2 layers
     assert "epoch 2: unfreezing" in capsys.readouterr().out  # 1-based, as the file names
@@ -188,14 +156,8 @@ def test_pretrained_from_an_export_and_incompatible_version(dataset, tmp_path):
     r2 = train_s1(dataset, tmp_path / "b", pretrained=r.export, progress=False, overrides=["train.epochs=1"])
     assert r2.export
     with pytest.raises(CheckpointError, match="v1"):
-        train_s1(
-            dataset,
-            tmp_path / "c",
-            config=TINY_S1,
-            pretrained=r.export,
-            progress=False,
-            overrides=["model.version=v1", "model.phoneme_vocab_size=732"],
-        )
+        train_s1(dataset, tmp_path / "c", config=TINY_S1, pretrained=r.export, progress=False,
+                 overrides=["model.version=v1", "model.phoneme_vocab_size=732"])
 
 
 def test_full_disk_during_a_save_keeps_earlier_checkpoints(dataset, tmp_path, monkeypatch):

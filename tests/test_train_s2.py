@@ -24,16 +24,9 @@ def dataset(tmp_path_factory):
     return toy_dataset(tmp_path_factory.mktemp("s2data"), n_utts=8, n_speakers=2)
 
 
-SWITCHES = [
-    "train.ema.enabled=true",
-    "train.spec_augment.ssl=true",
-    "train.spec_augment.spec=true",
-    "train.mixup.enabled=true",
-    "train.kl_anneal_steps=3",
-    "train.grad_clip=10.0",
-    "train.freeze.modules=[enc_p.text_embedding]",
-    "train.freeze.unfreeze_at_epoch=1",
-]
+SWITCHES = ["train.ema.enabled=true", "train.spec_augment.ssl=true", "train.spec_augment.spec=true",
+            "train.mixup.enabled=true", "train.kl_anneal_steps=3", "train.grad_clip=10.0",
+            "train.freeze.modules=[enc_p.text_embedding]", "train.freeze.unfreeze_at_epoch=1"]
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +106,8 @@ def test_s2_regularisers_act(full_run):
 def test_s2_resume_equals_uninterrupted(dataset, full_run, tmp_path):
     """One epoch, then --resume for the second: the same weights, optimizer state and validation curve."""
     out, a, _ = full_run
-    b1 = train_s2(
-        dataset, tmp_path / "b", config=TINY_S2, overrides=BASE + SWITCHES + ["train.epochs=1"], progress=False
-    )
+    b1 = train_s2(dataset, tmp_path / "b", config=TINY_S2, overrides=BASE + SWITCHES + ["train.epochs=1"],
+                  progress=False)
     assert b1.last_epoch == 1
     b = train_s2(dataset, tmp_path / "b", resume=True, overrides=["train.epochs=2"], progress=False)
     assert a.global_step == b.global_step and a.val_curve == b.val_curve
@@ -137,17 +129,12 @@ def test_s2_from_a_pretrained_export(dataset, tmp_path):
     g = SynthesizerTrn(cfg.model)
     export = tmp_path / "pre.safetensors"
     save_checkpoint(export, {k: v for k, v in g.state_dict().items() if not k.startswith("enc_q.")}, cfg, {})
-    r = train_s2(dataset, tmp_path / "run", pretrained=export, progress=False, overrides=BASE + ["train.epochs=1"])
+    r = train_s2(dataset, tmp_path / "run", pretrained=export, progress=False,
+                 overrides=BASE + ["train.epochs=1"])
     assert r.export and load_checkpoint(r.export).config.model == cfg.model
     with pytest.raises(CheckpointError, match="v1"):
-        train_s2(
-            dataset,
-            tmp_path / "bad",
-            pretrained=export,
-            config=TINY_S2,
-            progress=False,
-            overrides=BASE + ["model.version=v1", "model.n_symbols=732"],
-        )
+        train_s2(dataset, tmp_path / "bad", pretrained=export, config=TINY_S2, progress=False,
+                 overrides=BASE + ["model.version=v1", "model.n_symbols=732"])
 
 
 @pytest.mark.gpu
@@ -165,14 +152,8 @@ def test_s2_fp16_and_oom_backoff_on_gpu(dataset, tmp_path, monkeypatch):
         return real(self, batch)
 
     monkeypatch.setattr(S2Module, "_generator_forward", oom_on_full_batch)
-    r = train_s2(
-        dataset,
-        tmp_path / "run",
-        config=TINY_S2,
-        accelerator="gpu",
-        progress=False,
-        overrides=BASE + ["train.epochs=1", "train.precision=16-mixed"],
-    )
+    r = train_s2(dataset, tmp_path / "run", config=TINY_S2, accelerator="gpu", progress=False,
+                 overrides=BASE + ["train.epochs=1", "train.precision=16-mixed"])
     assert r.export and 2 in seen and 1 in seen
     state = read_checkpoint(r.best_checkpoint)
     assert state["gsvkit"]["splits"] == 2

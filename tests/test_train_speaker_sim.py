@@ -17,17 +17,11 @@ from gsvkit.errors import GsvError
 from gsvkit.training.fit import apply_overrides, train_s2
 from train_helpers import TINY_S2, toy_dataset
 
-needs_resemblyzer = pytest.mark.skipif(
-    importlib.util.find_spec("resemblyzer") is None, reason="resemblyzer not installed (the eval extra)"
-)
+needs_resemblyzer = pytest.mark.skipif(importlib.util.find_spec("resemblyzer") is None,
+                                       reason="resemblyzer not installed (the eval extra)")
 
-BASE = [
-    "train.batch_size=2",
-    "train.min_items_per_epoch=0",
-    "train.log_every_n_steps=1",
-    "train.val_audio_samples=0",
-    "train.epochs=2",
-]
+BASE = ["train.batch_size=2", "train.min_items_per_epoch=0", "train.log_every_n_steps=1", "train.val_audio_samples=0",
+        "train.epochs=2"]
 SIM = ["train.speaker_similarity.enabled=true", "train.speaker_similarity.max_items=2"]
 MONITOR = ["train.early_stopping.monitor=val/speaker_sim", "train.early_stopping.mode=max"]
 
@@ -75,17 +69,8 @@ def test_speaker_sim_as_monitor_keeps_the_highest_epoch(dataset, tmp_path, monke
         return next(scripted)
 
     monkeypatch.setattr(SpeakerSimilarityMetric, "mean", mean)
-    over = (
-        BASE
-        + SIM
-        + MONITOR
-        + [
-            "train.epochs=3",
-            "train.checkpoint.top_k=1",
-            "train.checkpoint.keep_last=1",
-            "train.checkpoint.schedule=[[null, 100]]",
-        ]
-    )
+    over = BASE + SIM + MONITOR + ["train.epochs=3", "train.checkpoint.top_k=1", "train.checkpoint.keep_last=1",
+                                   "train.checkpoint.schedule=[[null, 100]]"]
     r = train_s2(dataset, tmp_path / "run", config=TINY_S2, overrides=over, progress=False)
     assert r.monitor == "val/speaker_sim" and [e for e, _ in r.val_curve] == [1, 2, 3]
     assert [v for _, v in r.val_curve] == pytest.approx([0.2, 0.7, 0.4])  # logged as float32
@@ -103,14 +88,9 @@ def test_speaker_sim_every_n_epochs_and_max_items(one_thread):
     from gsvkit.config import S2Config
     from gsvkit.training.speaker_sim import SILENT_SCORE, SpeakerSimilarityMetric
 
-    cfg = apply_overrides(
-        load_config(TINY_S2),
-        [
-            "train.speaker_similarity.enabled=true",
-            "train.speaker_similarity.every_n_epochs=2",
-            "train.speaker_similarity.max_items=1",
-        ],
-    )
+    cfg = apply_overrides(load_config(TINY_S2), ["train.speaker_similarity.enabled=true",
+                                                 "train.speaker_similarity.every_n_epochs=2",
+                                                 "train.speaker_similarity.max_items=1"])
     assert isinstance(cfg, S2Config)
     metric = SpeakerSimilarityMetric(cfg.train.speaker_similarity, 16000)
     assert [metric.active(e) for e in (1, 2, 3, 4)] == [False, True, False, True]

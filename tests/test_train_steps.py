@@ -69,25 +69,12 @@ def test_plateau_lowers_the_lr_on_the_validation_metric(dataset, tmp_path, monke
         self._codes = 10.0
 
     monkeypatch.setattr(S1Module, "validation_step", fixed_val_step)
-    r = train_s1(
-        dataset,
-        tmp_path / "run",
-        config=TINY_S1,
-        progress=False,
-        overrides=[
-            "train.epochs=3",
-            "train.batch_size=4",
-            "train.early_stopping.enabled=false",
-            "train.plateau.enabled=true",
-            "train.plateau.patience=0",
-            "train.plateau.factor=0.5",
-        ],
-    )
+    r = train_s1(dataset, tmp_path / "run", config=TINY_S1, progress=False,
+                 overrides=["train.epochs=3", "train.batch_size=4", "train.early_stopping.enabled=false",
+                            "train.plateau.enabled=true", "train.plateau.patience=0", "train.plateau.factor=0.5"])
     assert [v for _, v in r.val_curve] == pytest.approx(curve)
-    lrs = [
-        read_checkpoint(p)["optimizer_states"][0]["param_groups"][0]["lr"]
-        for p in sorted((tmp_path / "run" / "s1" / "checkpoints").glob("epoch=*.ckpt"))
-    ]
+    lrs = [read_checkpoint(p)["optimizer_states"][0]["param_groups"][0]["lr"]
+           for p in sorted((tmp_path / "run" / "s1" / "checkpoints").glob("epoch=*.ckpt"))]
     cfg = load_config(TINY_S1)
     peak = cfg.optimizer.lr * cfg.train.lr_scale
     assert lrs == (pytest.approx([peak, peak / 2, peak / 4]) if reduced else pytest.approx([peak] * 3))

@@ -23,6 +23,9 @@ def dataset(tmp_path_factory):
     return toy_dataset(tmp_path_factory.mktemp("trust"), n_utts=8)
 
 
+
+
+
 def fake_curve(monkeypatch, curve: list[float]) -> None:
     """Validation reports `curve[epoch]` (0-based epoch index) as val/loss."""
 
@@ -36,11 +39,8 @@ def fake_curve(monkeypatch, curve: list[float]) -> None:
 
 @pytest.mark.parametrize("stage", ["s1", "s2"])
 def test_a_misspelt_monitor_is_refused_with_the_metrics_the_stage_logs(dataset, tmp_path, stage):
-    train, cfg, listed = (
-        (train_s1, TINY_S1, "val/loss, val/top3_acc")
-        if stage == "s1"
-        else (train_s2, TINY_S2, "val/mel_l1, val/recon_mel_l1")
-    )
+    train, cfg, listed = ((train_s1, TINY_S1, "val/loss, val/top3_acc") if stage == "s1"
+                          else (train_s2, TINY_S2, "val/mel_l1, val/recon_mel_l1"))
     with pytest.raises(ConfigError, match=f"logs no metric 'val/los'.*{listed}"):
         train(dataset, tmp_path / "run", config=cfg, progress=False, overrides=["train.early_stopping.monitor=val/los"])
     assert not (tmp_path / "run" / stage / "checkpoints").exists()  # refused before any training
@@ -81,19 +81,9 @@ def test_a_damaged_best_checkpoint_is_set_aside_and_the_next_best_exported(datas
 
 def test_best_and_last_names_and_top_k_zero_keeps_the_best(dataset, tmp_path, monkeypatch):
     fake_curve(monkeypatch, [2.0, 1.0, 3.0, 4.0])
-    r = train_s1(
-        dataset,
-        tmp_path / "run",
-        config=TINY_S1,
-        progress=False,
-        overrides=FAST
-        + [
-            "train.epochs=4",
-            "train.checkpoint.top_k=0",
-            "train.checkpoint.keep_last=1",
-            "train.checkpoint.schedule=[[1000, 1000]]",
-        ],
-    )
+    r = train_s1(dataset, tmp_path / "run", config=TINY_S1, progress=False,
+                 overrides=FAST + ["train.epochs=4", "train.checkpoint.top_k=0", "train.checkpoint.keep_last=1",
+                                   "train.checkpoint.schedule=[[1000, 1000]]"])
     ckpt_dir = tmp_path / "run" / "s1" / "checkpoints"
     epoch_files = sorted(p.name for p in ckpt_dir.glob("epoch=*.ckpt"))
     assert epoch_files == ["epoch=0002-step=0000004.ckpt", "epoch=0004-step=0000008.ckpt"]
@@ -104,17 +94,7 @@ def test_best_and_last_names_and_top_k_zero_keeps_the_best(dataset, tmp_path, mo
 
 
 def test_mixup_on_a_single_speaker_dataset_says_it_does_nothing(dataset, tmp_path, capsys):
-    train_s2(
-        dataset,
-        tmp_path / "run",
-        config=TINY_S2,
-        progress=False,
-        overrides=[
-            "train.mixup.enabled=true",
-            "train.epochs=1",
-            "train.batch_size=4",
-            "train.min_items_per_epoch=0",
-            "train.val_audio_samples=0",
-        ],
-    )
+    train_s2(dataset, tmp_path / "run", config=TINY_S2, progress=False,
+             overrides=["train.mixup.enabled=true", "train.epochs=1", "train.batch_size=4",
+                        "train.min_items_per_epoch=0", "train.val_audio_samples=0"])
     assert "the training split has one speaker: it does nothing here" in capsys.readouterr().out

@@ -105,10 +105,8 @@ def _run_es(cfg: EarlyStoppingConfig, values: list[float]) -> tuple[SmoothedEarl
 def test_early_stopping_patience_and_best_epoch():
     es, stopped = _run_es(EarlyStoppingConfig(patience=3), [5, 4, 3, 3.00001, 3.5, 3.2, 1.0])
     assert stopped == 6 and es.best_epoch == 3
-    assert es.stopping_reason_message == (
-        "val/loss did not fall by more than min_delta 0.0001 for 3 validation "
-        "checks in a row (patience 3); best 3 at epoch 3"
-    )
+    assert es.stopping_reason_message == ("val/loss did not fall by more than min_delta 0.0001 for 3 validation "
+                                          "checks in a row (patience 3); best 3 at epoch 3")
 
 
 def test_progress_bar_numbers_epochs_from_one():
@@ -145,14 +143,8 @@ def test_early_stopping_state_round_trip():
 def test_checkpoint_policy_state_drops_missing_files(tmp_path):
     p = CheckpointPolicy(tmp_path, CheckpointConfig(), "val/loss")
     (tmp_path / "a.ckpt").write_bytes(b"x")
-    p.load_state_dict(
-        {
-            "records": [
-                {"name": "a.ckpt", "epoch": 1, "step": 1, "score": 1.0},
-                {"name": "gone.ckpt", "epoch": 2, "step": 2, "score": 0.5},
-            ]
-        }
-    )
+    p.load_state_dict({"records": [{"name": "a.ckpt", "epoch": 1, "step": 1, "score": 1.0},
+                                   {"name": "gone.ckpt", "epoch": 2, "step": 2, "score": 0.5}]})
     assert [r["name"] for r in p.records] == ["a.ckpt"] and p.best["name"] == "a.ckpt"
 
 

@@ -15,7 +15,8 @@ TINY_S1 = Path(__file__).parents[1] / "configs" / "tiny" / "s1.yaml"
 def toy_dataset(tmp: Path, n_utts: int = 8, n_speakers: int = 1, name: str = "ds") -> Path:
     from gsvkit.training.toy_data import make_toy_dataset
 
-    return make_toy_dataset(tmp / name, load_config(TINY_S2), n_utts=n_utts, n_speakers=n_speakers, seconds=(0.6, 1.0))
+    return make_toy_dataset(tmp / name, load_config(TINY_S2), n_utts=n_utts, n_speakers=n_speakers,
+                            seconds=(0.6, 1.0))
 
 
 def flip_tensor_bytes(path, n: int = 16) -> None:

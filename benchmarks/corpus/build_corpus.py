@@ -41,13 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sentences", "-n", type=int, default=50, help="sentences per speaker (default 50)")
     p.add_argument("--voices", nargs="+", help="speaker ids to render (default: every free voice installed)")
     p.add_argument("--non-free", action="store_true", help="also use the non-free voices (RHVoice, pico, mbrola)")
-    p.add_argument(
-        "--hold-out",
-        nargs="*",
-        default=[],
-        metavar="HUMAN",
-        help="humans whose every engine voice goes to heldout.list (e.g. slt)",
-    )
+    p.add_argument("--hold-out", nargs="*", default=[], metavar="HUMAN",
+                   help="humans whose every engine voice goes to heldout.list (e.g. slt)")
     p.add_argument("--sample-rate", type=int, help="resample everything to this rate (default: keep the engine's)")
     p.add_argument("--seed", type=int, default=0, help="sentence shuffling seed")
     p.add_argument("--jobs", "-j", type=int, default=min(4, os.cpu_count() or 1), help="parallel renders")
@@ -106,7 +101,7 @@ def build(args: argparse.Namespace) -> dict:
     jobs = []
     for spec in usable:
         start = order.index(spec.name) * args.sentences
-        for i, text in enumerate(pool[start : start + args.sentences]):
+        for i, text in enumerate(pool[start:start + args.sentences]):
             rel = f"wavs/{spec.name}/{spec.name}_{i:04d}.wav"
             jobs.append((spec, text, rel))
 
@@ -173,10 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     meta = build(args)
     total = sum(s["seconds"] for s in meta["speakers"].values())
     n = sum(s["utterances"] for s in meta["speakers"].values())
-    print(
-        f"wrote {n} utterances, {total / 60:.1f} min, {len(meta['speakers'])} speakers "
-        f"({len(meta['humans'])} humans) to {args.out}"
-    )
+    print(f"wrote {n} utterances, {total / 60:.1f} min, {len(meta['speakers'])} speakers "
+          f"({len(meta['humans'])} humans) to {args.out}")
 
 
 if __name__ == "__main__":

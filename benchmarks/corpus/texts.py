@@ -16,26 +16,8 @@ from pathlib import Path
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
 # Collections without ASCII art, code or verse layout.
 FORTUNE_FILES = (
-    "fortunes",
-    "wisdom",
-    "platitudes",
-    "people",
-    "work",
-    "education",
-    "food",
-    "science",
-    "literature",
-    "love",
-    "men-women",
-    "miscellaneous",
-    "humorists",
-    "politics",
-    "pets",
-    "medicine",
-    "law",
-    "kids",
-    "sports",
-    "news",
+    "fortunes", "wisdom", "platitudes", "people", "work", "education", "food", "science", "literature", "love",
+    "men-women", "miscellaneous", "humorists", "politics", "pets", "medicine", "law", "kids", "sports", "news",
 )
 _OK = re.compile(r"^[A-Za-z][A-Za-z ,.;:'!?-]*[.!?]$")
 _BIBLE_VERSE = re.compile(r"^\s*\d+ (.*)$")

@@ -35,15 +35,8 @@ class VoiceSpec:
 
 
 def _espeak(variant: str, gender: str, base: str = "en-us") -> VoiceSpec:
-    return VoiceSpec(
-        f"espeak_{base.replace('-', '')}_{variant}",
-        "espeak-ng",
-        f"{base}+{variant}",
-        f"espeak-{base}-{variant}",
-        gender,
-        True,
-        "formant synthesis; no recorded human",
-    )
+    return VoiceSpec(f"espeak_{base.replace('-', '')}_{variant}", "espeak-ng", f"{base}+{variant}",
+                     f"espeak-{base}-{variant}", gender, True, "formant synthesis; no recorded human")
 
 
 VOICES: tuple[VoiceSpec, ...] = (
@@ -96,14 +89,8 @@ def select(names: list[str] | None, non_free: bool) -> list[VoiceSpec]:
 
 def available(spec: VoiceSpec) -> str | None:
     """None when the voice can be rendered here, else what is missing."""
-    exe = {
-        "espeak-ng": "espeak-ng",
-        "mbrola": "mbrola",
-        "flite": "flite",
-        "festival": "text2wave",
-        "rhvoice": "RHVoice-test",
-        "pico": "pico2wave",
-    }[spec.engine]
+    exe = {"espeak-ng": "espeak-ng", "mbrola": "mbrola", "flite": "flite", "festival": "text2wave",
+           "rhvoice": "RHVoice-test", "pico": "pico2wave"}[spec.engine]
     if shutil.which(exe) is None:
         return f"{exe} not installed"
     if spec.engine == "mbrola":

@@ -282,17 +282,13 @@ def prepare(
     if not result.items:
         reasons = "; ".join(f"{d.where} ({d.stage}): {d.reason}" for d in result.report.dropped[:5])
         more = len(result.report.dropped) - 5
-        fail(
-            f"{result.out}: no usable clip ({reasons or 'no input found'}{f'; {more} more' if more > 0 else ''}); "
-            f"see {result.out / 'report.md'}",
-            code=1,
-        )
+        fail(f"{result.out}: no usable clip ({reasons or 'no input found'}{f'; {more} more' if more > 0 else ''}); "
+             f"see {result.out / 'report.md'}", code=1)
     console.print(
         f"{result.out}: {summary['utterances']} utterances ({summary['seconds'] / 60:.1f} min), "
         f"{summary['train']} train / {summary['val']} validation, {summary['dropped']} dropped; "
         f"see {result.out / 'report.md'}",
-        highlight=False,
-        markup=False,
+        highlight=False, markup=False,
     )
 
 
@@ -376,16 +372,8 @@ def text(
     from gsvkit.text import TextFrontend
 
     parts = TextFrontend(version=version).process_segments(content, lang)
-    rows = [
-        {
-            "language": p.language,
-            "norm_text": p.norm_text,
-            "phones": p.phones,
-            "phone_ids": p.phone_ids,
-            "word2ph": p.word2ph,
-        }
-        for p in parts
-    ]
+    rows = [{"language": p.language, "norm_text": p.norm_text, "phones": p.phones, "phone_ids": p.phone_ids,
+             "word2ph": p.word2ph} for p in parts]
     if as_json:
         console.print_json(json.dumps(rows, ensure_ascii=False))
         return

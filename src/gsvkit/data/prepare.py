@@ -162,9 +162,7 @@ def _stage_clips(run: _Run, sources: list[Source], sr: int) -> list[Clip]:
         job = ClipJob(
             path=str(s.path),
             name=s.name,
-            whole=s.text is not None,
-            text_chars=len((s.text or "").strip()),
-            sr=sr,
+            whole=s.text is not None, text_chars=len((s.text or "").strip()), sr=sr,
             clips_dir=str(clips_dir),
             slicer=cfg.slicer.model_dump(exclude={"max_length"}),
             max_length=cfg.slicer.max_length,
@@ -357,10 +355,8 @@ def _stage_text(run: _Run, clips: list[Clip]) -> list[Clip]:
             else:
                 bert_todo.append((c, key, path))
     if any(c.language in BERT_LANGUAGES for c in kept) and not (cfg.bert or run.models.bert is not None):
-        run.report.warnings.append(
-            "zh utterances without --bert: their BERT features are zeros (upstream needs them; "
-            "`gsv models fetch bert` puts BERT where prepare finds it)"
-        )
+        run.report.warnings.append("zh utterances without --bert: their BERT features are zeros (upstream needs them; "
+                                   "`gsv models fetch bert` puts BERT where prepare finds it)")
     failed: set[str] = set()
     with run.bar("bert", len(bert_todo)) as advance:
         for c, key, path in bert_todo:
@@ -387,10 +383,8 @@ def _stage_features(run: _Run, clips: list[Clip]) -> list[Clip]:
     use_hubert = bool(cfg.hubert) or run.models.featurizer is not None
     use_s2 = bool(cfg.s2) or run.models.quantizer is not None
     if not use_hubert:
-        run.report.warnings.append(
-            "no --hubert: HuBERT features and semantic tokens were not computed "
-            "(`gsv models fetch v2` puts HuBERT and s2 where prepare finds them)"
-        )
+        run.report.warnings.append("no --hubert: HuBERT features and semantic tokens were not computed "
+                                   "(`gsv models fetch v2` puts HuBERT and s2 where prepare finds them)")
         return clips
     feats = run.out / "features"
     hubert_hash, s2_hash = run.model_hash(cfg.hubert), run.model_hash(cfg.s2)
@@ -412,9 +406,8 @@ def _stage_features(run: _Run, clips: list[Clip]) -> list[Clip]:
     if not use_s2:
         run.report.warnings.append("no --s2: semantic tokens were not computed (s1 training needs them)")
         return clips
-    return cached_feature_stage(
-        run, "semantic", clips, lambda c: digest("semantic", c.hubert_key, s2_hash), semantic, drop_failed=False
-    )
+    return cached_feature_stage(run, "semantic", clips, lambda c: digest("semantic", c.hubert_key, s2_hash), semantic,
+                                drop_failed=False)
 
 
 def _remove_stale(out: Path, clip_ids: set[str], feature_ids: set[str]) -> None:
@@ -528,7 +521,9 @@ def prepare(
         "sample_rate": sr,
         "versions": _versions(),
         "inputs": {str(s.path): s.sha for s in sources},
-        "models": {k: run.model_hash(v) for k in ("hubert", "s2", "bert", "asr_model", "sv") if (v := getattr(cfg, k))},
+        "models": {
+            k: run.model_hash(v) for k in ("hubert", "s2", "bert", "asr_model", "sv") if (v := getattr(cfg, k))
+        },
         "utterances": len(items),
     }
     _write_if_changed(out / "prepare.json", json.dumps(info, indent=2, ensure_ascii=False) + "\n")

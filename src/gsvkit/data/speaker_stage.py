@@ -28,6 +28,5 @@ def stage_speaker(run: Any, clips: list, prepare_version: int, clip_rate: int) -
         emb = run.models.get_sv().embed(torch.from_numpy(wav)[None]).cpu()  # [1, sv_dim]
         return {"sv": emb}, {"dim": int(emb.shape[-1])}
 
-    return cached_feature_stage(
-        run, "sv", clips, lambda c: digest("sv", prepare_version, c.sha, sv_hash, clip_rate), embed
-    )
+    return cached_feature_stage(run, "sv", clips, lambda c: digest("sv", prepare_version, c.sha, sv_hash, clip_rate),
+                                embed)

@@ -99,64 +99,32 @@ def _items(data: Path, split: str, speaker: str | None, limit: int | None):
 
 @eval_app.command("audio")
 def audio_cmd(
-    audio_dir: Path,
-    data: DataArg,
-    target: TargetOpt = None,
-    out: OutOpt = None,
-    limit: LimitOpt = None,
-    speaker: SpeakerOpt = None,
-    split: SplitOpt = "val",
-    metric: MetricOpt = None,
-    as_json: JsonOpt = False,
+    audio_dir: Path, data: DataArg, target: TargetOpt = None, out: OutOpt = None, limit: LimitOpt = None,
+    speaker: SpeakerOpt = None, split: SplitOpt = "val", metric: MetricOpt = None, as_json: JsonOpt = False,
     device: Device = "auto",
 ) -> None:
     """Score already-synthesised audio (AUDIO_DIR/<id>.wav for each held-out sentence)."""
     from gsvkit.eval.evaluate import audio_dir_synthesizer, evaluate
 
     items = _items(data, split, speaker, limit)
-    report = evaluate(
-        audio_dir_synthesizer(audio_dir),
-        items,
-        name=audio_dir.name,
-        target=target or None,
-        device=device,
-        settings={"audio_dir": str(audio_dir), "data": str(data)},
-        **_metrics(metric),
-    )
+    report = evaluate(audio_dir_synthesizer(audio_dir), items, name=audio_dir.name, target=target or None,
+                      device=device, settings={"audio_dir": str(audio_dir), "data": str(data)},
+                      **_metrics(metric))
     _finish(report, out, as_json)
 
 
 @eval_app.command("voice")
 def voice_cmd(
-    voice: Path,
-    data: DataArg,
-    target: TargetOpt = None,
-    out: OutOpt = None,
-    limit: LimitOpt = None,
-    speaker: SpeakerOpt = None,
-    split: SplitOpt = "val",
-    seed: SeedOpt = 0,
-    hubert: HubertOpt = None,
-    bert: BertOpt = None,
-    metric: MetricOpt = None,
-    as_json: JsonOpt = False,
-    device: Device = "auto",
+    voice: Path, data: DataArg, target: TargetOpt = None, out: OutOpt = None, limit: LimitOpt = None,
+    speaker: SpeakerOpt = None, split: SplitOpt = "val", seed: SeedOpt = 0, hubert: HubertOpt = None,
+    bert: BertOpt = None, metric: MetricOpt = None, as_json: JsonOpt = False, device: Device = "auto",
 ) -> None:
     """Synthesise the held-out sentences with a voice directory and score them."""
     from gsvkit.eval.evaluate import evaluate_voice
 
     items = _items(data, split, speaker, limit)
-    report = evaluate_voice(
-        voice,
-        items,
-        target=target or None,
-        seed=seed,
-        device=device,
-        hubert=hubert,
-        bert=bert,
-        audio_dir=out / "audio" if out else None,
-        **_metrics(metric),
-    )
+    report = evaluate_voice(voice, items, target=target or None, seed=seed, device=device, hubert=hubert,
+                            bert=bert, audio_dir=out / "audio" if out else None, **_metrics(metric))
     _finish(report, out, as_json)
 
 
@@ -168,82 +136,40 @@ def checkpoint_cmd(
     ref_text: Annotated[str, typer.Option("--ref-text", help="transcript of the reference clip")],
     data: DataArg,
     ref_lang: Annotated[str, typer.Option("--ref-lang")] = "en",
-    hubert: HubertOpt = None,
-    bert: BertOpt = None,
-    target: TargetOpt = None,
-    out: OutOpt = None,
-    limit: LimitOpt = None,
-    speaker: SpeakerOpt = None,
-    split: SplitOpt = "val",
-    seed: SeedOpt = 0,
-    metric: MetricOpt = None,
-    as_json: JsonOpt = False,
-    device: Device = "auto",
-    consent: ConsentOpt = None,
+    hubert: HubertOpt = None, bert: BertOpt = None,
+    target: TargetOpt = None, out: OutOpt = None, limit: LimitOpt = None, speaker: SpeakerOpt = None,
+    split: SplitOpt = "val", seed: SeedOpt = 0, metric: MetricOpt = None, as_json: JsonOpt = False,
+    device: Device = "auto", consent: ConsentOpt = None,
 ) -> None:
     """Synthesise the held-out sentences with a pair of checkpoints and a reference clip, and score them."""
     from gsvkit.eval.evaluate import evaluate_checkpoints
 
     items = _items(data, split, speaker, limit)
-    report = evaluate_checkpoints(
-        s1,
-        s2,
-        items,
-        ref_audio=ref,
-        ref_text=ref_text,
-        ref_lang=ref_lang,
-        consent=consent,
-        target=target or None,
-        seed=seed,
-        device=device,
-        hubert=hubert,
-        bert=bert,
-        audio_dir=out / "audio" if out else None,
-        **_metrics(metric),
-    )
+    report = evaluate_checkpoints(s1, s2, items, ref_audio=ref, ref_text=ref_text, ref_lang=ref_lang,
+                                  consent=consent, target=target or None, seed=seed, device=device,
+                                  hubert=hubert, bert=bert,
+                                  audio_dir=out / "audio" if out else None, **_metrics(metric))
     _finish(report, out, as_json)
 
 
 @eval_app.command("run")
 def run_cmd(
-    run_dir: Path,
-    data: DataArg,
+    run_dir: Path, data: DataArg,
     ref: Annotated[Path | None, typer.Option("--ref", help="reference clip; default: one from --data")] = None,
     ref_text: Annotated[str | None, typer.Option("--ref-text")] = None,
     ref_lang: Annotated[str, typer.Option("--ref-lang")] = "en",
-    hubert: HubertOpt = None,
-    bert: BertOpt = None,
-    target: TargetOpt = None,
-    out: OutOpt = None,
-    limit: LimitOpt = None,
-    speaker: SpeakerOpt = None,
-    split: SplitOpt = "val",
-    seed: SeedOpt = 0,
-    metric: MetricOpt = None,
-    as_json: JsonOpt = False,
-    device: Device = "auto",
-    consent: ConsentOpt = None,
+    hubert: HubertOpt = None, bert: BertOpt = None,
+    target: TargetOpt = None, out: OutOpt = None, limit: LimitOpt = None, speaker: SpeakerOpt = None,
+    split: SplitOpt = "val", seed: SeedOpt = 0, metric: MetricOpt = None, as_json: JsonOpt = False,
+    device: Device = "auto", consent: ConsentOpt = None,
 ) -> None:
     """Score the exported weights of a training run on the held-out sentences of its dataset."""
     from gsvkit.eval.evaluate import evaluate_run
 
     items = _items(data, split, speaker, limit)
     dataset = data if data.is_dir() or data.suffix == ".jsonl" else None
-    report = evaluate_run(
-        run_dir,
-        items,
-        dataset=dataset,
-        ref_audio=ref,
-        ref_text=ref_text,
-        ref_lang=ref_lang,
-        speaker=speaker,
-        **({"consent": consent} if consent else {}),
-        target=target or None,
-        seed=seed,
-        device=device,
-        hubert=hubert,
-        bert=bert,
-        audio_dir=out / "audio" if out else None,
-        **_metrics(metric),
-    )
+    report = evaluate_run(run_dir, items, dataset=dataset, ref_audio=ref, ref_text=ref_text, ref_lang=ref_lang,
+                          speaker=speaker, **({"consent": consent} if consent else {}), target=target or None,
+                          seed=seed, device=device, hubert=hubert,
+                          bert=bert, audio_dir=out / "audio" if out else None, **_metrics(metric))
     _finish(report, out, as_json)

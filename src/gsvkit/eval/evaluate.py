@@ -120,10 +120,7 @@ class Scorer:
     """
 
     def __init__(
-        self,
-        target: Sequence[AudioInput] | None = None,
-        metrics: Iterable[str] = METRICS,
-        device: str = "cpu",
+        self, target: Sequence[AudioInput] | None = None, metrics: Iterable[str] = METRICS, device: str = "cpu",
         items: Sequence[EvalItem] = (),
     ):
         self.metrics = set(metrics)
@@ -197,11 +194,8 @@ def evaluate(
     """
     scorer = Scorer(target, metrics, device, items)
     target_names = [str(t) for t in scorer.target_audio() if not isinstance(t, np.ndarray)]
-    report = EvalReport(
-        name=name,
-        target=target_names if "similarity" in scorer.metrics else [],
-        settings={"metrics": sorted(scorer.metrics), **(settings or {})},
-    )
+    report = EvalReport(name=name, target=target_names if "similarity" in scorer.metrics else [],
+                        settings={"metrics": sorted(scorer.metrics), **(settings or {})})
     for item in items:
         try:
             sr, wav = synthesize(item)
@@ -268,16 +262,9 @@ def load_tts(
 
 
 def evaluate_voice(
-    voice: str | Path,
-    items: Sequence[EvalItem],
-    *,
-    target: Sequence[AudioInput] | None = None,
-    seed: int | None = 0,
-    device: str = "cpu",
-    hubert: str | Path | None = None,
-    bert: str | Path | None = None,
-    params: dict | None = None,
-    **kwargs,
+    voice: str | Path, items: Sequence[EvalItem], *, target: Sequence[AudioInput] | None = None,
+    seed: int | None = 0, device: str = "cpu", hubert: str | Path | None = None, bert: str | Path | None = None,
+    params: dict | None = None, **kwargs,
 ) -> EvalReport:
     """Score a voice directory on `items`. Without ground truth, the target is the voice's reference clip.
 
@@ -289,34 +276,15 @@ def evaluate_voice(
     if target is None and not any(it.ground_truth for it in items):
         target = [v.reference_audio]
     tts = load_tts(v, hubert=hubert, bert=bert, device=device)
-    return evaluate(
-        tts_synthesizer(tts, seed, **(params or {})),
-        items,
-        name=v.name,
-        target=target,
-        device=device,
-        settings={"voice": str(v.root), "seed": seed, **(params or {})},
-        **kwargs,
-    )
+    return evaluate(tts_synthesizer(tts, seed, **(params or {})), items, name=v.name, target=target, device=device,
+                    settings={"voice": str(v.root), "seed": seed, **(params or {})}, **kwargs)
 
 
 def evaluate_checkpoints(
-    s1: str | Path,
-    s2: str | Path,
-    items: Sequence[EvalItem],
-    *,
-    ref_audio: str | Path,
-    ref_text: str,
-    ref_lang: str = "en",
-    target: Sequence[AudioInput] | None = None,
-    seed: int | None = 0,
-    device: str = "cpu",
-    hubert: str | Path | None = None,
-    bert: str | Path | None = None,
-    name: str | None = None,
-    params: dict | None = None,
-    consent: str | None = None,
-    **kwargs,
+    s1: str | Path, s2: str | Path, items: Sequence[EvalItem], *, ref_audio: str | Path, ref_text: str,
+    ref_lang: str = "en", target: Sequence[AudioInput] | None = None, seed: int | None = 0, device: str = "cpu",
+    hubert: str | Path | None = None, bert: str | Path | None = None, name: str | None = None,
+    params: dict | None = None, consent: str | None = None, **kwargs,
 ) -> EvalReport:
     """Score a pair of weight files speaking with `ref_audio` (transcript `ref_text`) as the reference.
 
@@ -326,15 +294,8 @@ def evaluate_checkpoints(
     tts = load_tts(s1=s1, s2=s2, hubert=hubert, bert=bert, device=device)
     params = {"ref_audio": ref_audio, "ref_text": ref_text, "ref_lang": ref_lang, "consent": consent, **(params or {})}
     settings = {"s1": str(s1), "s2": str(s2), "seed": seed, **{k: str(v) for k, v in params.items()}}
-    return evaluate(
-        tts_synthesizer(tts, seed, **params),
-        items,
-        name=name or Path(s2).stem,
-        target=target,
-        device=device,
-        settings=settings,
-        **kwargs,
-    )
+    return evaluate(tts_synthesizer(tts, seed, **params), items, name=name or Path(s2).stem, target=target,
+                    device=device, settings=settings, **kwargs)
 
 
 def pick_reference(dataset: str | Path, speaker: str | None = None) -> tuple[Path, str, str]:
@@ -349,17 +310,9 @@ def pick_reference(dataset: str | Path, speaker: str | None = None) -> tuple[Pat
     raise DataError(f"{dataset}: no 3-10 s training clip to use as reference; pass --ref and --ref-text")
 
 
-def evaluate_run(
-    run_dir: str | Path,
-    items: Sequence[EvalItem],
-    *,
-    dataset: str | Path | None = None,
-    ref_audio: str | Path | None = None,
-    ref_text: str | None = None,
-    ref_lang: str = "en",
-    speaker: str | None = None,
-    **kwargs,
-) -> EvalReport:
+def evaluate_run(run_dir: str | Path, items: Sequence[EvalItem], *, dataset: str | Path | None = None,
+                 ref_audio: str | Path | None = None, ref_text: str | None = None, ref_lang: str = "en",
+                 speaker: str | None = None, **kwargs) -> EvalReport:
     """Score the exported weights of a training run; the reference is given or picked from `dataset`."""
     from gsvkit.inference.voice import find_run_weights
 
@@ -370,6 +323,5 @@ def evaluate_run(
         ref_audio, ref_text, ref_lang = pick_reference(dataset, speaker)
         # A clip of the run's own training data: whoever prepared the dataset vouched for it; the audit line says so.
         kwargs.setdefault("consent", f"training clip of the evaluated dataset {dataset}")
-    return evaluate_checkpoints(
-        s1, s2, items, ref_audio=ref_audio, ref_text=ref_text, ref_lang=ref_lang, name=Path(run_dir).name, **kwargs
-    )
+    return evaluate_checkpoints(s1, s2, items, ref_audio=ref_audio, ref_text=ref_text, ref_lang=ref_lang,
+                                name=Path(run_dir).name, **kwargs)

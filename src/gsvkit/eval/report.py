@@ -11,12 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from gsvkit.utils.io import atomic_write_text
 
 METRICS = ("similarity", "wer", "mel_distance", "duration_ratio")
-_HIGHER_IS_BETTER = {
-    "similarity": "higher is better",
-    "wer": "lower is better",
-    "mel_distance": "lower is better",
-    "duration_ratio": "1.0 = ground-truth length",
-}
+_HIGHER_IS_BETTER = {"similarity": "higher is better", "wer": "lower is better", "mel_distance": "lower is better",
+                     "duration_ratio": "1.0 = ground-truth length"}
 
 
 class ItemScore(BaseModel):
@@ -69,10 +65,8 @@ def to_markdown(report: EvalReport) -> str:
     lines += ["", "| metric | mean | |", "|---|---|---|"]
     for metric in METRICS:
         lines.append(f"| {metric} | {_fmt(report.summary.get(metric))} | {_HIGHER_IS_BETTER[metric]} |")
-    lines.append(
-        f"| sentences | {report.summary.get('sentences', len(report.items))} | "
-        f"{report.summary.get('failed', 0)} failed |"
-    )
+    lines.append(f"| sentences | {report.summary.get('sentences', len(report.items))} | "
+                 f"{report.summary.get('failed', 0)} failed |")
     lines += ["", "| id | similarity | WER | mel distance | duration ratio | transcript |", "|---|---|---|---|---|---|"]
     for it in report.items:
         heard = it.error and f"error: {it.error}" or (it.hypothesis or "")

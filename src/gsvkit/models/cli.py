@@ -15,7 +15,9 @@ models_app = typer.Typer(help="Download the official GPT-SoVITS files and show w
                          no_args_is_help=True)  # fmt: skip
 console = Console()
 
-DirOpt = Annotated[Path | None, typer.Option("--dir", help=f"models folder (default: ${MODELS_ENV}, else ./models)")]
+DirOpt = Annotated[
+    Path | None, typer.Option("--dir", help=f"models folder (default: ${MODELS_ENV}, else ./models)")
+]
 
 
 @models_app.command("fetch")
@@ -79,10 +81,7 @@ def list_cmd(
         table.add_row(s.component, s.path, f"{s.size:,}", (s.sha256 or "")[:16], s.verified or "-")
     console.print(table)
     for target, row in summarize(statuses).items():
-        state = (
-            "complete"
-            if not row["missing"] and not row["mismatch"]
-            else (f"{row['missing']} missing" + (f", {row['mismatch']} mismatched" if row["mismatch"] else ""))
-        )
+        state = "complete" if not row["missing"] and not row["mismatch"] else (
+            f"{row['missing']} missing" + (f", {row['mismatch']} mismatched" if row["mismatch"] else ""))
         hint = "" if state == "complete" else f" — `gsv models fetch {target}`"
         console.print(f"{target}: {state}{hint}", highlight=False)

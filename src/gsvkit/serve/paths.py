@@ -70,7 +70,9 @@ def confine_any(roots: list[Path], value: str, what: str, suffixes: tuple[str, .
             errors.append(err)
     if any(err.status == 404 for err in errors):
         searched = ", ".join(r.name or str(r) for r in roots)
-        raise HttpError(404, f"{what} {_shown(value)} not found in the folders searched ({len(roots)}: {searched})")
+        raise HttpError(
+            404, f"{what} {_shown(value)} not found in the folders searched ({len(roots)}: {searched})"
+        )
     raise errors[0]
 
 

@@ -307,11 +307,8 @@ class CheckpointPolicy(Checkpoint):
             # Training batches done, epoch end (validation, ranking, early stopping) not: Lightning cannot resume
             # into that, so the previous epoch's checkpoint stays the resume point and this epoch is redone.
             self.interrupted_path = self.dirpath / self.records[-1]["name"] if self.records else None
-            self.interrupted_note = (
-                f"during the end of epoch {epochs.ready}, which is trained again on resume"
-                if self.records
-                else "during the end of the first epoch"
-            )
+            self.interrupted_note = (f"during the end of epoch {epochs.ready}, which is trained again on resume"
+                                     if self.records else "during the end of the first epoch")
             return
         # Mid-epoch state: Lightning's loop progress and our sampler position make it resumable.
         record: dict[str, Any] = {
@@ -438,17 +435,13 @@ class SmoothedEarlyStopping(EarlyStopping):
         if self.stopping_reason == EarlyStoppingReason.NON_FINITE_METRIC:
             return f"{self.monitor} was {raw} at epoch {epoch}, not a finite number (early_stopping.stop_on_nan)"
         if self.stopping_reason == EarlyStoppingReason.DIVERGENCE_THRESHOLD:
-            return (
-                f"{name} reached {value:.5g} at epoch {epoch}, past early_stopping.divergence_threshold "
-                f"{self.divergence_threshold:g}"
-            )
+            return (f"{name} reached {value:.5g} at epoch {epoch}, past early_stopping.divergence_threshold "
+                    f"{self.divergence_threshold:g}")
         direction = "fall" if self.mode == "min" else "rise"
         delta = abs(float(self.min_delta))
-        return (
-            f"{name} did not {direction} by more than min_delta {delta:g} for {self.wait_count} "
-            f"validation checks in a row (patience {self.patience}); best {float(self.best_score):.5g} "
-            f"at epoch {self.best_epoch}"
-        )
+        return (f"{name} did not {direction} by more than min_delta {delta:g} for {self.wait_count} "
+                f"validation checks in a row (patience {self.patience}); best {float(self.best_score):.5g} "
+                f"at epoch {self.best_epoch}")
 
     def _run_early_stopping_check(self, trainer: Trainer) -> None:
         self._trainer_epoch = trainer.current_epoch + 1

@@ -30,12 +30,9 @@ Overrides = Annotated[
     typer.Option("--set", "-s", help="Override a config field: train.batch_size=8 (repeatable)."),
 ]
 Devices = Annotated[int, typer.Option("--devices", min=1, help="Processes/GPUs; > 1 trains with DDP.")]
-Accel = Annotated[
-    str,
-    typer.Option(
-        "--device", "--accelerator", callback=accelerator_callback, help="auto, cpu or cuda (--devices sets how many)."
-    ),
-]
+Accel = Annotated[str, typer.Option(
+    "--device", "--accelerator", callback=accelerator_callback, help="auto, cpu or cuda (--devices sets how many)."
+)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
@@ -97,20 +94,8 @@ def train_s2_cmd(
     from gsvkit.training.fit import train_s2
 
     pretrained = _default_pretrained(pretrained, config, "s2G", "s2", resume)
-    result = _run(
-        train_s2,
-        dataset,
-        out,
-        config,
-        pretrained,
-        pretrained_d,
-        resume,
-        overrides or [],
-        devices,
-        accelerator,
-        not quiet,
-        lora_rank,
-    )
+    result = _run(train_s2, dataset, out, config, pretrained, pretrained_d, resume, overrides or [], devices,
+                  accelerator, not quiet, lora_rank)
     if result is not None:
         _print(result)
 
@@ -131,7 +116,8 @@ def train_s1_cmd(
     from gsvkit.training.fit import train_s1
 
     pretrained = _default_pretrained(pretrained, config, "s1", "s1", resume)
-    result = _run(train_s1, dataset, out, config, pretrained, resume, overrides or [], devices, accelerator, not quiet)
+    result = _run(train_s1, dataset, out, config, pretrained, resume, overrides or [], devices, accelerator,
+                  not quiet)
     if result is not None:
         _print(result)
 
@@ -157,22 +143,8 @@ def train_all_cmd(
 
     s2_pretrained = _default_pretrained(s2_pretrained, s2_config, "s2G", "s2", resume)
     s1_pretrained = _default_pretrained(s1_pretrained, s1_config, "s1", "s1", resume)
-    results = _run(
-        train_all,
-        dataset,
-        out,
-        s2_config,
-        s1_config,
-        s2_pretrained,
-        s2_pretrained_d,
-        s1_pretrained,
-        resume,
-        s2_set or [],
-        s1_set or [],
-        devices,
-        accelerator,
-        not quiet,
-    )
+    results = _run(train_all, dataset, out, s2_config, s1_config, s2_pretrained, s2_pretrained_d, s1_pretrained,
+                   resume, s2_set or [], s1_set or [], devices, accelerator, not quiet)
     if results is not None:
         for r in results:
             _print(r)

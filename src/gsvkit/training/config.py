@@ -29,9 +29,7 @@ class EarlyStoppingConfig(_Section):
     patience: int = Field(5, ge=1, description="validation checks without improvement before stopping")
     min_delta: float = Field(1e-4, ge=0.0, description="smallest change that counts as an improvement")
     smoothing: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
+        0.0, ge=0.0, lt=1.0,
         description="exponential smoothing of the monitored value before comparing (0 = off); GAN metrics are noisy",
     )
     stop_on_nan: bool = Field(True, description="stop when the monitored value or the training loss is NaN/inf")
@@ -91,8 +89,7 @@ class EMAConfig(_Section):
     decay: float = Field(0.999, gt=0.0, lt=1.0)
     start_step: int = Field(0, ge=0, description="optimizer steps before averaging starts (copies until then)")
     warmup: bool = Field(
-        True,
-        description="n steps into averaging use decay min(decay, (1+n)/(10+n)), so early averages follow "
+        True, description="n steps into averaging use decay min(decay, (1+n)/(10+n)), so early averages follow "
         "training (off: the fixed decay from the first step)",
     )
 
@@ -142,8 +139,7 @@ class CommonTrainConfig(_Section):
     accumulate_grad_batches: int = Field(1, ge=1)
     val_every_n_epochs: int = Field(1, ge=1)
     require_validation: bool = Field(
-        True,
-        description="refuse a dataset with an empty val split; false = train without validation there "
+        True, description="refuse a dataset with an empty val split; false = train without validation there "
         "(no early stopping, no best-checkpoint ranking, the last epoch is exported)",
     )
     log_every_n_steps: int = Field(10, ge=1)
@@ -165,16 +161,12 @@ class CommonTrainConfig(_Section):
             return self
         # Every validation must carry the metric, or checkpoints would be ranked on missing/stale values.
         if not self.speaker_similarity.enabled:
-            raise ValueError(
-                f"early_stopping.monitor is {SPEAKER_SIM_METRIC} but speaker_similarity.enabled is "
-                "false; set train.speaker_similarity.enabled: true"
-            )
+            raise ValueError(f"early_stopping.monitor is {SPEAKER_SIM_METRIC} but speaker_similarity.enabled is "
+                             "false; set train.speaker_similarity.enabled: true")
         if self.speaker_similarity.every_n_epochs != 1:
-            raise ValueError(
-                f"early_stopping.monitor is {SPEAKER_SIM_METRIC}, so it must be scored at every "
-                "validation: set train.speaker_similarity.every_n_epochs: 1 (and validate less often "
-                "with train.val_every_n_epochs)"
-            )
+            raise ValueError(f"early_stopping.monitor is {SPEAKER_SIM_METRIC}, so it must be scored at every "
+                             "validation: set train.speaker_similarity.every_n_epochs: 1 (and validate less often "
+                             "with train.val_every_n_epochs)")
         if self.early_stopping.mode != "max":
             raise ValueError(f"{SPEAKER_SIM_METRIC} is higher-is-better: set train.early_stopping.mode: max")
         return self

@@ -51,10 +51,7 @@ class _Base(pl.LightningDataModule):
                 dataset.lengths(), self.batch_size, seed=self.seed, num_replicas=replicas, rank=rank
             )
         return StatefulLoader(
-            dataset,
-            batch_sampler=self.train_sampler,
-            collate_fn=collate,
-            num_workers=self.num_workers,
+            dataset, batch_sampler=self.train_sampler, collate_fn=collate, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 

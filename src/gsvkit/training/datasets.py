@@ -222,16 +222,10 @@ def collate_s2(items: list[S2Item]) -> S2Batch:
         phones[i, : it.phones.shape[-1]] = it.phones
     frames = torch.tensor([it.spec.shape[-1] for it in items])
     return S2Batch(
-        ssl=ssl,
-        ssl_lengths=frames.clone(),
-        spec=spec,
-        spec_lengths=frames,
-        wav=wav,
-        wav_lengths=torch.tensor([it.wav.shape[-1] for it in items]),
-        phones=phones,
-        phone_lengths=torch.tensor([it.phones.shape[-1] for it in items]),
-        speakers=[it.speaker for it in items],
-        ids=[it.id for it in items],
+        ssl=ssl, ssl_lengths=frames.clone(), spec=spec, spec_lengths=frames,
+        wav=wav, wav_lengths=torch.tensor([it.wav.shape[-1] for it in items]),
+        phones=phones, phone_lengths=torch.tensor([it.phones.shape[-1] for it in items]),
+        speakers=[it.speaker for it in items], ids=[it.id for it in items],
         # A dataset has an embedding for every clip or for none.
         sv=torch.stack(cast(list[torch.Tensor], [it.sv for it in items])) if items[0].sv is not None else None,
     )
@@ -322,11 +316,8 @@ def make_collate_s1(pad_val: int, bert_dim: int):
             if it.bert is not None:
                 bert[i, :, : it.bert.shape[-1]] = it.bert
         return S1Batch(
-            phones=phones,
-            phone_lengths=torch.tensor([it.phones.numel() for it in items]),
-            bert=bert,
-            semantic=semantic,
-            semantic_lengths=torch.tensor([it.semantic.numel() for it in items]),
+            phones=phones, phone_lengths=torch.tensor([it.phones.numel() for it in items]),
+            bert=bert, semantic=semantic, semantic_lengths=torch.tensor([it.semantic.numel() for it in items]),
             ids=[it.id for it in items],
         )
 

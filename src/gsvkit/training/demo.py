@@ -67,11 +67,8 @@ class SpectralFeaturizer:
         wav = (wav - wav.mean()) / (wav.std() + 1e-7)
         frames = max(1, len(wav) // self.hop)
         spec = torch.stft(
-            torch.nn.functional.pad(wav, (self.n_fft // 2, self.n_fft // 2)),
-            self.n_fft,
-            self.hop,
-            window=torch.hann_window(self.n_fft),
-            return_complex=True,
+            torch.nn.functional.pad(wav, (self.n_fft // 2, self.n_fft // 2)), self.n_fft, self.hop,
+            window=torch.hann_window(self.n_fft), return_complex=True,
         ).abs()[:, :frames]  # [bins, T]
         return torch.tanh(self.proj @ torch.log(spec + 1e-4) / 4)[None]  # [1, dim, T]
 
@@ -87,10 +84,8 @@ class TokenStats:
     perplexity: float  # exp(entropy): the number of equally likely codes with the same spread
 
     def describe(self) -> str:
-        return (
-            f"  semantic tokens:         {self.tokens} tokens use {self.codes_used} of {self.codebook} codes "
-            f"(most common {self.top_share:.0%}, perplexity {self.perplexity:.1f})"
-        )
+        return (f"  semantic tokens:         {self.tokens} tokens use {self.codes_used} of {self.codebook} codes "
+                f"(most common {self.top_share:.0%}, perplexity {self.perplexity:.1f})")
 
 
 def token_stats(dataset: Path, codebook: int) -> TokenStats:
@@ -104,13 +99,8 @@ def token_stats(dataset: Path, codebook: int) -> TokenStats:
         counts += np.bincount(codes, minlength=codebook)[:codebook]
     total = int(counts.sum())
     p = counts[counts > 0] / max(total, 1)
-    return TokenStats(
-        total,
-        int((counts > 0).sum()),
-        codebook,
-        float(counts.max() / max(total, 1)),
-        float(np.exp(-(p * np.log(p)).sum())),
-    )
+    return TokenStats(total, int((counts > 0).sum()), codebook, float(counts.max() / max(total, 1)),
+                      float(np.exp(-(p * np.log(p)).sum())))
 
 
 def format_curve(curve: list[tuple[int, float]], monitor: str, points: int = 12) -> str:
@@ -150,7 +140,7 @@ class DemoResult:
             self.s1_curve,
             f"  voice:                   {self.voice}   (it stores its prompt tokens: no HuBERT needed)",
             f"  synthesized sentence:    {self.wav}",
-            f'Speak with it: gsv synth --voice {self.voice} "Any sentence." -o hello.wav',
+            f"Speak with it: gsv synth --voice {self.voice} \"Any sentence.\" -o hello.wav",
             "The models are tiny and start from random weights, so the audio only proves the pipeline works;",
             "real quality needs the official pretrained weights (gsv train s2/s1 --pretrained ...).",
         ]
@@ -259,24 +249,14 @@ def run_demo(
     say("2/6 a random tiny s2 model stands in for the pretrained base; its codebook is set by k-means")
     featurizer = SpectralFeaturizer(dim=s2_cfg.model.ssl_dim, hop=hop * 16_000 // sr)
     base = out / "base" / "s2-base.safetensors"
-    save_checkpoint(
-        base,
-        base_model(s2_cfg, out / "recordings", featurizer).state_dict(),
-        s2_cfg,
-        {"note": "random tiny base, codebook by k-means on the demo recordings (demo)"},
-    )
+    save_checkpoint(base, base_model(s2_cfg, out / "recordings", featurizer).state_dict(), s2_cfg,
+                    {"note": "random tiny base, codebook by k-means on the demo recordings (demo)"})
 
     say("3/6 gsv prepare: clips, phones, features, semantic tokens, train/val split")
     dataset = out / "dataset"
     prep_cfg = PrepareConfig(
-        inputs=[str(out / "recordings")],
-        out=str(dataset),
-        transcripts=[str(listing)],
-        language="en",
-        speaker="demo_speaker",
-        s2=str(base),
-        val_fraction=0.25,
-        device="cpu",
+        inputs=[str(out / "recordings")], out=str(dataset), transcripts=[str(listing)], language="en",
+        speaker="demo_speaker", s2=str(base), val_fraction=0.25, device="cpu",
     )
     prepare(prep_cfg, featurizer=featurizer, progress=progress)
     tokens = token_stats(dataset, s2_cfg.model.codebook_size)
@@ -284,34 +264,14 @@ def run_demo(
 
     say("4/6 gsv train s2 (from the base, validation every epoch)")
     run = out / "run"
-    r2 = train_s2(
-        dataset,
-        run,
-        config=CONFIGS / "s2.yaml",
-        pretrained=base,
-        progress=progress,
-        overrides=[
-            f"train.epochs={s2_epochs}",
-            f"train.min_items_per_epoch={s2_items_per_epoch}",
-            "train.batch_size=4",
-            "train.learning_rate=0.005",
-        ],
-    )
+    r2 = train_s2(dataset, run, config=CONFIGS / "s2.yaml", pretrained=base, progress=progress,
+                  overrides=[f"train.epochs={s2_epochs}", f"train.min_items_per_epoch={s2_items_per_epoch}",
+                             "train.batch_size=4", "train.learning_rate=0.005"])
     say("5/6 gsv train s1 (early stopping on validation loss)")
-    r1 = train_s1(
-        dataset,
-        run,
-        config=CONFIGS / "s1.yaml",
-        progress=progress,
-        overrides=[
-            f"train.epochs={s1_epochs}",
-            "train.batch_size=4",
-            "train.early_stopping.patience=3",
-            # the tiny GPT keeps shaving ~0.001 per epoch for hundreds of epochs; stop there
-            "train.early_stopping.min_delta=0.005",
-            "train.lr_scale=0.2",
-        ],
-    )
+    r1 = train_s1(dataset, run, config=CONFIGS / "s1.yaml", progress=progress,
+                  overrides=[f"train.epochs={s1_epochs}", "train.batch_size=4", "train.early_stopping.patience=3",
+                             # the tiny GPT keeps shaving ~0.001 per epoch for hundreds of epochs; stop there
+                             "train.early_stopping.min_delta=0.005", "train.lr_scale=0.2"])
     curve = format_curve(r1.val_curve, r1.monitor)
     say(curve.strip())
 
@@ -321,19 +281,8 @@ def run_demo(
         voice_dir, wav_path = _speak(out, dataset, run, featurizer, sr)
     except ImportError as err:  # the inference package is optional for training
         note = f"(synthesis skipped: {err})"
-    return DemoResult(
-        out,
-        dataset,
-        run,
-        voice_dir,
-        wav_path,
-        format_summary(r2),
-        format_summary(r1),
-        time.time() - started,
-        tokens,
-        curve,
-        note,
-    )
+    return DemoResult(out, dataset, run, voice_dir, wav_path, format_summary(r2), format_summary(r1),
+                      time.time() - started, tokens, curve, note)
 
 
 DEMO_SENTENCE = "Hello, this sentence was spoken by a voice trained in a few minutes."
@@ -350,16 +299,9 @@ def _speak(out: Path, dataset: Path, run: Path, featurizer, sr: int) -> tuple[Pa
     ref_path, ref_text = _reference(out, dataset, items, sr)
     s1, s2 = find_run_weights(run)
     voice = create_voice(
-        out / "voice",
-        s1=s1,
-        s2=s2,
-        ref_audio=ref_path,
-        ref_text=ref_text,
-        ref_lang="en",
-        consent="synthetic speaker generated by gsv demo; no real person's voice",
-        name="demo",
-        speaker="synthetic demo speaker",
-        source="gsv demo",
+        out / "voice", s1=s1, s2=s2, ref_audio=ref_path, ref_text=ref_text, ref_lang="en",
+        consent="synthetic speaker generated by gsv demo; no real person's voice", name="demo",
+        speaker="synthetic demo speaker", source="gsv demo",
     )
     # The voice stores the reference's tokens by the demo's HuBERT stand-in, so it speaks with no model given.
     write_prompt_cache(voice, featurizer)

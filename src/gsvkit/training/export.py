@@ -72,9 +72,8 @@ def _config_of(path: Path, ckpt: dict) -> S1Config | S2Config:
     beside = path.parent.parent / "config.yaml"
     if beside.is_file():
         return load_config(beside)
-    raise CheckpointError(
-        f"{path}: this training checkpoint holds no config and there is no {beside}; copy the run's config.yaml there"
-    )
+    raise CheckpointError(f"{path}: this training checkpoint holds no config and there is no {beside}; "
+                          "copy the run's config.yaml there")
 
 
 def _own_record(ckpt: dict) -> dict:
@@ -126,6 +125,5 @@ def export_checkpoint(
         module.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: its weights do not match its config ({str(err).splitlines()[0]})") from None
-    return export_inference(
-        module, cfg, Path(out), _own_record(ckpt), ckpt["gsvkit"].get("dataset_hash"), dtype=dtype, overwrite=overwrite
-    )
+    return export_inference(module, cfg, Path(out), _own_record(ckpt), ckpt["gsvkit"].get("dataset_hash"),
+                            dtype=dtype, overwrite=overwrite)

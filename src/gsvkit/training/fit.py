@@ -1,13 +1,13 @@
 """`gsv train`: plain functions that train s2, s1 or both and leave a run directory you can trust.
 
-runs/EXP/s2/                       (s1/ alike)
-  config.yaml                      the full typed config of the run
-  checkpoints/*.ckpt, index.json   full-state checkpoints (top-k best + newest + schedule), their records
-  checkpoints/corrupt/             unreadable checkpoints found by --resume (moved, never deleted)
-  logs/tb/, logs/csv/<version>/    TensorBoard events and metrics.csv (one version per start/resume)
-  s2.safetensors                   the best epoch's fp16 inference weights (gsvkit.checkpoint format)
-  exports/                         per-epoch exports when checkpoint.export_every_kept is on
-  summary.json                     best epoch and value, last value, why it stopped, files
+    runs/EXP/s2/                       (s1/ alike)
+      config.yaml                      the full typed config of the run
+      checkpoints/*.ckpt, index.json   full-state checkpoints (top-k best + newest + schedule), their records
+      checkpoints/corrupt/             unreadable checkpoints found by --resume (moved, never deleted)
+      logs/tb/, logs/csv/<version>/    TensorBoard events and metrics.csv (one version per start/resume)
+      s2.safetensors                   the best epoch's fp16 inference weights (gsvkit.checkpoint format)
+      exports/                         per-epoch exports when checkpoint.export_every_kept is on
+      summary.json                     best epoch and value, last value, why it stopped, files
 """
 
 from __future__ import annotations
@@ -36,13 +36,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MONITOR = {"s2": "val/mel_l1", "s1": "val/loss"}
 # Validation metrics each stage logs (val/speaker_sim only with train.speaker_similarity on): what may be monitored.
 VAL_METRICS = {"s2": ("val/mel_l1", "val/recon_mel_l1", "val/speaker_sim"), "s1": ("val/loss", "val/top3_acc")}
-_QUIET = (
-    r".*module\(s\) in eval mode.*",
-    r".*smaller than the logging interval.*",
-    r".*LeafSpec.*",
-    # fp16 loss scaling skips a step whose gradients overflowed, by design; the schedule still advances.
-    r".*lr_scheduler.step\(\)` before `optimizer.step\(\)`.*",
-)
+_QUIET = (r".*module\(s\) in eval mode.*", r".*smaller than the logging interval.*", r".*LeafSpec.*",
+          # fp16 loss scaling skips a step whose gradients overflowed, by design; the schedule still advances.
+          r".*lr_scheduler.step\(\)` before `optimizer.step\(\)`.*")
 
 
 # Lightning's INFO lines are hardware banners ("GPU available: ...") and advertisements; our summary says
@@ -150,10 +146,8 @@ def _check_compatible(stage: str, cfg: S1Config | S2Config, ckpt, path: Path) ->
 def check_monitor(stage: str, monitor: str) -> None:
     """Refuse a metric the stage never logs: it would silently disable early stopping and best-epoch ranking."""
     if monitor not in VAL_METRICS[stage]:
-        raise ConfigError(
-            f"train.early_stopping.monitor: {stage} logs no metric {monitor!r}; "
-            f"choose one of {', '.join(VAL_METRICS[stage])}"
-        )
+        raise ConfigError(f"train.early_stopping.monitor: {stage} logs no metric {monitor!r}; "
+                          f"choose one of {', '.join(VAL_METRICS[stage])}")
 
 
 def _precision(p: str) -> str:
@@ -200,28 +194,20 @@ def _fit(
     validate = bool(datamodule.val_utts)
     if not validate:
         if t.plateau.enabled:
-            raise ConfigError(
-                "train.plateau needs a validation metric, but the dataset has no val split; "
-                "set train.plateau.enabled=false or add a validation split"
-            )
-        msg = (
-            f"{stage}: the dataset has no validation split and train.require_validation is false: training "
-            f"runs all {t.epochs} epochs with no validation, no early stopping and no best-checkpoint choice; "
-            "the last epoch is exported"
-        )
+            raise ConfigError("train.plateau needs a validation metric, but the dataset has no val split; "
+                              "set train.plateau.enabled=false or add a validation split")
+        msg = (f"{stage}: the dataset has no validation split and train.require_validation is false: training "
+               f"runs all {t.epochs} epochs with no validation, no early stopping and no best-checkpoint choice; "
+               "the last epoch is exported")
         _warn(msg)
 
     def on_saved(path: Path, record: dict) -> None:
         if t.checkpoint.export_every_kept and not record.get("interrupted"):
-            export_inference(
-                module,
-                cfg,
-                stage_dir / "exports" / f"{stage}-epoch={record['epoch']:04d}.safetensors",
-                record,
-                data_hash,
-            )
+            export_inference(module, cfg, stage_dir / "exports" / f"{stage}-epoch={record['epoch']:04d}.safetensors",
+                             record, data_hash)
 
-    policy = CheckpointPolicy(ckpt_dir, t.checkpoint, monitor, t.early_stopping.mode, on_saved=on_saved, report=_warn)
+    policy = CheckpointPolicy(ckpt_dir, t.checkpoint, monitor, t.early_stopping.mode, on_saved=on_saved,
+                              report=_warn)
     callbacks: list = [policy]
     early = None
     if t.early_stopping.enabled and validate:
@@ -255,8 +241,8 @@ def _fit(
         precision=None if precision == "16-mixed" else precision,  # type: ignore[arg-type]
         max_epochs=t.epochs,
         # global_step counts every optimizer: G and D for the GAN
-        max_steps=t.max_steps
-        * (getattr(module, "steps_per_opt_step", 2 if stage == "s2" else 1) if t.max_steps > 0 else 1),
+        max_steps=t.max_steps * (getattr(module, "steps_per_opt_step", 2 if stage == "s2" else 1) if t.max_steps > 0
+                                 else 1),
         min_epochs=t.early_stopping.min_epochs if early is not None else None,
         check_val_every_n_epoch=t.val_every_n_epochs,
         limit_val_batches=None if validate else 0,  # 0: Lightning skips validation entirely
@@ -289,10 +275,8 @@ def _fit(
                 f"Continue with the same command plus --resume"
             ) from None
         if policy.interrupted_note:
-            raise TrainingInterrupted(
-                f"interrupted {policy.interrupted_note}; no checkpoint was written yet: "
-                "start again with the same command (without --resume)"
-            ) from None
+            raise TrainingInterrupted(f"interrupted {policy.interrupted_note}; no checkpoint was written yet: "
+                                      "start again with the same command (without --resume)") from None
         raise
     signal.signal(signal.SIGINT, previous_sigint)
 
@@ -314,11 +298,7 @@ def _fit(
         source = best or (policy.records[-1] if policy.records else None)
         if source is not None:
             export_path = export_inference(
-                module,
-                cfg,
-                stage_dir / f"{stage}.safetensors",
-                source,
-                data_hash,
+                module, cfg, stage_dir / f"{stage}.safetensors", source, data_hash,
                 checkpoint=ckpt_dir / source["name"],
             )
     curve = [(r["epoch"], r["score"]) for r in policy.records if r.get("score") is not None]
@@ -456,13 +436,10 @@ def train_s2(
     module.val_refs = dm.val_refs
     module.val_ref_sv = dm.val_ref_sv
     if cfg.train.mixup.enabled and len({u.speaker for u in dm.train_utts}) < 2:
-        _warn(
-            "s2: train.mixup mixes features of another speaker, but the training split has one speaker: it does "
-            "nothing here (it needs a multi-speaker dataset)"
-        )
-    result = _fit(
-        "s2", module, dm, cfg, stage_dir, resume_from, devices, accelerator, progress, dataset_hash(Path(dataset))
-    )
+        _warn("s2: train.mixup mixes features of another speaker, but the training split has one speaker: it does "
+              "nothing here (it needs a multi-speaker dataset)")
+    result = _fit("s2", module, dm, cfg, stage_dir, resume_from, devices, accelerator, progress,
+                  dataset_hash(Path(dataset)))
     if cfg.model.is_flow and result.export:
         from gsvkit.training.flow_module import FlowS2Module, export_adapters
 
@@ -524,9 +501,8 @@ def train_s1(
     stage_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, stage_dir / "config.yaml")
     dm.setup("fit")
-    return _fit(
-        "s1", module, dm, cfg, stage_dir, resume_from, devices, accelerator, progress, dataset_hash(Path(dataset))
-    )
+    return _fit("s1", module, dm, cfg, stage_dir, resume_from, devices, accelerator, progress,
+                dataset_hash(Path(dataset)))
 
 
 def train_all(
@@ -549,29 +525,10 @@ def train_all(
     if resume and (out / "s2" / "summary.json").is_file():
         r2 = TrainResult(**json.loads((out / "s2" / "summary.json").read_text()))
     else:
-        r2 = train_s2(
-            dataset,
-            out,
-            s2_config,
-            s2_pretrained,
-            s2_pretrained_d,
-            resume and (out / "s2").is_dir(),
-            s2_overrides,
-            devices,
-            accelerator,
-            progress,
-        )
-    r1 = train_s1(
-        dataset,
-        out,
-        s1_config,
-        s1_pretrained,
-        resume and (out / "s1" / "checkpoints").is_dir(),
-        s1_overrides,
-        devices,
-        accelerator,
-        progress,
-    )
+        r2 = train_s2(dataset, out, s2_config, s2_pretrained, s2_pretrained_d, resume and (out / "s2").is_dir(),
+                      s2_overrides, devices, accelerator, progress)
+    r1 = train_s1(dataset, out, s1_config, s1_pretrained, resume and (out / "s1" / "checkpoints").is_dir(),
+                  s1_overrides, devices, accelerator, progress)
     return r2, r1
 
 
@@ -579,11 +536,8 @@ def format_summary(r: TrainResult) -> str:
     """A few plain lines for the end of a run."""
     best = "n/a" if r.best_value is None or not math.isfinite(r.best_value) else f"{r.best_value:.5f}"
     last = "n/a" if r.last_value is None else f"{r.last_value:.5f}"
-    metric = (
-        f"  {r.monitor}: best {best} at epoch {r.best_epoch}, last {last}"
-        if r.validation
-        else "  no validation: the last epoch was exported"
-    )
+    metric = (f"  {r.monitor}: best {best} at epoch {r.best_epoch}, last {last}" if r.validation
+              else "  no validation: the last epoch was exported")
     return "\n".join(
         [
             f"{r.stage}: stopped after epoch {r.last_epoch} ({r.stop_reason})",

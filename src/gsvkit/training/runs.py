@@ -62,11 +62,8 @@ def show_stage(stage_dir: Path, width: int = 60) -> str:
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     index_path = stage_dir / "checkpoints" / "index.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else None
-    monitor = (
-        (summary or {}).get("monitor")
-        or (index or {}).get("monitor")
-        or ("val/mel_l1" if stage_dir.name == "s2" else "val/loss")
-    )
+    monitor = (summary or {}).get("monitor") or (index or {}).get("monitor") or ("val/mel_l1" if stage_dir.name == "s2"
+                                                                               else "val/loss")
     table = epoch_table(read_metrics(stage_dir))
     chosen = (summary or {}).get("best_epoch")
     points = [(e, m[monitor]) for e, m in table.items() if monitor in m]
@@ -87,10 +84,8 @@ def show_stage(stage_dir: Path, width: int = 60) -> str:
     if summary:
         lines.append(f"stopped: {summary['stop_reason']}")
         if validated:
-            lines.append(
-                f"chosen:  epoch {summary['best_epoch']} ({monitor} {_figure(summary['best_value'])}) -> "
-                f"{summary['export']}"
-            )
+            lines.append(f"chosen:  epoch {summary['best_epoch']} ({monitor} {_figure(summary['best_value'])}) -> "
+                         f"{summary['export']}")
             lines.append(f"last:    epoch {summary['last_epoch']} ({monitor} {_figure(summary['last_value'])})")
         else:
             lines.append(f"chosen:  the last epoch, {summary['last_epoch']} (no validation) -> {summary['export']}")

@@ -60,8 +60,7 @@ class S1Module(ManualStepModule):
             (no_decay if p.dim() < 2 or "norm" in name or "alpha" in name else decay).append(p)
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=peak,
-            betas=(0.9, 0.95),
+            lr=peak, betas=(0.9, 0.95),
         )
         if t.plateau.enabled:
             return [opt], [{"scheduler": plateau_scheduler(opt, t.plateau, t.early_stopping.mode), "interval": "epoch"}]

@@ -100,17 +100,11 @@ def make_toy_dataset(
             save_file({"codes": codes.contiguous()}, str(root / "features" / f"{uid}.semantic.safetensors"))
             utts.append(
                 Utterance(
-                    id=uid,
-                    speaker=speaker,
-                    language=language,
-                    text=" ".join(f"p{p}" for p in phone_ids),
-                    norm_text=" ".join(f"p{p}" for p in phone_ids),
-                    phones=[f"p{p}" for p in phone_ids],
-                    phone_ids=phone_ids,
-                    duration=len(wav) / sr,
+                    id=uid, speaker=speaker, language=language, text=" ".join(f"p{p}" for p in phone_ids),
+                    norm_text=" ".join(f"p{p}" for p in phone_ids), phones=[f"p{p}" for p in phone_ids],
+                    phone_ids=phone_ids, duration=len(wav) / sr,
                     split="val" if i >= per_speaker - val_per_speaker else "train",
-                    clip=f"clips/{uid}.wav",
-                    source=f"synthetic:{speaker}",
+                    clip=f"clips/{uid}.wav", source=f"synthetic:{speaker}",
                 )
             )
     write_manifest(root, utts)
