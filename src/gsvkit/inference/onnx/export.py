@@ -136,13 +136,9 @@ class HubertGraph(nn.Module):
 
 def _fold_weight_norm(model: nn.Module) -> nn.Module:
     """Fold every weight-norm reparametrisation into plain weights (the hook caches by data pointer: untraceable)."""
-    from gsvkit.models.modules.weight_norm import _WeightNormHook, remove_weight_norm
+    from gsvkit.models.modules.weight_norm import fold_weight_norm
 
-    for module in model.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, _WeightNormHook):
-                remove_weight_norm(module, hook.name)
-    return model
+    return fold_weight_norm(model)
 
 
 def _export(module: nn.Module, args: tuple, path: Path, names_in: list[str], names_out: list[str],

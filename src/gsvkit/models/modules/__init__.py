@@ -16,7 +16,13 @@ from gsvkit.models.modules.mrte import MRTE
 from gsvkit.models.modules.resblocks import ResBlock1, ResBlock2
 from gsvkit.models.modules.style_encoder import MelStyleEncoder
 from gsvkit.models.modules.wavenet import WN
-from gsvkit.models.modules.weight_norm import has_weight_norm, recompute_weight_norm, remove_weight_norm, weight_norm
+from gsvkit.models.modules.weight_norm import (
+    fold_weight_norm,
+    has_weight_norm,
+    recompute_weight_norm,
+    remove_weight_norm,
+    weight_norm,
+)
 
 __all__ = [
     "FFN",
@@ -34,6 +40,7 @@ __all__ = [
     "ResBlock2",
     "ResidualCouplingBlock",
     "ResidualCouplingLayer",
+    "fold_weight_norm",
     "from_rows",
     "fused_add_tanh_sigmoid_multiply",
     "get_padding",

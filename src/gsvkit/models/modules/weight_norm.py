@@ -16,7 +16,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-__all__ = ["has_weight_norm", "recompute_weight_norm", "remove_weight_norm", "weight_norm"]
+__all__ = ["fold_weight_norm", "has_weight_norm", "recompute_weight_norm", "remove_weight_norm", "weight_norm"]
 
 
 M = TypeVar("M", bound=nn.Module)
@@ -88,6 +88,15 @@ def remove_weight_norm(module: M, name: str = "weight") -> M:
     del module._parameters[name + "_v"]
     module.register_parameter(name, nn.Parameter(weight.detach().clone()))
     return module
+
+
+def fold_weight_norm(model: M) -> M:
+    """`remove_weight_norm` on every weight-normed parameter of every submodule; returns `model`."""
+    for module in model.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, _WeightNormHook):
+                remove_weight_norm(module, hook.name)
+    return model
 
 
 @torch.no_grad()

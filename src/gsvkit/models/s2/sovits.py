@@ -41,11 +41,10 @@ from gsvkit.models.modules import (
     ResBlock2,
     ResidualCouplingBlock,
     ResidualCouplingLayer,
+    fold_weight_norm,
     from_rows,
-    has_weight_norm,
     rand_slice_segments,
     recompute_weight_norm,
-    remove_weight_norm,
     sequence_mask,
     to_rows,
     weight_norm,
@@ -428,16 +427,12 @@ class SynthesizerTrn(nn.Module):
         no longer has upstream's keys, so save from a model loaded in fp32. Returns self."""
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"s2 precision {precision!r}: use fp32 or bf16 (resolve_s2_precision maps auto)")
-        current = self.dec.conv_pre.weight.dtype
         if precision == "fp32":
-            if current == torch.bfloat16:
+            if self.precision == "bf16":
                 raise ConfigError("this s2 decoder was converted to bf16; load the file again for fp32")
             return self
-        if current != torch.bfloat16:
-            for module in self.dec.modules():
-                if has_weight_norm(module):
-                    remove_weight_norm(module)
-            self.dec.to(torch.bfloat16).requires_grad_(False)
+        if self.precision != "bf16":
+            fold_weight_norm(self.dec).to(torch.bfloat16).requires_grad_(False)
             with torch.inference_mode():  # build the windows' bf16 kernels now, not in the first request
                 p = self.dec.conv_pre.weight
                 for window in DECODE_WINDOWS:

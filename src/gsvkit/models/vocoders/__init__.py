@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from gsvkit.errors import CheckpointError
-from gsvkit.models.modules import has_weight_norm, recompute_weight_norm, remove_weight_norm
+from gsvkit.models.modules import fold_weight_norm, recompute_weight_norm
 from gsvkit.models.s2.sovits import Generator, check_layout, fp32_copy
 from gsvkit.models.vocoders.bigvgan import BigVGAN, BigVGANConfig
 
@@ -27,10 +27,7 @@ def v4_vocoder(upsample_initial_channel: int = 512) -> Generator:
         100, "1", [3, 7, 11], [[1, 3, 5]] * 3, [10, 6, 2, 2, 2], upsample_initial_channel, [20, 12, 4, 4, 4],
         gin_channels=0, post_bias=True,
     )  # fmt: skip
-    for module in gen.modules():
-        if has_weight_norm(module):
-            remove_weight_norm(module)
-    return gen
+    return fold_weight_norm(gen)
 
 
 def build_vocoder(version: str) -> nn.Module:
