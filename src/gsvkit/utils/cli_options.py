@@ -87,20 +87,22 @@ def _positive(value: float | None) -> float | None:
     return value
 
 
+def _one_of(choices: tuple[str, ...], value: str) -> str:
+    if value not in choices:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+    return value
+
+
 def _precision(value: str) -> str:
     from gsvkit.models.s1.gpt import PRECISIONS
 
-    if value not in PRECISIONS:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(PRECISIONS)}")
-    return value
+    return _one_of(PRECISIONS, value)
 
 
 def _s2_precision(value: str) -> str:
     from gsvkit.models.s2.sovits import S2_PRECISIONS
 
-    if value not in S2_PRECISIONS:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(S2_PRECISIONS)}")
-    return value
+    return _one_of(S2_PRECISIONS, value)
 
 
 # Model-loading options of the commands that speak (synth, serve, webui), defined once.
