@@ -9,6 +9,9 @@ upstream and gsvkit alternating for `--pairs` pairs; printed: per-pair ratios an
 - s1: tokens/s (upstream `infer_panel`, top_k 15, penalty 1.35 vs `Text2SemanticDecoder.generate` at `--mode`);
 - s2: decode time of the tokens (upstream `SynthesizerTrn.decode` vs gsvkit's at `--s2-mode`, noise 0.5);
 - e2e: s1 + s2 model time of one fragment (the text front end and the cached reference are not included);
+- first audio: time from the start of s1 to the first streamed chunk's audio (best of two): upstream's
+  `streaming_mode` (16-token chunks, `decode_streaming`) vs gsvkit's `WindowedDecoder` with the default
+  `StreamParams` (the rule `TTS.stream` uses), both generating and decoding in turn in one thread of control;
 - peak RSS of each process (weights built, both stages run).
 Quality (gsvkit at `--mode`/`--s2-mode` against gsvkit fp32/fp32, one process): greedy (top_k=1) token agreement
 over the run and the first divergent step; for sampled output with the same seed, the log-mel L1 distance of the
@@ -32,6 +35,11 @@ import time
 from pathlib import Path
 
 import torch
+
+try:
+    from gsvkit.models.s1.gpt import PRECISIONS
+except ImportError:  # the upstream worker's interpreter has no gsvkit; it ignores --mode
+    PRECISIONS = None  # type: ignore[assignment]
 
 ROOT = Path(__file__).resolve().parent.parent
 TX, TP, REF_FRAMES, S2_PHONES = 60, 75, 200, 60
@@ -105,6 +113,18 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
 
         def dec(codes):
             return s2.decode(codes, x["s2_phones"], [x["refer"]], noise_scale=0.5)
+
+        def first_audio() -> float:  # upstream's streaming_mode: the first 16-token chunk, then decode_streaming
+            torch.manual_seed(0)
+            t0 = time.perf_counter()
+            steps = s1.infer_panel_naive(x["phones"], torch.tensor([TX]), x["prompt"], x["bert"],
+                                         early_stop_num=args.tokens, streaming_mode=True, chunk_length=16,
+                                         **kw)  # fmt: skip
+            tokens, _ = next(steps)
+            s2.decode_streaming(tokens.unsqueeze(0), x["s2_phones"], [x["refer"]], noise_scale=0.5)
+            t = time.perf_counter() - t0
+            steps.close()
+            return t
     else:
         s1, s2 = _gsvkit_models(s1_sd, s2_sd, args.mode, args.s2_mode)
         del s1_sd, s2_sd
@@ -116,15 +136,30 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
         def dec(codes):
             return s2.decode(codes, x["s2_phones"], [x["refer"]], 0.5, generator=torch.Generator().manual_seed(0))
 
+        def first_audio() -> float:  # `TTS.stream`'s rule: WindowedDecoder with the default StreamParams
+            from gsvkit.inference.streaming import WindowedDecoder
+
+            t0 = time.perf_counter()
+            windows = WindowedDecoder(lambda tokens: dec(tokens[None, None]).reshape(-1).numpy())
+            kw = {"top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.35}
+            steps = s1.generate_iter(x["phones"], x["bert"], x["prompt"], max_new_tokens=args.tokens, seed=0, **kw)
+            for token in steps:
+                if windows.push(token):
+                    break
+            t = time.perf_counter() - t0
+            steps.close()
+            return t
+
     gen(12)  # warm-up
     dec(x["codes"][..., :25])
+    first = first_audio()
     t0 = time.perf_counter()
     n = gen(args.tokens)
     t1 = time.perf_counter()
     wav = dec(x["codes"])
     t2 = time.perf_counter()
     return {"s1_tok_s": n / (t1 - t0), "s1_s": t1 - t0, "s2_s": t2 - t1, "tokens": n, "audio_s": wav.shape[-1] / 32000,
-            "peak_rss_mb": _rss_mb()}  # fmt: skip
+            "first_audio_s": min(first, first_audio()), "peak_rss_mb": _rss_mb()}  # fmt: skip
 
 
 @torch.inference_mode()
@@ -185,7 +220,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--pairs", type=int, default=5)
     p.add_argument("--tokens", type=int, default=250)
-    p.add_argument("--mode", default="int8", choices=("fp32", "bf16", "int8"), help="gsvkit s1 precision measured")
+    p.add_argument("--mode", default="int8", choices=PRECISIONS, help="gsvkit s1 precision measured")
     p.add_argument("--s2-mode", default="auto", choices=("auto", "fp32", "bf16"), help="gsvkit s2 precision measured")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--worker", choices=("upstream", "gsvkit", "quality"), help=argparse.SUPPRESS)
@@ -199,16 +234,20 @@ def main() -> None:
         got = {who: _run(args, who) for who in order}
         up, gk = got["upstream"], got["gsvkit"]
         rows.append({"upstream": up, "gsvkit": gk, "s1": gk["s1_tok_s"] / up["s1_tok_s"], "s2": up["s2_s"] / gk["s2_s"],
-                     "e2e": (up["s1_s"] + up["s2_s"]) / (gk["s1_s"] + gk["s2_s"])})  # fmt: skip
+                     "e2e": (up["s1_s"] + up["s2_s"]) / (gk["s1_s"] + gk["s2_s"]),
+                     "first": up["first_audio_s"] / gk["first_audio_s"]})  # fmt: skip
         if not args.json:
             r = rows[-1]
-            print(f"pair {i + 1}: s1 {r['s1']:.2f}x  s2 {r['s2']:.2f}x  e2e {r['e2e']:.2f}x", flush=True)
+            print(f"pair {i + 1}: s1 {r['s1']:.2f}x  s2 {r['s2']:.2f}x  e2e {r['e2e']:.2f}x  first audio "
+                  f"{r['first']:.2f}x", flush=True)  # fmt: skip
     q = _run(args, "quality")
 
     def med(key: str, who: str | None = None) -> float:
         return statistics.median(r[who][key] if who else r[key] for r in rows)
 
-    result = {"s1_speedup": med("s1"), "s2_speedup": med("s2"), "e2e_speedup": med("e2e"), "first_audio_s": None,
+    result = {"s1_speedup": med("s1"), "s2_speedup": med("s2"), "e2e_speedup": med("e2e"),
+              "first_audio_s": med("first_audio_s", "gsvkit"), "first_audio_speedup": med("first"),
+              "upstream_first_audio_s": med("first_audio_s", "upstream"),
               "peak_rss_mb": med("peak_rss_mb", "gsvkit"), "upstream_peak_rss_mb": med("peak_rss_mb", "upstream"),
               "threads": args.threads, "pairs": args.pairs, "tokens": args.tokens,
               "mode": f"precision {args.mode}, s2_precision {args.s2_mode}",
@@ -223,6 +262,8 @@ def main() -> None:
     print(f"s2 decode s   upstream {result['upstream_s2_s']:.2f}  gsvkit {result['gsvkit_s2_s']:.2f}  "
           f"median ratio {result['s2_speedup']:.2f}x")
     print(f"s1+s2         median ratio {result['e2e_speedup']:.2f}x")
+    print(f"first audio s upstream {result['upstream_first_audio_s']:.2f}  gsvkit {result['first_audio_s']:.2f}  "
+          f"median ratio {result['first_audio_speedup']:.2f}x")
     print(f"peak RSS MB   upstream {result['upstream_peak_rss_mb']:.0f}  gsvkit {result['peak_rss_mb']:.0f}")
     print(f"quality vs fp32: greedy agreement {q['greedy_agreement']:.3f} (first divergence "
           f"{q['greedy_first_divergence']}), sampled mel distance {q['sampled_mel_distance']:.3f}, "

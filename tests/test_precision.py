@@ -1,4 +1,4 @@
-"""s1 precisions (fp32 | bf16 | int8) as settings of one model: numerical bounds of each fast path against fp32.
+"""s1 precisions (fp32 | bf16 | int8 | int4) as settings of one model: numerical bounds of each fast path against fp32.
 
 Bounds were measured on the synthetic weights used here and are stated with a margin (see the note in
 `benchmarks/vs_upstream.py` for the figures on a whole 250-token run): logits (max |Δ| relative to max |logit|),
@@ -19,8 +19,12 @@ from gsvkit.models.s1.gpt import PRECISIONS
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 # precision → (max |Δlogit| / max |logit|, teacher-forced argmax agreement) bounds
-LOGIT_BOUNDS = {"bf16": (0.03, 0.95), "int8": (0.06, 0.90)}
-MEL_BOUNDS = {"bf16": 1.0, "int8": 1.0}  # log-mel L1 of the sampled output to fp32, same seed (measured: 0.0)
+# (tiny weights; measured: bf16 0.006 / 1.0, int8 0.017 / 0.967, int4 0.038 / 0.934)
+LOGIT_BOUNDS = {"bf16": (0.03, 0.95), "int8": (0.06, 0.90), "int4": (0.08, 0.85)}
+# official-size default-init weights: (max |Δlogit| rel, teacher-forced agreement, greedy agreement over 80 tokens);
+# measured bf16 0.014 / 1.0 / 1.0, int8 0.029 / 0.984 / 0.900, int4 0.180 / 0.590 / 0.350 (the least exact).
+OFFICIAL_BOUNDS = {"bf16": (0.03, 0.95, 0.85), "int8": (0.06, 0.90, 0.85), "int4": (0.30, 0.50, 0.25)}
+MEL_BOUNDS = {"bf16": 1.0, "int8": 1.0, "int4": 1.0}  # log-mel L1 of the sampled output to fp32, same seed
 
 
 def _model(path: Path) -> Text2SemanticDecoder:
@@ -46,7 +50,7 @@ def _logit_figures(model, precision):
     return rel, agree
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("precision", ["bf16", "int8", "int4"])
 def test_tiny_logits_within_bounds(precision):
     rel, agree = _logit_figures(_model(CONFIGS / "tiny" / "s1.yaml"), precision)
     max_rel, min_agree = LOGIT_BOUNDS[precision]
@@ -58,24 +62,24 @@ def test_fp32_is_the_model_itself_and_unknown_precisions_are_refused():
     assert model.with_precision("fp32") is model
     assert next(model.with_precision("bf16").parameters()).dtype == torch.bfloat16
     assert next(model.parameters()).dtype == torch.float32  # the fast copies leave the model alone
-    with pytest.raises(ConfigError, match="fp16.*fp32, bf16, int8"):
+    with pytest.raises(ConfigError, match="fp16.*fp32, bf16, int8, int4"):
         model.with_precision("fp16")
-    assert PRECISIONS == ("fp32", "bf16", "int8")
+    assert PRECISIONS == ("fp32", "bf16", "int8", "int4")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("precision", ["bf16", "int8", "int4"])
 def test_official_size_logits_and_greedy_tokens_within_bounds(precision):
     torch.set_num_threads(1)
     model = _model(CONFIGS / "s1-v2.yaml")
     rel, agree = _logit_figures(model, precision)
-    max_rel, min_agree = LOGIT_BOUNDS[precision]
+    max_rel, min_agree, min_greedy = OFFICIAL_BOUNDS[precision]
     assert 0 < rel < max_rel and agree >= min_agree
     phones, bert, prompt = _inputs(model.cfg)
     base = model.generate(phones, bert, prompt, top_k=1, max_new_tokens=80)[0]
     fast = model.with_precision(precision).generate(phones, bert, prompt, top_k=1, max_new_tokens=80)[0]
     n = min(len(base), len(fast))
-    assert n >= 60 and float((base[:n] == fast[:n]).float().mean()) >= 0.85
+    assert n >= 60 and float((base[:n] == fast[:n]).float().mean()) >= min_greedy
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -111,6 +115,7 @@ def _speak(voice, precision):
     s1 = tts.bundle.s1
     assert next(s1.parameters(), torch.zeros(0)).dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
     assert ("quantized" in type(s1.h.layers[0].linear1).__module__) == (precision == "int8")
+    assert (type(s1.h.layers[0].linear1).__name__ == "Int4Linear") == (precision == "int4")
     torch.set_num_threads(1)
     return tts.synthesize("Hello world. This is a small test.", "en", seed=0, max_new_tokens=40)
 
@@ -129,8 +134,8 @@ def test_unknown_precision_is_refused_by_the_api():
     from gsvkit.errors import GsvError
     from gsvkit.inference.pipeline import TTS
 
-    with pytest.raises(GsvError, match="precision 'int4'"):
-        TTS(precision="int4")
+    with pytest.raises(GsvError, match="precision 'int2': use one of fp32, bf16, int8, int4"):
+        TTS(precision="int2")
 
 
 # ------------------------------------------------------------------------------------- s2 precision surfaces

@@ -113,7 +113,7 @@ def load_bundle(
     vocoder: str | os.PathLike | None = None,
     s2_precision: str = "auto",
 ) -> ModelBundle:
-    """Load and cross-check s1 and s2; s1 at `precision` (fp32 | bf16 | int8), s2's decoder at `s2_precision`
+    """Load and cross-check s1 and s2; s1 at `precision` (fp32 | bf16 | int8 | int4), s2's decoder at `s2_precision`
     (auto | fp32 | bf16, see `resolve_s2_precision`). With `reuse`, a side whose path is unchanged keeps its loaded
     model.
 

@@ -110,7 +110,8 @@ HubertDir = Annotated[Path | None, typer.Option("--hubert", help="HuBERT model d
 BertDir = Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model directory")]
 SvModel = Annotated[Path | None, typer.Option("--sv-model", help="v2Pro/v2ProPlus speaker-verification model file")]
 Precision = Annotated[
-    str, typer.Option("--precision", help="s1 weights: fp32, bf16 or int8 (faster, approximate)", callback=_precision)
+    str,
+    typer.Option("--precision", help="s1 weights: fp32, bf16, int8 or int4 (faster, approximate)", callback=_precision),
 ]
 S2Precision = Annotated[
     str,

@@ -15,7 +15,7 @@ the Lightning `model.` prefix, so official weights load key for key.
 Inference uses a per-layer key/value cache, preallocated and grown by doubling: one new token per step reads every
 weight once (fp32 decoding at batch 1 is bound by memory bandwidth), so several texts after the same prompt decode
 together for little more than one (`generate_batch`; `decode_steps` takes B rows of different phone lengths).
-`with_precision("bf16" | "int8")` gives faster, approximate variants of the same model.
+`with_precision("bf16" | "int8" | "int4")` gives faster, approximate variants of the same model.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from gsvkit.models.s1.sampling import MIN_NEW_TOKENS as MIN_NEW_TOKENS
 from gsvkit.models.s1.sampling import Sampling, next_token
 
 IGNORE_INDEX = -100
-PRECISIONS = ("fp32", "bf16", "int8")  # s1 weight formats for inference; see `Text2SemanticDecoder.with_precision`
+PRECISIONS = ("fp32", "bf16", "int8", "int4")  # s1 weight formats for inference; see `with_precision`
+INT4_GROUP = 32  # inputs per 4-bit scale (`quantize_int4`)
 
 
 # ------------------------------------------------------------------------------------------------ building blocks
@@ -481,12 +482,15 @@ class Text2SemanticDecoder(nn.Module):
 
     # ------------------------------------------------------------------------------------------ speed variants
     def with_precision(self, precision: str) -> Text2SemanticDecoder:
-        """The same model at one of `PRECISIONS`: "fp32" (self), "bf16" (an inference copy in bfloat16) or "int8"
-        (`quantize_int8`). The decoding rule and the logits' dtype (fp32) are the same for all three."""
+        """The same model at one of `PRECISIONS`: "fp32" (self), "bf16" (an inference copy in bfloat16), "int8"
+        (`quantize_int8`) or "int4" (`quantize_int4`, CPU only). The decoding rule and the logits' dtype (fp32) are
+        the same for all four."""
         if precision not in PRECISIONS:
             raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         if precision == "int8":
             return self.quantize_int8()
+        if precision == "int4":
+            return self.quantize_int4()
         if precision == "bf16":
             return copy.deepcopy(self).to(torch.bfloat16).eval()
         return self
@@ -511,9 +515,46 @@ class Text2SemanticDecoder(nn.Module):
                 lin = nn.Linear(attn.in_proj_weight.shape[1], attn.in_proj_weight.shape[0])
                 lin.weight, lin.bias = attn.in_proj_weight, attn.in_proj_bias
                 lin.qconfig = per_channel_dynamic_qconfig
-                attn.qkv_int8 = nnqd.Linear.from_float(lin)
+                attn.qkv_quantized = nnqd.Linear.from_float(lin)
                 del attn.in_proj_weight, attn.in_proj_bias  # the packed int8 copy replaces them
             return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+    def quantize_int4(self, group: int = INT4_GROUP) -> Text2SemanticDecoder:
+        """An inference-only CPU copy whose transformer layers use 4-bit weights with one scale per `group` inputs
+        (`Int4Linear`); the output layer (1025 rows, not a multiple of 16) stays int8 as in `quantize_int8`.
+
+        Half the weight bytes of int8 per token. More approximate than int8: see the README's precision table for
+        the measured token agreement and mel distance. The copy's state_dict has no upstream layout.
+        """
+        from gsvkit.models.modules.int4 import Int4Linear
+
+        if self._anchor.device.type != "cpu":
+            raise ConfigError("precision int4 runs on the CPU only; use int8 or bf16 on a GPU")
+        dim, ffn = self.cfg.hidden_dim, self.h.layers[0].linear1.out_features
+        if dim % 16 or ffn % 16 or dim % group or ffn % group:
+            raise ConfigError(
+                f"precision int4 needs hidden_dim ({dim}) and linear_units ({ffn}) to be multiples of 16 and of "
+                f"the group size {group}; use int8 for this model"
+            )
+        model = copy.deepcopy(self).float().eval()
+        for layer in model.h.layers:
+            attn = layer.self_attn
+            lin = nn.Linear(attn.in_proj_weight.shape[1], attn.in_proj_weight.shape[0])
+            lin.weight, lin.bias = attn.in_proj_weight, attn.in_proj_bias
+            attn.qkv_quantized = Int4Linear.from_linear(lin, group)
+            del attn.in_proj_weight, attn.in_proj_bias
+            attn.out_proj = Int4Linear.from_linear(attn.out_proj, group)  # type: ignore[assignment]
+            layer.linear1 = Int4Linear.from_linear(layer.linear1, group)  # type: ignore[assignment]
+            layer.linear2 = Int4Linear.from_linear(layer.linear2, group)  # type: ignore[assignment]
+        head = model.ar_predict_layer
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+            from torch.ao.nn.quantized import dynamic as nnqd
+            from torch.ao.quantization import per_channel_dynamic_qconfig
+
+            head.qconfig = per_channel_dynamic_qconfig  # type: ignore[assignment]
+            model.ar_predict_layer = nnqd.Linear.from_float(head)  # type: ignore[assignment]
+        return model
 
 
 def pad_rows(

@@ -1,0 +1,87 @@
+"""4-bit weight-only linear layers (`Int4Linear`) and the one-query attention of a decoding step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gsvkit.config import ConfigError, S1ModelConfig
+from gsvkit.models.modules.int4 import Int4Linear, unpack_int4
+from gsvkit.models.s1 import Text2SemanticDecoder
+from gsvkit.models.s1.attention import one_query_attention
+
+
+def _linear(n=48, k=64, seed=0) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(k, n)
+
+
+@pytest.mark.parametrize("group", [32, 64])
+def test_weights_are_rounded_to_their_group_grid(group):
+    lin = _linear()
+    q = Int4Linear.from_linear(lin, group)
+    got = unpack_int4(q)  # [N, K], what the kernel multiplies by
+    w = lin.weight.detach().reshape(48, 64 // group, group)
+    lo, hi = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+    step = (hi - lo) / 15
+    err = (got.reshape_as(w) - w).abs()
+    # Round to nearest on a 16-level grid: at most half a step, plus bf16 storage of scale and offset.
+    assert bool((err <= step / 2 + 0.01 * (hi - lo)).all())
+    assert float(err.mean()) > 0  # it is 4-bit: not the float weights
+    codes = ((got.reshape_as(w) - lo) / step).round()
+    assert int(codes.min()) >= 0 and int(codes.max()) <= 15 and len(torch.unique(codes)) > 8
+
+
+def test_output_is_the_product_with_the_rounded_weights():
+    lin = _linear()
+    q = Int4Linear.from_linear(lin)
+    x = torch.randn(2, 3, 64)  # any leading shape
+    y = q(x)
+    assert y.shape == (2, 3, 48) and y.dtype == torch.float32
+    exact = F.linear(x.bfloat16().float(), unpack_int4(q), lin.bias.detach())
+    assert torch.allclose(y, exact, atol=0.02, rtol=0.01)  # bf16 activations and output rounding only
+    assert float((y - lin(x).detach()).abs().max()) > 1e-3  # and not the float layer
+
+
+def test_shapes_the_kernel_cannot_take_are_refused():
+    with pytest.raises(ValueError, match="multiple|% 16"):
+        Int4Linear.from_linear(_linear(n=40))  # 40 outputs: not a multiple of 16
+    with pytest.raises(ValueError, match="group size 48"):
+        Int4Linear.from_linear(_linear(), group=48)
+    cfg = S1ModelConfig(version="v2", vocab_size=65, embedding_dim=24, hidden_dim=24, head=2, linear_units=48,
+                        n_layer=1, eos=64, bert_dim=1024)  # fmt: skip
+    with pytest.raises(ConfigError, match="hidden_dim \\(24\\).*use int8"):
+        Text2SemanticDecoder(cfg).with_precision("int4")
+
+
+def test_int4_copy_uses_4_bit_layers_and_leaves_the_model_alone():
+    cfg = S1ModelConfig(version="v2", vocab_size=65, embedding_dim=32, hidden_dim=32, head=2, linear_units=64,
+                        n_layer=2, eos=64, bert_dim=1024)  # fmt: skip
+    torch.manual_seed(0)
+    model = Text2SemanticDecoder(cfg).eval()
+    q = model.with_precision("int4")
+    layer = q.h.layers[0]
+    assert isinstance(layer.linear1, Int4Linear) and isinstance(layer.self_attn.qkv_quantized, Int4Linear)
+    assert "quantized" in type(q.ar_predict_layer).__module__  # the 65-row output layer stays int8
+    assert type(model.h.layers[0].linear1) is nn.Linear  # the float model is unchanged
+    assert isinstance(model.h.layers[0].self_attn.in_proj_weight, nn.Parameter)
+    packed = sum(b.numel() * b.element_size() for n, b in q.h.named_buffers() if n.endswith("packed"))
+    floats = sum(p.numel() * 4 for n, p in model.h.named_parameters() if "weight" in n and "norm" not in n)
+    assert packed * 8 == floats  # 4 bits per weight instead of 32
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_one_query_attention_equals_torch_attention(masked):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(2, 4, 1, 8, generator=g), torch.randn(2, 4, 9, 8, generator=g), torch.randn(2, 4, 9, 8)
+    mask = None
+    if masked:
+        mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+        mask[1, ..., :3] = False  # row 1's first keys are padding
+    got = one_query_attention(q, k, v, mask)
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.allclose(got, want, atol=1e-6)
+    if masked:
+        assert not torch.allclose(got, F.scaled_dot_product_attention(q, k, v), atol=1e-3)
