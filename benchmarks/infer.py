@@ -8,15 +8,19 @@ Printed (medians over `--repeats` after a warm-up):
 - whole synthesis: end-to-end RTF (text front end + s1 + s2, reference cached), s1 tokens/s, s2 decode RTF;
 - the reference's first use (HuBERT + prompt tokens + spectrogram), which later calls take from the cache;
 - streaming: time to the first audio chunk and the stream's overall RTF, with the default `StreamParams`;
-- peak resident memory of the process.
+- peak resident memory of the process that loads the models and synthesises (the synthetic weights are built in
+  another process first, so their construction is not counted).
+
+`--voice`: speak with a voice directory made by `create_voice` (its reference's prompt tokens stored), as a user of
+a trained v2 voice does: the measuring process then never loads HuBERT.
 
 `--batch-pairs N` prints instead the gain of `batch_size`: a text of 4 fragments of `--tokens` tokens each,
 synthesised with batch_size 1 and 4 alternately (N pairs, the order swapped every pair), with per-pair and median
 paired ratios (batch 1 time / batch 4 time) of the s1 time and the end-to-end time. At batch_size 4, s1 generates
 the 4 fragments as one batch and s2 decodes them as one sequence.
 
-Run: `python benchmarks/infer.py` (`--threads 2`, `--tokens 250`, `--repeats 3`, `--precision fp32|bf16|int8`,
-`--s2-precision auto|fp32|bf16`).
+Run: `python benchmarks/infer.py` (`--threads 2`, `--tokens 250`, `--repeats 3`, `--precision fp32|bf16|int8|int4`,
+`--s2-precision auto|fp32|bf16`, `--voice`).
 Nothing is asserted; upstream on a quiet 2-thread CPU: s1 29-30 tokens/s, s2 RTF 0.26-0.38, s1+s2 RTF 1.1-1.2.
 Print the load average with the figures: on a CPU shared with other work, two OpenMP threads per op make batch-1
 s1 decoding several times slower than one thread (every small op waits for the slower thread), so compare
@@ -26,6 +30,7 @@ s1 decoding several times slower than one thread (every small op waits for the s
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import resource
 import statistics
@@ -37,6 +42,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from gsvkit.models.s1.gpt import PRECISIONS
+from gsvkit.models.s2.sovits import S2_PRECISIONS
+
+REF_TEXT = "This is a reference clip of four seconds."
 TEXT = "The quick brown fox jumps over the lazy dog while the band plays on"
 TEXT4 = (
     "The quick brown fox jumps over the lazy dog. A small boat drifts across the quiet lake. "
@@ -70,6 +79,16 @@ def build(root: Path) -> dict[str, Path]:
             "ref": root / "ref.wav"}  # fmt: skip
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: Linux's VmHWM, which starts afresh at exec (getrusage's ru_maxrss keeps
+    the spawning parent's peak, here the one that built the weights), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def batch_pairs(tts, kw: dict, pairs: int) -> None:
     """TEXT4 at batch_size 1 and 4, alternating; per-pair and median ratios of batch 1's time to batch 4's."""
     kw = {**kw, "split": "cut5", "split_bucket": False}  # 4 fragments in text order: one batch of 4
@@ -101,10 +120,28 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=250)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"), help="s1 weights")
-    parser.add_argument("--s2-precision", default="auto", choices=("auto", "fp32", "bf16"), help="s2 decoder")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="s1 weights")
+    parser.add_argument("--s2-precision", default="auto", choices=S2_PRECISIONS, help="s2 decoder")
     parser.add_argument("--batch-pairs", type=int, default=0, help="compare batch_size 1 and 4 (see above)")
+    parser.add_argument("--voice", action="store_true", help="speak with a voice directory (see above)")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = build(Path(tmp))
+        if args.voice:
+            from gsvkit.inference.voice import create_voice
+
+            files["voice"] = Path(tmp) / "voice"
+            create_voice(files["voice"], s1=files["s1"], s2=files["s2"], ref_audio=files["ref"],
+                         ref_text=REF_TEXT, ref_lang="en", hubert=files["hubert"],
+                         consent="synthetic benchmark clip, no person")  # fmt: skip
+        child = multiprocessing.get_context("spawn").Process(target=measure, args=(args, files))
+        child.start()
+        child.join()
+        if child.exitcode:
+            raise SystemExit(child.exitcode)
+
+
+def measure(args: argparse.Namespace, files: dict[str, Path]) -> None:
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {torch.backends.cpu.get_cpu_capability()}"
@@ -112,64 +149,67 @@ def main() -> None:
 
     from gsvkit.inference.pipeline import TTS
 
-    with tempfile.TemporaryDirectory() as tmp:
-        files = build(Path(tmp))
-        t0 = time.perf_counter()
+    t0 = time.perf_counter()
+    if "voice" in files:
+        tts = TTS(files["voice"], precision=args.precision, s2_precision=args.s2_precision)
+        ref = {}
+    else:
         tts = TTS(s1=files["s1"], s2=files["s2"], hubert=files["hubert"], precision=args.precision,
                   s2_precision=args.s2_precision)  # fmt: skip
-        print(f"load s1+s2: {time.perf_counter() - t0:.2f} s")
-        ref = {"ref_audio": files["ref"], "ref_text": "This is a reference clip of four seconds.", "ref_lang": "en",
+        ref = {"ref_audio": files["ref"], "ref_text": REF_TEXT, "ref_lang": "en",
                "consent": "synthetic benchmark clip, no person"}  # fmt: skip
-        kw = {**ref, "split": "cut0", "max_new_tokens": args.tokens, "seed": 0, "fragment_interval": 0.0}
+    print(f"load s1+s2: {time.perf_counter() - t0:.2f} s")
+    kw = {**ref, "split": "cut0", "max_new_tokens": args.tokens, "seed": 0, "fragment_interval": 0.0}
 
-        if args.batch_pairs:
-            batch_pairs(tts, kw, args.batch_pairs)
-            return
+    if args.batch_pairs:
+        batch_pairs(tts, kw, args.batch_pairs)
+        return
+    t0 = time.perf_counter()
+    first = tts.synthesize_result(TEXT, "en", **kw)  # cold: HuBERT loads, reference features computed
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tts.cache.clear()
+    tts.synthesize_result("Warm up.", "en", **{**kw, "max_new_tokens": 5})
+    ref_cost = time.perf_counter() - t0
+    loads = "the text front end" if "voice" in files else "HuBERT and the text front end"
+    print(f"first call (loads {loads}): {cold:.2f} s; reference features plus a 5-token call: {ref_cost:.2f} s")
+
+    runs = []
+    for _ in range(args.repeats):
         t0 = time.perf_counter()
-        first = tts.synthesize_result(TEXT, "en", **kw)  # cold: HuBERT loads, reference features computed
-        cold = time.perf_counter() - t0
+        res = tts.synthesize_result(TEXT, "en", **kw)
+        runs.append((time.perf_counter() - t0, res))
+    audio_s = len(first.audio) / first.sample_rate
+    n = sum(first.tokens_per_fragment)
+    total = statistics.median(r[0] for r in runs)
+    s1 = statistics.median(r[1].timings["s1"] for r in runs)
+    s2 = statistics.median(r[1].timings["s2"] for r in runs)
+    prep = statistics.median(r[1].timings["prepare"] for r in runs)
+    print(f"whole: {n} tokens = {audio_s:.2f} s of audio in {total:.2f} s -> end-to-end RTF {total / audio_s:.3f}")
+    print(f"  text + cached reference {prep:.3f} s | s1 {s1:.2f} s = {n / s1:.1f} tokens/s | "
+          f"s2 decode {s2:.2f} s = RTF {s2 / audio_s:.3f} | s1+s2 RTF {(s1 + s2) / audio_s:.3f}")  # fmt: skip
+
+    stream_runs = []
+    for _ in range(args.repeats):
         t0 = time.perf_counter()
-        tts.cache.clear()
-        tts.synthesize_result("Warm up.", "en", **{**kw, "max_new_tokens": 5})
-        ref_cost = time.perf_counter() - t0
-        print(f"first call (loads HuBERT and the text front end): {cold:.2f} s; reference features (HuBERT + "
-              f"spectrogram) plus a 5-token call: {ref_cost:.2f} s")  # fmt: skip
-
-        runs = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            res = tts.synthesize_result(TEXT, "en", **kw)
-            runs.append((time.perf_counter() - t0, res))
-        audio_s = len(first.audio) / first.sample_rate
-        n = sum(first.tokens_per_fragment)
-        total = statistics.median(r[0] for r in runs)
-        s1 = statistics.median(r[1].timings["s1"] for r in runs)
-        s2 = statistics.median(r[1].timings["s2"] for r in runs)
-        prep = statistics.median(r[1].timings["prepare"] for r in runs)
-        print(f"whole: {n} tokens = {audio_s:.2f} s of audio in {total:.2f} s -> end-to-end RTF {total / audio_s:.3f}")
-        print(f"  text + cached reference {prep:.3f} s | s1 {s1:.2f} s = {n / s1:.1f} tokens/s | "
-              f"s2 decode {s2:.2f} s = RTF {s2 / audio_s:.3f} | s1+s2 RTF {(s1 + s2) / audio_s:.3f}")  # fmt: skip
-
-        stream_runs = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            stream = tts.stream(TEXT, "en", **kw)
-            first_chunk = None
-            samples = 0
-            chunks = 0
-            for chunk in stream:
-                if first_chunk is None:
-                    first_chunk = time.perf_counter() - t0
-                samples += len(chunk)
-                chunks += 1
-            stream_runs.append((first_chunk, time.perf_counter() - t0, samples, chunks))
-        ttfa = statistics.median(r[0] for r in stream_runs)
-        st = statistics.median(r[1] for r in stream_runs)
-        sa = stream_runs[0][2] / tts.sample_rate
-        print(f"stream: first audio after {ttfa:.2f} s (whole synthesis: {total:.2f} s); {stream_runs[0][3]} chunks, "
-              f"{sa:.2f} s of audio in {st:.2f} s -> RTF {st / sa:.3f}")  # fmt: skip
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS {peak:.0f} MB")
+        stream = tts.stream(TEXT, "en", **kw)
+        first_chunk = None
+        samples = 0
+        chunks = 0
+        for chunk in stream:
+            if first_chunk is None:
+                first_chunk = time.perf_counter() - t0
+            samples += len(chunk)
+            chunks += 1
+        stream_runs.append((first_chunk, time.perf_counter() - t0, samples, chunks))
+    ttfa = statistics.median(r[0] for r in stream_runs)
+    st = statistics.median(r[1] for r in stream_runs)
+    sa = stream_runs[0][2] / tts.sample_rate
+    print(f"stream: first audio after {ttfa:.2f} s (whole synthesis: {total:.2f} s); {stream_runs[0][3]} chunks, "
+          f"{sa:.2f} s of audio in {st:.2f} s -> RTF {st / sa:.3f}")  # fmt: skip
+    peak = peak_rss_mb()
+    held = "voice, no HuBERT" if "voice" in files else "HuBERT loaded"
+    print(f"peak RSS of the synthesising process {peak:.0f} MB ({held})")
 
 
 if __name__ == "__main__":

@@ -253,6 +253,19 @@ def test_stream_starts_before_s1_finishes(tts, monkeypatch, threaded):
     assert n_at_first < len(seen)  # audio came out while tokens were still being generated
 
 
+def test_streaming_uses_a_token_thread_only_where_cores_allow(monkeypatch):
+    from gsvkit.inference.batching import threaded
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert threaded(None, cpu) is False  # 2 cores, 2 threads: s1 and s2 would take turns
+    assert threaded(None, gpu) is True and threaded(True, cpu) is True
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert threaded(None, cpu) is True  # one core each
+    assert threaded(False, cpu) is False
+
+
 def test_threaded_stream_is_deterministic_and_stops(tts):
     import threading
 
@@ -260,7 +273,7 @@ def test_threaded_stream_is_deterministic_and_stops(tts):
     a = np.concatenate(list(tts.stream(TEXT, "en", stream={"threaded": True}, **kw)))
     b = np.concatenate(list(tts.stream(TEXT, "en", stream={"threaded": False}, **kw)))
     np.testing.assert_array_equal(a, b)  # windows are cut by token count, never by timing
-    stream = tts.stream(TEXT, "en", **kw)
+    stream = tts.stream(TEXT, "en", stream={"threaded": True}, **kw)
     next(iter(stream))
     stream.close()  # a listener who leaves: the token thread ends too
     assert not any(t.name == "gsvkit-s1" for t in threading.enumerate())
@@ -340,6 +353,17 @@ def test_voice_without_hubert_uses_stored_prompt(voice_dir, assets, tmp_path):
     np.testing.assert_array_equal(a, b)
     with pytest.raises(CheckpointError, match="HuBERT"):
         tts.synthesize(TEXT, "en", ref_audio=assets["aux"], ref_text="Other clip.", ref_lang="en", consent=CONSENT)
+
+
+def test_voice_with_stored_prompt_never_loads_hubert_for_its_own_clip(voice_dir, assets):
+    from gsvkit.inference.pipeline import TTS
+
+    tts = TTS(voice_dir, hubert=assets["hubert"])  # HuBERT at hand, and the voice stores its prompt tokens
+    tts.synthesize(TEXT, "en", seed=1, **SHORT)
+    assert tts.prompts._hubert is None  # the stored tokens were used: HuBERT (about 380 MB) never loaded
+    tts.synthesize(TEXT, "en", ref_audio=assets["aux"], ref_text="Other clip.", ref_lang="en", consent=CONSENT,
+                   **SHORT)  # fmt: skip
+    assert tts.prompts._hubert is not None  # another clip has to be read
 
 
 def test_no_models_no_reference(assets):

@@ -94,7 +94,11 @@ class StreamParams(BaseModel):
     left_context_tokens: int = Field(16, ge=0, le=500, description="already-spoken tokens re-decoded as context")
     lookahead_tokens: int = Field(2, ge=0, le=50, description="newest tokens decoded but held back for context")
     crossfade_tokens: int = Field(1, ge=0, le=50, description="overlap between chunks, faded linearly")
-    threaded: bool = Field(True, description="generate tokens in a background thread while s2 decodes")
+    threaded: bool | None = Field(
+        None,
+        description="generate tokens in a background thread while s2 decodes; None: where the device has room for "
+        "both (a GPU, or a CPU with at least twice torch's threads in cores; see `inference.batching.threaded`)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> StreamParams:

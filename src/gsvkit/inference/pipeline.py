@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from gsvkit.errors import CheckpointError, GsvError, TextError
-from gsvkit.inference.batching import background, fragment_batches
+from gsvkit.inference.batching import background, fragment_batches, threaded
 from gsvkit.inference.bundle import ModelBundle, load_bundle
-from gsvkit.inference.job import Job, decode_tokens, generate_batch_tokens, generate_tokens, generators
+from gsvkit.inference.job import Job, decode_tokens, generate_batch_tokens, generate_tokens, generators, model_device
 from gsvkit.inference.params import (
     DEFAULT_MAX_TEXT_CHARS,
     StreamParams,
@@ -428,7 +428,8 @@ class TTS:
 
             dec = WindowedDecoder(decode, sp)
             tokens = generate_tokens(job, frag, g1)
-            for tok in background(tokens) if sp.threaded else tokens:
+            in_background = threaded(sp.threaded, model_device(job.bundle.s1))
+            for tok in background(tokens) if in_background else tokens:
                 for chunk in dec.push(tok):  # one token at a time: windows never depend on timing
                     yield self.guard.mark(np.clip(chunk, -1.0, 1.0), sr)
             for chunk in dec.finish():

@@ -77,8 +77,9 @@ class PromptBuilder:
             return self._hubert
 
     def tokens(self, bundle: ModelBundle, path: Path, voice: Voice | None) -> torch.Tensor:
-        """The reference's semantic tokens [Tp]: stored in the voice when it is the voice's own clip and model."""
-        if voice is not None and self.hubert_path is None and path == voice.reference_audio:
+        """The reference's semantic tokens [Tp]: stored in the voice when it is the voice's own clip and model
+        (then HuBERT is not loaded even when one is at hand: the stored tokens are what it would compute)."""
+        if voice is not None and path == voice.reference_audio:
             key = (voice.root, bundle.ident)
             if key not in self._stored:
                 stored = read_prompt_cache(voice) if bundle.s2_path == voice.s2_path.resolve() else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -48,7 +47,9 @@ def serve_jobs(max_jobs: str, threads: int | None, device: str) -> tuple[int, in
         return int(max_jobs), threads
     if device != "cpu":
         return 1, threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from gsvkit.utils.cores import usable_cores
+
+    cores = usable_cores()
     per_job = threads or 1
     return max(1, cores // per_job), per_job
 
