@@ -2,7 +2,9 @@
 
 - s1 (GPT): tokens per second generating 250 semantic tokens (10 s of audio) after a 60-phone text and a
   75-token prompt (3 s), top_k=15, batch 1. "total" counts the prompt pass; "decode" is the per-token steady state.
-  Variants: fp32 (the reference), bf16 weights, int8 dynamic quantisation of the linear layers.
+  Variants: fp32 (the reference), bf16 weights, int8 dynamic quantisation of the linear layers, int4 group-wise
+  weights (`with_precision`). `--alternate N` runs the variants in one process in turn for N rounds instead and
+  prints medians and paired ratios to the first variant (the way to compare them on a shared machine).
 - s2 (SoVITS): real-time factor of `decode` for 250 tokens (10 s of 32 kHz audio), one 3 s reference.
 
 Run: `python benchmarks/models.py` (add `--threads N`, `--tokens N`, `--repeats N`, `--variants fp32,bf16,int8`,
@@ -37,20 +39,24 @@ def _s1_model(dtype: str):
         # and an all -1 EOS row scores -D.
         model.h.layers[-1].norm2.bias.fill_(1.0)
         model.ar_predict_layer.weight[model.eos].fill_(-1.0)
-    if dtype == "bf16":
-        model = model.to(torch.bfloat16)
-    elif dtype == "int8":
-        model = model.quantize_int8()
-    return model
+    return model.with_precision(dtype)
 
 
-def bench_s1(variant: str, tokens: int, repeats: int, tx: int = 60, tp: int = 75) -> dict[str, float]:
-    model = _s1_model(variant)
+def _s1_inputs(model, tx: int, tp: int):
     g = torch.Generator().manual_seed(0)
     phones = torch.randint(0, model.cfg.phone_vocab, (1, tx), generator=g)
     bert = torch.randn(1, model.cfg.bert_dim, tx, generator=g)
     prompt = torch.randint(0, 1024, (1, tp), generator=g)
-    kw = dict(top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35)
+    return phones, bert, prompt
+
+
+S1_SAMPLING = dict(top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35)
+
+
+def bench_s1(variant: str, tokens: int, repeats: int, tx: int = 60, tp: int = 75) -> dict[str, float]:
+    model = _s1_model(variant)
+    phones, bert, prompt = _s1_inputs(model, tx, tp)
+    kw = S1_SAMPLING
 
     def run(n: int) -> tuple[float, float, int]:
         t0 = time.perf_counter()
@@ -79,7 +85,7 @@ def bench_s1_widths(variant: str, widths: list[int], tokens: int, tx: int = 60, 
     phones = torch.randint(0, model.cfg.phone_vocab, (b_max, tx), generator=g)
     bert = torch.randn(b_max, model.cfg.bert_dim, tx, generator=g)
     prompt = torch.randint(0, 1024, (1, tp), generator=g)
-    kw = dict(top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35, seed=0)
+    kw = dict(S1_SAMPLING, seed=0)
 
     def step_time(b: int, lens: torch.Tensor, n: int) -> float:
         steps = model.decode_steps(phones[:b], bert[:b], prompt, lens, max_new_tokens=n, **kw)
@@ -134,12 +140,37 @@ def bench_s2(tokens: int, repeats: int, phones: int = 120, ref_frames: int = 150
     return {"audio_s": seconds, "decode_s": t, "rtf": t / seconds}
 
 
+def bench_s1_alternating(variants: list[str], tokens: int, rounds: int, tx: int = 60, tp: int = 75) -> None:
+    """The variants in one process, in turn for `rounds` rounds (the order rotated each round): median tokens/s of
+    a whole generation (first pass included) and the median paired ratio to the first variant."""
+    models = {v: _s1_model(v) for v in variants}
+    phones, bert, prompt = _s1_inputs(models[variants[0]], tx, tp)
+
+    def run(model, n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in model.decode_steps(phones, bert, prompt, max_new_tokens=n, seed=0, **S1_SAMPLING):
+            pass
+        return n / (time.perf_counter() - t0)
+
+    for model in models.values():
+        run(model, 20)  # warm-up
+    got: dict[str, list[float]] = {v: [] for v in variants}
+    for i in range(rounds):
+        for v in variants[i % len(variants) :] + variants[: i % len(variants)]:
+            got[v].append(run(models[v], tokens))
+    for v in variants:
+        ratio = statistics.median(a / b for a, b in zip(got[v], got[variants[0]], strict=True))
+        print(f"s1 {v}: {statistics.median(got[v]):6.1f} tokens/s (median of {rounds}; "
+              f"{', '.join(f'{x:.1f}' for x in got[v])}), {ratio:.2f}x {variants[0]}", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=250)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--variants", default="fp32,bf16,int8", help="s1 variants: fp32, bf16, int8")
+    parser.add_argument("--variants", default="fp32,bf16,int8", help="s1 variants: fp32, bf16, int8, int4")
+    parser.add_argument("--alternate", type=int, default=0, help="s1 only: the variants in turn for N rounds")
     parser.add_argument("--skip-s2", action="store_true")
     parser.add_argument("--widths", default="", help="s1 step time with B rows together, e.g. 1,2,3,4")
     args = parser.parse_args()
@@ -147,13 +178,17 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     cpu = torch.backends.cpu.get_cpu_capability()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}, load average {load:.1f}", flush=True)
+    if args.alternate:
+        bench_s1_alternating([v.strip() for v in args.variants.split(",")], args.tokens, args.alternate)
+        return
     if args.widths:
         for variant in args.variants.split(","):
             bench_s1_widths(variant.strip(), [int(w) for w in args.widths.split(",")], args.tokens)
         return
     for variant in args.variants.split(","):
         r = bench_s1(variant.strip(), args.tokens, args.repeats)
-        label = {"fp32": "fp32 (reference)", "bf16": "bf16 weights (approximate)", "int8": "int8 linear (approximate)"}
+        label = {"fp32": "fp32 (reference)", "bf16": "bf16 weights (approximate)", "int8": "int8 linear (approximate)",
+                 "int4": "int4 linear (approximate)"}  # fmt: skip
         print(
             f"s1 {label.get(variant, variant):28s} {r['tokens']} tokens: {r['total_tok_s']:6.1f} tokens/s total "
             f"({r['total_s']:.2f} s), {r['decode_tok_s']:6.1f} tokens/s decode",
