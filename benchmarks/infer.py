@@ -11,6 +11,9 @@ Printed (medians over `--repeats` after a warm-up):
 - peak resident memory of the process that loads the models and synthesises (the synthetic weights are built in
   another process first, so their construction is not counted).
 
+`--thread-pairs N` prints instead streaming's first audio and whole-stream time with s1 in a background thread and
+without (`StreamParams.threaded` True / False), alternating for N pairs, with medians and the paired ratio.
+
 `--voice`: speak with a voice directory made by `create_voice` (its reference's prompt tokens stored), as a user of
 a trained v2 voice does: the measuring process then never loads HuBERT.
 
@@ -89,6 +92,26 @@ def peak_rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def thread_pairs(tts, kw: dict, pairs: int) -> None:
+    """Streaming with s1 in a background thread and without, alternating: first-audio and whole-stream medians."""
+    tts.synthesize_result("Warm up.", "en", **{**kw, "max_new_tokens": 5})
+    got: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    for i in range(pairs):
+        for threaded in (True, False) if i % 2 == 0 else (False, True):
+            t0 = time.perf_counter()
+            first = None
+            for _ in tts.stream(TEXT, "en", stream={"threaded": threaded}, **kw):
+                first = first or time.perf_counter() - t0
+            got[threaded].append((first or 0.0, time.perf_counter() - t0))
+    med = statistics.median
+    for threaded, runs in got.items():
+        print(f"stream {'with' if threaded else 'without'} a token thread: first audio "
+              f"{med(r[0] for r in runs):.2f} s ({', '.join(f'{r[0]:.2f}' for r in runs)}), whole stream "
+              f"{med(r[1] for r in runs):.2f} s")  # fmt: skip
+    ratio = med(a[0] / b[0] for a, b in zip(got[True], got[False], strict=True))
+    print(f"median paired ratio of first audio, threaded / in turn: {ratio:.2f}x ({pairs} pairs)")
+
+
 def batch_pairs(tts, kw: dict, pairs: int) -> None:
     """TEXT4 at batch_size 1 and 4, alternating; per-pair and median ratios of batch 1's time to batch 4's."""
     kw = {**kw, "split": "cut5", "split_bucket": False}  # 4 fragments in text order: one batch of 4
@@ -124,6 +147,7 @@ def main() -> None:
     parser.add_argument("--s2-precision", default="auto", choices=S2_PRECISIONS, help="s2 decoder")
     parser.add_argument("--batch-pairs", type=int, default=0, help="compare batch_size 1 and 4 (see above)")
     parser.add_argument("--voice", action="store_true", help="speak with a voice directory (see above)")
+    parser.add_argument("--thread-pairs", type=int, default=0, help="streaming with and without a token thread")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         files = build(Path(tmp))
@@ -163,6 +187,9 @@ def measure(args: argparse.Namespace, files: dict[str, Path]) -> None:
 
     if args.batch_pairs:
         batch_pairs(tts, kw, args.batch_pairs)
+        return
+    if args.thread_pairs:
+        thread_pairs(tts, kw, args.thread_pairs)
         return
     t0 = time.perf_counter()
     first = tts.synthesize_result(TEXT, "en", **kw)  # cold: HuBERT loads, reference features computed

@@ -43,8 +43,9 @@ def threaded(choice: bool | None, device: torch.device) -> bool:
     """Whether streaming generates s1's tokens in a background thread (`StreamParams.threaded`; None decides).
 
     On a GPU, yes. On a CPU only when the cores hold both stages at torch's thread count: where they do not, s1
-    and s2 take turns on the same cores and the first audio comes later (2 cores, 2 threads, int4 s1: 1.20 s in a
-    background thread against 0.92 s without, medians of 5 alternating pairs; the whole stream took 3 % longer).
+    and s2 take turns on the same cores and the first audio comes later (2 cores, 2 threads, int4 s1: 1.19 s in a
+    background thread against 0.82 s without, medians of 5 alternating pairs of `benchmarks/infer.py
+    --thread-pairs`; the whole stream took 2 % longer without).
     """
     if choice is not None:
         return choice
