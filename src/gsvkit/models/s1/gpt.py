@@ -503,20 +503,13 @@ class Text2SemanticDecoder(nn.Module):
         decoding leaves the fp32 path within tens of tokens. The copy's state_dict no longer has upstream's layout:
         keep the float model for saving.
         """
-        from torch.ao.nn.quantized import dynamic as nnqd
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
         model = copy.deepcopy(self).float().eval()
+        for layer in model.h.layers:
+            layer.self_attn.qkv_quantized = _int8_linear(_take_qkv(layer.self_attn))
         with warnings.catch_warnings():
-            # torch marks its eager quantisation API deprecated; it is still the only built-in int8 CPU path.
-            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-            for layer in model.h.layers:
-                attn = layer.self_attn
-                lin = nn.Linear(attn.in_proj_weight.shape[1], attn.in_proj_weight.shape[0])
-                lin.weight, lin.bias = attn.in_proj_weight, attn.in_proj_bias
-                lin.qconfig = per_channel_dynamic_qconfig
-                attn.qkv_quantized = nnqd.Linear.from_float(lin)
-                del attn.in_proj_weight, attn.in_proj_bias  # the packed int8 copy replaces them
+            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))  # see `_int8_linear`
             return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
     def quantize_int4(self, group: int = INT4_GROUP) -> Text2SemanticDecoder:
@@ -530,31 +523,43 @@ class Text2SemanticDecoder(nn.Module):
 
         if self._anchor.device.type != "cpu":
             raise ConfigError("precision int4 runs on the CPU only; use int8 or bf16 on a GPU")
-        dim, ffn = self.cfg.hidden_dim, self.h.layers[0].linear1.out_features
-        if dim % 16 or ffn % 16 or dim % group or ffn % group:
+        first = self.h.layers[0]  # linear1 [ffn, dim] and linear2 [dim, ffn]: their rule covers every layer shape
+        if not (Int4Linear.supports(first.linear1, group) and Int4Linear.supports(first.linear2, group)):
             raise ConfigError(
-                f"precision int4 needs hidden_dim ({dim}) and linear_units ({ffn}) to be multiples of 16 and of "
-                f"the group size {group}; use int8 for this model"
+                f"precision int4 needs hidden_dim ({self.cfg.hidden_dim}) and linear_units "
+                f"({first.linear1.out_features}) to be multiples of 16 and of the group size {group}; use int8 for "
+                "this model"
             )
         model = copy.deepcopy(self).float().eval()
         for layer in model.h.layers:
             attn = layer.self_attn
-            lin = nn.Linear(attn.in_proj_weight.shape[1], attn.in_proj_weight.shape[0])
-            lin.weight, lin.bias = attn.in_proj_weight, attn.in_proj_bias
-            attn.qkv_quantized = Int4Linear.from_linear(lin, group)
-            del attn.in_proj_weight, attn.in_proj_bias
+            attn.qkv_quantized = Int4Linear.from_linear(_take_qkv(attn), group)
             attn.out_proj = Int4Linear.from_linear(attn.out_proj, group)  # type: ignore[assignment]
             layer.linear1 = Int4Linear.from_linear(layer.linear1, group)  # type: ignore[assignment]
             layer.linear2 = Int4Linear.from_linear(layer.linear2, group)  # type: ignore[assignment]
-        head = model.ar_predict_layer
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-            from torch.ao.nn.quantized import dynamic as nnqd
-            from torch.ao.quantization import per_channel_dynamic_qconfig
-
-            head.qconfig = per_channel_dynamic_qconfig  # type: ignore[assignment]
-            model.ar_predict_layer = nnqd.Linear.from_float(head)  # type: ignore[assignment]
+        model.ar_predict_layer = _int8_linear(model.ar_predict_layer)  # type: ignore[assignment]
         return model
+
+
+def _take_qkv(attn: SelfAttention) -> nn.Linear:
+    """`attn`'s packed q/k/v projection as an `nn.Linear` holding the same parameters, which leave `attn` (a
+    quantised copy of them takes their place in `qkv_quantized`)."""
+    lin = nn.Linear(attn.in_proj_weight.shape[1], attn.in_proj_weight.shape[0])
+    lin.weight, lin.bias = attn.in_proj_weight, attn.in_proj_bias
+    del attn.in_proj_weight, attn.in_proj_bias
+    return lin
+
+
+def _int8_linear(linear: nn.Linear) -> nn.Module:
+    """`linear` as torch's dynamic int8 layer: int8 weights with per-channel scales, activations scaled per call."""
+    from torch.ao.nn.quantized import dynamic as nnqd
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    linear.qconfig = per_channel_dynamic_qconfig  # type: ignore[assignment]
+    with warnings.catch_warnings():
+        # torch marks its eager quantisation API deprecated; it is still the only built-in int8 CPU path.
+        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+        return nnqd.Linear.from_float(linear)
 
 
 def pad_rows(
