@@ -128,9 +128,9 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
     else:
         s1, s2 = _gsvkit_models(s1_sd, s2_sd, args.mode, args.s2_mode)
         del s1_sd, s2_sd
+        kw = {"top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.35}
 
         def gen(n: int) -> int:
-            kw = {"top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.35}
             return int(s1.generate(x["phones"], x["bert"], x["prompt"], max_new_tokens=n, seed=0, **kw).shape[1])
 
         def dec(codes):
@@ -141,7 +141,6 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
 
             t0 = time.perf_counter()
             windows = WindowedDecoder(lambda tokens: dec(tokens[None, None]).reshape(-1).numpy())
-            kw = {"top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.35}
             steps = s1.generate_iter(x["phones"], x["bert"], x["prompt"], max_new_tokens=args.tokens, seed=0, **kw)
             for token in steps:
                 if windows.push(token):

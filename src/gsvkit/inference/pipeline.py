@@ -409,6 +409,7 @@ class TTS:
         sr = job.bundle.sample_rate
         gap = np.zeros(int(job.bundle.sample_rate * job.params.fragment_interval), np.float32)
         window = 0
+        in_background = threaded(sp.threaded, model_device(job.bundle.s1))
 
         def frags() -> Iterator[TextFeatures]:
             yield first
@@ -428,7 +429,6 @@ class TTS:
 
             dec = WindowedDecoder(decode, sp)
             tokens = generate_tokens(job, frag, g1)
-            in_background = threaded(sp.threaded, model_device(job.bundle.s1))
             for tok in background(tokens) if in_background else tokens:
                 for chunk in dec.push(tok):  # one token at a time: windows never depend on timing
                     yield self.guard.mark(np.clip(chunk, -1.0, 1.0), sr)

@@ -134,12 +134,6 @@ class HubertGraph(nn.Module):
         return self.model(wav).last_hidden_state.transpose(1, 2)  # [1, C, T]
 
 
-def _fold_weight_norm(model: nn.Module) -> nn.Module:
-    """Fold every weight-norm reparametrisation into plain weights (the hook caches by data pointer: untraceable)."""
-    from gsvkit.models.modules.weight_norm import fold_weight_norm
-
-    return fold_weight_norm(model)
-
 
 def _export(module: nn.Module, args: tuple, path: Path, names_in: list[str], names_out: list[str],
             dynamic: dict[str, dict[int, Any]]) -> Path:  # fmt: skip
@@ -171,12 +165,14 @@ def export_onnx(
 
     from gsvkit.checkpoint import load_s1, load_s2, read_header
     from gsvkit.inference.bundle import check_pair
+    from gsvkit.models.modules.weight_norm import fold_weight_norm
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     h1, h2 = read_header(s1_path), read_header(s2_path)
     check_pair(h1.config.model, h2.config.model, s1_path, s2_path)
-    s1, s2 = load_s1(s1_path).float().eval(), _fold_weight_norm(load_s2(s2_path).float().eval())
+    # weight norm is folded into plain weights: its hook caches by data pointer, which tracing cannot follow
+    s1, s2 = load_s1(s1_path).float().eval(), fold_weight_norm(load_s2(s2_path).float().eval())
     c1, c2 = h1.config.model, h2.config.model
     d, layers, heads = c1.embedding_dim, c1.n_layer, c1.head
     hd = d // heads
