@@ -112,12 +112,7 @@ def test_int8_copy_decodes_batched(model, cfg):
     assert same == [q.generate(phones[1][None], bert[1][None], prompt, **GREEDY)[0].tolist()] * 3
     # Rows of different lengths: dynamic int8 scales activations per tensor, over every row of the batch, so a row
     # is within int8's error of itself decoded alone, not equal to it.
-    alone = _alone(q, phones, bert, prompt, **GREEDY)
-    batched = _batched(q, phones, bert, prompt, **GREEDY)
-    for a, b in zip(alone, batched, strict=True):
-        first = a[0].logits
-        assert (b[0].logits - first).abs().max() < 0.25 * first.abs().max()
-        assert 0 < len(b) <= GREEDY["max_new_tokens"] and all(not s.is_eos for s in b[:-1])
+    _assert_rows_near_alone(q, phones, bert, prompt, 0.25)
 
 
 def test_int4_copy_decodes_batched(model, cfg):
@@ -125,22 +120,24 @@ def test_int4_copy_decodes_batched(model, cfg):
     q = model.with_precision("int4")
     # The 4-bit layers scale nothing per batch (only the int8 output layer does), so a padded row stays close to
     # itself decoded alone (measured: first-step logits within 1 % of their largest, greedy tokens identical).
-    alone = _alone(q, phones, bert, prompt, **GREEDY)
-    batched = _batched(q, phones, bert, prompt, **GREEDY)
-    for a, b in zip(alone, batched, strict=True):
-        first = a[0].logits
-        assert (b[0].logits - first).abs().max() < 0.05 * first.abs().max()
-        assert 0 < len(b) <= GREEDY["max_new_tokens"] and all(not s.is_eos for s in b[:-1])
+    _assert_rows_near_alone(q, phones, bert, prompt, 0.05)
 
 
 def test_bf16_copy_decodes_batched(model, cfg):
     phones, bert, prompt = _rows(cfg)
-    half = model.with_precision("bf16")
-    alone = _alone(half, phones, bert, prompt, **GREEDY)
-    batched = _batched(half, phones, bert, prompt, **GREEDY)
+    _assert_rows_near_alone(model.with_precision("bf16"), phones, bert, prompt, 0.05)
+
+
+def _assert_rows_near_alone(model, phones, bert, prompt, bound: float) -> None:
+    """Each padded row's first-step logits (fp32) are within `bound` of their largest when decoded alone, and its
+    greedy run has tokens up to its end (no EOS before the last step)."""
+    alone = _alone(model, phones, bert, prompt, **GREEDY)
+    batched = _batched(model, phones, bert, prompt, **GREEDY)
     for a, b in zip(alone, batched, strict=True):
+        first = a[0].logits
         assert b[0].logits.dtype == torch.float32
-        assert (b[0].logits - a[0].logits).abs().max() < 0.05 * a[0].logits.abs().max()
+        assert (b[0].logits - first).abs().max() < bound * first.abs().max()
+        assert 0 < len(b) <= GREEDY["max_new_tokens"] and all(not s.is_eos for s in b[:-1])
 
 
 def test_bad_phone_lengths_are_refused(model, cfg):
