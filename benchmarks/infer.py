@@ -236,7 +236,7 @@ def measure(args: argparse.Namespace, files: dict[str, Path]) -> None:
           f"{sa:.2f} s of audio in {st:.2f} s -> RTF {st / sa:.3f}")  # fmt: skip
     peak = peak_rss_mb()
     held = "voice, no HuBERT" if "voice" in files else "HuBERT loaded"
-    print(f"peak RSS of the synthesising process {peak:.0f} MB ({held})")
+    print(f"peak RSS of the synthesising process {peak:.0f} MiB ({held})")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,20 @@ def test_fp32_is_the_model_itself_and_unknown_precisions_are_refused():
     assert PRECISIONS == ("fp32", "bf16", "int8", "int4")
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8", "int4"])
+def test_inplace_conversion_is_the_copy_without_the_float_weights(precision):
+    model = _model(CONFIGS / "tiny" / "s1.yaml")
+    phones, bert, codes = _inputs(model.cfg, tp=40)
+    with torch.no_grad():
+        copied = model.with_precision(precision).logits(phones, bert, codes)
+        float_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        same = model.with_precision(precision, inplace=True)
+        assert same is model
+        torch.testing.assert_close(same.logits(phones, bert, codes), copied, rtol=0, atol=0)
+    assert not any(p.dtype == torch.float32 and p.dim() == 2 for p in same.h.layers.parameters())  # no float matrices
+    assert sum(t.numel() * t.element_size() for t in (*same.parameters(), *same.buffers())) < float_bytes
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "int8", "int4"])
 def test_official_size_logits_and_greedy_tokens_within_bounds(precision):

@@ -481,43 +481,45 @@ class Text2SemanticDecoder(nn.Module):
         return tokens
 
     # ------------------------------------------------------------------------------------------ speed variants
-    def with_precision(self, precision: str) -> Text2SemanticDecoder:
+    def with_precision(self, precision: str, inplace: bool = False) -> Text2SemanticDecoder:
         """The same model at one of `PRECISIONS`: "fp32" (self), "bf16" (an inference copy in bfloat16), "int8"
         (`quantize_int8`) or "int4" (`quantize_int4`, CPU only). The decoding rule and the logits' dtype (fp32) are
-        the same for all four."""
+        the same for all four. `inplace=True` converts this model itself instead of a copy (no second float copy
+        in memory while converting; the float weights are gone afterwards)."""
         if precision not in PRECISIONS:
             raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         if precision == "int8":
-            return self.quantize_int8()
+            return self.quantize_int8(inplace)
         if precision == "int4":
-            return self.quantize_int4()
+            return self.quantize_int4(inplace=inplace)
         if precision == "bf16":
-            return copy.deepcopy(self).to(torch.bfloat16).eval()
+            return (self if inplace else copy.deepcopy(self)).to(torch.bfloat16).eval()
         return self
 
-    def quantize_int8(self) -> Text2SemanticDecoder:
+    def quantize_int8(self, inplace: bool = False) -> Text2SemanticDecoder:
         """An inference-only copy whose linear layers use int8 weights (dynamic quantisation, per-channel scales).
 
         About 4x less weight traffic per token (about 2x faster decoding on CPU). Approximate: on the parity
         fixtures' synthetic weights the logits move by 0.026 on average (max 0.16, logits up to 4.3), so greedy
         decoding leaves the fp32 path within tens of tokens. The copy's state_dict no longer has upstream's layout:
-        keep the float model for saving.
+        keep the float model for saving (or pass `inplace=True` to convert this model itself).
         """
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        model = copy.deepcopy(self).float().eval()
+        model = self._float_copy(inplace)
         for layer in model.h.layers:
             layer.self_attn.qkv_quantized = _int8_linear(_take_qkv(layer.self_attn))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))  # see `_int8_linear`
-            return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+            return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
 
-    def quantize_int4(self, group: int = INT4_GROUP) -> Text2SemanticDecoder:
+    def quantize_int4(self, group: int = INT4_GROUP, inplace: bool = False) -> Text2SemanticDecoder:
         """An inference-only CPU copy whose transformer layers use 4-bit weights with one scale per `group` inputs
         (`Int4Linear`); the output layer (1025 rows, not a multiple of 16) stays int8 as in `quantize_int8`.
 
         Half the weight bytes of int8 per token. More approximate than int8: see the README's precision table for
-        the measured token agreement and mel distance. The copy's state_dict has no upstream layout.
+        the measured token agreement and mel distance. The copy's state_dict has no upstream layout (`inplace=True`
+        converts this model itself).
         """
         from gsvkit.models.modules.int4 import Int4Linear
 
@@ -530,7 +532,7 @@ class Text2SemanticDecoder(nn.Module):
                 f"({first.linear1.out_features}) to be multiples of 16 and of the group size {group}; use int8 for "
                 "this model"
             )
-        model = copy.deepcopy(self).float().eval()
+        model = self._float_copy(inplace)
         for layer in model.h.layers:
             attn = layer.self_attn
             attn.qkv_quantized = Int4Linear.from_linear(_take_qkv(attn), group)
@@ -539,6 +541,10 @@ class Text2SemanticDecoder(nn.Module):
             layer.linear2 = Int4Linear.from_linear(layer.linear2, group)  # type: ignore[assignment]
         model.ar_predict_layer = _int8_linear(model.ar_predict_layer)  # type: ignore[assignment]
         return model
+
+    def _float_copy(self, inplace: bool) -> Text2SemanticDecoder:
+        """The eval-mode fp32 model a quantiser converts: this one (`inplace`) or a copy."""
+        return (self if inplace else copy.deepcopy(self)).float().eval()
 
 
 def _take_qkv(attn: SelfAttention) -> nn.Linear:
