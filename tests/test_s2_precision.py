@@ -120,7 +120,7 @@ def test_decoder_windows_reproduce_the_whole_sequence(config):
         # the smallest window (one new frame each) over a shorter stretch: one window per frame is slow at full size
         part = x[..., : 2 * ctx + 8]
         got = dec.forward_windows(part, ge, 2 * ctx + 1)
-        assert torch.allclose(got, dec(part, ge), atol=1e-5)
+        assert got.shape == (1, 1, part.shape[-1] * hop) and torch.allclose(got, dec(part, ge), atol=1e-5)
         # context_frames is a true bound: a change at frame 75 moves no output sample beyond 75 +- ctx frames
         bumped = x.clone()
         bumped[..., 75] += 1.0

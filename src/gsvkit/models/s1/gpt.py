@@ -489,11 +489,11 @@ class Text2SemanticDecoder(nn.Module):
         if precision not in PRECISIONS:
             raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         if precision == "int8":
-            return self.quantize_int8(inplace)
+            return self.quantize_int8(inplace=inplace)
         if precision == "int4":
             return self.quantize_int4(inplace=inplace)
         if precision == "bf16":
-            return (self if inplace else copy.deepcopy(self)).to(torch.bfloat16).eval()
+            return self._target(inplace).to(torch.bfloat16).eval()
         return self
 
     def quantize_int8(self, inplace: bool = False) -> Text2SemanticDecoder:
@@ -506,7 +506,7 @@ class Text2SemanticDecoder(nn.Module):
         """
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        model = self._float_copy(inplace)
+        model = self._target(inplace).float().eval()
         for layer in model.h.layers:
             layer.self_attn.qkv_quantized = _int8_linear(_take_qkv(layer.self_attn))
         with warnings.catch_warnings():
@@ -532,7 +532,7 @@ class Text2SemanticDecoder(nn.Module):
                 f"({first.linear1.out_features}) to be multiples of 16 and of the group size {group}; use int8 for "
                 "this model"
             )
-        model = self._float_copy(inplace)
+        model = self._target(inplace).float().eval()
         for layer in model.h.layers:
             attn = layer.self_attn
             attn.qkv_quantized = Int4Linear.from_linear(_take_qkv(attn), group)
@@ -542,9 +542,9 @@ class Text2SemanticDecoder(nn.Module):
         model.ar_predict_layer = _int8_linear(model.ar_predict_layer)  # type: ignore[assignment]
         return model
 
-    def _float_copy(self, inplace: bool) -> Text2SemanticDecoder:
-        """The eval-mode fp32 model a quantiser converts: this one (`inplace`) or a copy."""
-        return (self if inplace else copy.deepcopy(self)).float().eval()
+    def _target(self, inplace: bool) -> Text2SemanticDecoder:
+        """The model a precision conversion changes: this one (`inplace`) or a deep copy of it."""
+        return self if inplace else copy.deepcopy(self)
 
 
 def _take_qkv(attn: SelfAttention) -> nn.Linear:
