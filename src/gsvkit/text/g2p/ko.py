@@ -60,8 +60,9 @@ def _g2pk():
     for mod, pkg in (("g2pk2", "g2pk2"), ("mecab", "python-mecab-ko"), ("jamo", "jamo")):
         if importlib.util.find_spec(mod) is None:
             raise TextError(f"Korean needs {pkg}: pip install g2pk2 python-mecab-ko python-mecab-ko-dic jamo")
-    import nltk
+    from gsvkit.utils.imports import import_whole
 
+    nltk = import_whole("nltk")
     real_download = nltk.download
     nltk.download = lambda *a, **k: False  # never reach the network
     try:
