@@ -84,6 +84,15 @@ def test_first_chunk_arrives_early():
     assert len(out[0]) == (4 - 1) * SPT  # 4 tokens minus the held-back cross-fade token
 
 
+def test_default_first_chunk_comes_after_ten_tokens():
+    # The defaults (8 tokens, 2 of look-ahead, 1 cross-fade): the 10th token releases 7 tokens' audio, the
+    # 9th does not. That window of 10 tokens is 20 frames: one call of the 32-frame bf16 decoder window.
+    dec = WindowedDecoder(local_decode, StreamParams())
+    assert all(dec.push(t) == [] for t in range(1, 10))
+    out = dec.push(10)
+    assert len(out) == 1 and len(out[0]) == 7 * SPT
+
+
 def test_crossfade_is_continuous():
     tail = np.ones(10, np.float32)
     head = np.zeros(10, np.float32)

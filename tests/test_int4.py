@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsvkit.config import ConfigError, S1ModelConfig
-from gsvkit.models.modules.int4 import Int4Linear, unpack_int4
+from gsvkit.models.modules.int4 import WIDE_ROWS, Int4Linear, unpack_int4
 from gsvkit.models.s1 import Text2SemanticDecoder
 from gsvkit.models.s1.attention import one_query_attention
 
@@ -45,6 +45,19 @@ def test_output_is_the_product_with_the_rounded_weights():
     assert float((y - lin(x).detach()).abs().max()) > 1e-3  # and not the float layer
 
 
+def test_wide_layer_takes_many_rows_in_int8_and_few_in_4_bits():
+    lin = _linear()
+    narrow, wide = Int4Linear.from_linear(lin), Int4Linear.from_linear(lin, wide=True)
+    assert narrow.wide is None and wide.wide is not None and "int8 from" in repr(wide)
+    few, many = torch.randn(WIDE_ROWS - 1, 64), torch.randn(2, WIDE_ROWS // 2, 64)  # rows counted over any shape
+    assert torch.equal(wide(few), narrow(few))  # below WIDE_ROWS: the 4-bit kernel, bit for bit
+    got = wide(many)
+    assert got.shape == (2, WIDE_ROWS // 2, 48) and torch.equal(got, wide.wide(many))  # from WIDE_ROWS: int8
+    exact = lin(many).detach()
+    # int8 per-channel weights are closer to the float layer than 4-bit groups: the copy is not the 4-bit product
+    assert float((got - exact).abs().mean()) < 0.5 * float((narrow(many) - exact).abs().mean())
+
+
 def test_shapes_the_kernel_cannot_take_are_refused():
     with pytest.raises(ValueError, match="multiple|% 16"):
         Int4Linear.from_linear(_linear(n=40))  # 40 outputs: not a multiple of 16
@@ -64,6 +77,7 @@ def test_int4_copy_uses_4_bit_layers_and_leaves_the_model_alone():
     q = model.with_precision("int4")
     layer = q.h.layers[0]
     assert isinstance(layer.linear1, Int4Linear) and isinstance(layer.self_attn.qkv_quantized, Int4Linear)
+    assert all(m.wide is not None for m in q.modules() if isinstance(m, Int4Linear))  # prompts' passes in int8
     assert "quantized" in type(q.ar_predict_layer).__module__  # the 65-row output layer stays int8
     assert type(model.h.layers[0].linear1) is nn.Linear  # the float model is unchanged
     assert isinstance(model.h.layers[0].self_attn.in_proj_weight, nn.Parameter)

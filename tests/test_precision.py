@@ -19,11 +19,14 @@ from gsvkit.models.s1.gpt import PRECISIONS
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 # precision → (max |Δlogit| / max |logit|, teacher-forced argmax agreement) bounds
-# (tiny weights; measured: bf16 0.006 / 1.0, int8 0.017 / 0.967, int4 0.038 / 0.934)
-LOGIT_BOUNDS = {"bf16": (0.03, 0.95), "int8": (0.06, 0.90), "int4": (0.08, 0.85)}
+# (tiny weights; measured: bf16 0.006 / 1.0, int8 0.017 / 0.967, int4 0.018 / 0.967). A teacher-forced pass is many
+# positions at once, which int4 computes on its layers' int8 copies (`Int4Linear` wide), so its logit figures are
+# close to int8's; its decoding steps are what is 4-bit, and the greedy agreement below measures those.
+LOGIT_BOUNDS = {"bf16": (0.03, 0.95), "int8": (0.06, 0.90), "int4": (0.06, 0.90)}
 # official-size default-init weights: (max |Δlogit| rel, teacher-forced agreement, greedy agreement over 80 tokens);
-# measured bf16 0.014 / 1.0 / 1.0, int8 0.029 / 0.984 / 0.900, int4 0.180 / 0.590 / 0.350 (the least exact).
-OFFICIAL_BOUNDS = {"bf16": (0.03, 0.95, 0.85), "int8": (0.06, 0.90, 0.85), "int4": (0.30, 0.50, 0.25)}
+# measured bf16 0.014 / 1.0 / 1.0, int8 0.034 / 0.984 / 1.0, int4 0.031 / 0.967 / 0.775 (the least exact: its
+# steps are 4-bit; before the first pass ran on int8 copies, int4's greedy agreement was 0.350).
+OFFICIAL_BOUNDS = {"bf16": (0.03, 0.95, 0.85), "int8": (0.06, 0.90, 0.85), "int4": (0.06, 0.90, 0.6)}
 MEL_BOUNDS = {"bf16": 1.0, "int8": 1.0, "int4": 1.0}  # log-mel L1 of the sampled output to fp32, same seed
 
 

@@ -1,7 +1,7 @@
 """s2 precisions (auto | fp32 | bf16) as settings of one model: what bf16 changes, and by how much.
 
 bf16 runs the HiFi-GAN decoder (about 95 % of s2's time at official size) in bfloat16, on fixed windows of
-`DECODE_WINDOWS` frames (an input of at most 48 frames is zero-padded to 48, up to 160 to 160). Bounds are the
+`DECODE_WINDOWS` frames (an input is zero-padded to the smallest of 32, 48 or 160 that holds it). Bounds are the
 log-mel L1
 distance of the decoded waveform to fp32's (same codes, same noise), measured on the untrained weights used here
 and stated with a margin, beside the distance that s2's own noise makes (fp32, the same codes, another noise seed):
@@ -86,6 +86,25 @@ def test_fp32_leaves_the_model_alone_and_bf16_is_one_way():
         fast.set_precision("fp32")
     with pytest.raises(ConfigError, match="auto"):
         base.set_precision("auto")
+
+
+def test_bf16_decodes_on_the_smallest_window_that_holds_the_input(monkeypatch):
+    cfg = load_config(CONFIGS / "tiny" / "s2.yaml").model
+    _, fast = _pair(cfg)
+    widths: list[int] = []
+    real = type(fast.dec).forward
+
+    def spy(self, x, g=None):
+        widths.append(x.shape[-1])
+        return real(self, x, g)
+
+    monkeypatch.setattr(type(fast.dec), "forward", spy)
+    for tokens in (10, 16, 20, 60):  # 20, 32, 40 and 120 frames (two frames per token)
+        widths.clear()
+        wav = _decode(fast, _inputs(cfg, tokens))
+        assert len(wav) == tokens * 2 * fast.dec.hop
+        assert widths == [{10: 32, 16: 32, 20: 48, 60: 160}[tokens]], (tokens, widths)
+    assert sovits.DECODE_WINDOWS == (32, 48, 160)
 
 
 def test_auto_picks_bf16_only_where_the_cpu_computes_it(monkeypatch):

@@ -87,7 +87,9 @@ class StreamParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    first_chunk_tokens: int = Field(12, ge=2, le=500, description="tokens before the first chunk (latency)")
+    first_chunk_tokens: int = Field(
+        8, ge=2, le=500, description="tokens before the first chunk (latency: audio starts after these + lookahead)"
+    )
     chunk_tokens: int = Field(
         48, ge=2, le=500, description="largest chunk: after the first, each chunk doubles up to this many tokens"
     )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from gsvkit.inference.params import UPSTREAM_NAMES, SynthesisParams
+from gsvkit.inference.params import UPSTREAM_NAMES, StreamParams, SynthesisParams
 
 MediaType = Literal["wav", "raw", "ogg"]
 MEDIA_TYPES: dict[str, str] = {"wav": "audio/wav", "raw": "audio/raw", "ogg": "audio/ogg"}
@@ -97,7 +97,8 @@ class TTSRequest(_SynthesisFields):
     def stream_kwargs(self) -> dict[str, Any]:
         chunk = self.min_chunk_length
         fade = min(self.overlap_length, chunk)
-        return {"first_chunk_tokens": max(fade, min(chunk, 12)), "chunk_tokens": chunk, "crossfade_tokens": fade}
+        first = StreamParams.model_fields["first_chunk_tokens"].default
+        return {"first_chunk_tokens": max(fade, min(chunk, first)), "chunk_tokens": chunk, "crossfade_tokens": fade}
 
 
 class TTSForm(TTSRequest):

@@ -33,6 +33,7 @@ from torch import nn
 
 from gsvkit.config import ConfigError, S1ModelConfig
 from gsvkit.errors import CheckpointError
+from gsvkit.models.modules.int8 import int8_linear
 from gsvkit.models.s1.attention import KVCache, SelfAttention
 from gsvkit.models.s1.dropout import Dropout
 from gsvkit.models.s1.sampling import MIN_NEW_TOKENS as MIN_NEW_TOKENS
@@ -508,16 +509,18 @@ class Text2SemanticDecoder(nn.Module):
 
         model = self._target(inplace).float().eval()
         for layer in model.h.layers:
-            layer.self_attn.qkv_quantized = _int8_linear(_take_qkv(layer.self_attn))
+            layer.self_attn.qkv_quantized = int8_linear(_take_qkv(layer.self_attn))
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))  # see `_int8_linear`
+            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))  # see `int8_linear`
             return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
 
     def quantize_int4(self, group: int = INT4_GROUP, inplace: bool = False) -> Text2SemanticDecoder:
         """An inference-only CPU copy whose transformer layers use 4-bit weights with one scale per `group` inputs
         (`Int4Linear`); the output layer (1025 rows, not a multiple of 16) stays int8 as in `quantize_int8`.
 
-        Half the weight bytes of int8 per token. More approximate than int8: see the README's precision table for
+        Half the weight bytes of int8 per token. Calls of many positions at once (the prompt's first pass, teacher
+        forcing; `WIDE_ROWS` rows or more) run on an int8 copy of each layer instead, where the 4-bit kernel is
+        slow (`Int4Linear` with `wide=True`). More approximate than int8: see the README's precision table for
         the measured token agreement and mel distance. The copy's state_dict has no upstream layout (`inplace=True`
         converts this model itself).
         """
@@ -535,11 +538,11 @@ class Text2SemanticDecoder(nn.Module):
         model = self._target(inplace).float().eval()
         for layer in model.h.layers:
             attn = layer.self_attn
-            attn.qkv_quantized = Int4Linear.from_linear(_take_qkv(attn), group)
-            attn.out_proj = Int4Linear.from_linear(attn.out_proj, group)  # type: ignore[assignment]
-            layer.linear1 = Int4Linear.from_linear(layer.linear1, group)  # type: ignore[assignment]
-            layer.linear2 = Int4Linear.from_linear(layer.linear2, group)  # type: ignore[assignment]
-        model.ar_predict_layer = _int8_linear(model.ar_predict_layer)  # type: ignore[assignment]
+            attn.qkv_quantized = Int4Linear.from_linear(_take_qkv(attn), group, wide=True)
+            attn.out_proj = Int4Linear.from_linear(attn.out_proj, group, wide=True)  # type: ignore[assignment]
+            layer.linear1 = Int4Linear.from_linear(layer.linear1, group, wide=True)  # type: ignore[assignment]
+            layer.linear2 = Int4Linear.from_linear(layer.linear2, group, wide=True)  # type: ignore[assignment]
+        model.ar_predict_layer = int8_linear(model.ar_predict_layer)  # type: ignore[assignment]
         return model
 
     def _target(self, inplace: bool) -> Text2SemanticDecoder:
@@ -554,18 +557,6 @@ def _take_qkv(attn: SelfAttention) -> nn.Linear:
     lin.weight, lin.bias = attn.in_proj_weight, attn.in_proj_bias
     del attn.in_proj_weight, attn.in_proj_bias
     return lin
-
-
-def _int8_linear(linear: nn.Linear) -> nn.Module:
-    """`linear` as torch's dynamic int8 layer: int8 weights with per-channel scales, activations scaled per call."""
-    from torch.ao.nn.quantized import dynamic as nnqd
-    from torch.ao.quantization import per_channel_dynamic_qconfig
-
-    linear.qconfig = per_channel_dynamic_qconfig  # type: ignore[assignment]
-    with warnings.catch_warnings():
-        # torch marks its eager quantisation API deprecated; it is still the only built-in int8 CPU path.
-        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-        return nnqd.Linear.from_float(linear)
 
 
 def pad_rows(

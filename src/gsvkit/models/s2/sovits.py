@@ -64,9 +64,10 @@ __all__ = [
 ]
 
 S2_PRECISIONS = ("auto", "fp32", "bf16")  # s2 decoder formats for inference; see `SynthesizerTrn.set_precision`
-# Input frames per bf16 decoder call (`Generator.forward_windows`): the short window for streaming's first chunks,
-# the long one (3.2 s of audio at 50 Hz) for the rest; each is one set of oneDNN kernels, built at load.
-DECODE_WINDOWS = (48, 160)
+# Input frames per bf16 decoder call (`Generator.forward_windows`): the short ones for streaming's first chunk and
+# short tails (32 frames holds the default first window of 10 tokens, and 14), the long one (3.2 s of audio at
+# 50 Hz) for the rest; each is one set of oneDNN kernels, built at load.
+DECODE_WINDOWS = (32, 48, 160)
 
 
 def native_bf16(device: str | torch.device = "cpu") -> bool:
