@@ -1,7 +1,7 @@
 """s2 precisions (auto | fp32 | bf16) as settings of one model: what bf16 changes, and by how much.
 
 bf16 runs the HiFi-GAN decoder (about 95 % of s2's time at official size) in bfloat16, on fixed windows of
-`DECODE_WINDOWS` frames (an input is zero-padded to the smallest of 32, 48 or 160 that holds it). Bounds are the
+`DECODE_WINDOWS` frames (`decode_window` picks one; a short input is zero-padded to it). Bounds are the
 log-mel L1
 distance of the decoded waveform to fp32's (same codes, same noise), measured on the untrained weights used here
 and stated with a margin, beside the distance that s2's own noise makes (fp32, the same codes, another noise seed):
@@ -88,7 +88,18 @@ def test_fp32_leaves_the_model_alone_and_bf16_is_one_way():
         base.set_precision("auto")
 
 
-def test_bf16_decodes_on_the_smallest_window_that_holds_the_input(monkeypatch):
+def test_window_choice_computes_the_fewest_frames():
+    ctx = 14  # the official v2 decoder's context
+    assert sovits.DECODE_WINDOWS == (32, 48, 160, 512)
+    # (input frames -> window): the smallest that holds a short input; for a long one the fewest frames computed
+    # (500: one 512-frame call, not four of 160 = 640; 800: six of 160 = 960, not two of 512 = 1024; 1000: eight
+    # of 160 = 1280, not three of 512)
+    cases = {20: 32, 28: 32, 40: 48, 100: 160, 160: 160, 250: 160, 500: 512, 512: 512, 800: 160, 1000: 160}
+    assert {t: sovits.decode_window(t, ctx) for t in cases} == cases
+    assert sovits.decode_window(20, 20) == 48  # a window must exceed twice the context
+
+
+def test_bf16_decodes_on_the_chosen_window(monkeypatch):
     cfg = load_config(CONFIGS / "tiny" / "s2.yaml").model
     _, fast = _pair(cfg)
     widths: list[int] = []
@@ -99,12 +110,15 @@ def test_bf16_decodes_on_the_smallest_window_that_holds_the_input(monkeypatch):
         return real(self, x, g)
 
     monkeypatch.setattr(type(fast.dec), "forward", spy)
-    for tokens in (10, 16, 20, 60):  # 20, 32, 40 and 120 frames (two frames per token)
+    ctx = fast.dec.context_frames()
+    for tokens in (10, 20, 60, 250):  # two frames per token
         widths.clear()
         wav = _decode(fast, _inputs(cfg, tokens))
         assert len(wav) == tokens * 2 * fast.dec.hop
-        assert widths == [{10: 32, 16: 32, 20: 48, 60: 160}[tokens]], (tokens, widths)
-    assert sovits.DECODE_WINDOWS == (32, 48, 160)
+        w = sovits.decode_window(2 * tokens, ctx)
+        calls = 1 if 2 * tokens <= w else 1 + -(-(2 * tokens - w) // (w - 2 * ctx))
+        assert widths == [w] * calls, (tokens, widths)
+    assert widths == [512]  # 500 frames in one call
 
 
 def test_auto_picks_bf16_only_where_the_cpu_computes_it(monkeypatch):

@@ -64,10 +64,21 @@ __all__ = [
 ]
 
 S2_PRECISIONS = ("auto", "fp32", "bf16")  # s2 decoder formats for inference; see `SynthesizerTrn.set_precision`
-# Input frames per bf16 decoder call (`Generator.forward_windows`): the short ones for streaming's first chunk and
-# short tails (32 frames holds the default first window of 10 tokens, and 14), the long one (3.2 s of audio at
-# 50 Hz) for the rest; each is one set of oneDNN kernels, built at load.
-DECODE_WINDOWS = (32, 48, 160)
+# Input frames per bf16 decoder call (`Generator.forward_windows`), each one set of oneDNN kernels built at load:
+# 32 holds streaming's default first window (10 tokens, 20 frames), 48 short tails, 160 (3.2 s of audio at 50 Hz)
+# the windows of longer streams, 512 a whole fragment of up to about 10 s. `decode_window` picks one per call.
+DECODE_WINDOWS = (32, 48, 160, 512)
+
+
+def decode_window(frames: int, context: int, windows: Sequence[int] = DECODE_WINDOWS) -> int:
+    """The window of `windows` that decodes `frames` input frames with the fewest frames computed (calls x window;
+    the smaller window on a tie). After the first, each call of a w-frame window advances w - 2 * context frames
+    (`Generator.forward_windows`), so a long input may cost less in one big window than in many overlapping ones."""
+
+    def computed(w: int) -> int:
+        return w if frames <= w else w * (1 + math.ceil((frames - w) / (w - 2 * context)))
+
+    return min((w for w in windows if w > 2 * context), key=lambda w: (computed(w), w))
 
 
 def native_bf16(device: str | torch.device = "cpu") -> bool:
@@ -552,7 +563,7 @@ class SynthesizerTrn(nn.Module):
         z = self.flow(z_p, y_mask, g=ge, reverse=True)
         if self.precision == "bf16":  # fixed-size windows: one oneDNN kernel build per shape (see forward_windows)
             bf = torch.bfloat16
-            window = next((w for w in DECODE_WINDOWS if z.shape[-1] <= w), DECODE_WINDOWS[-1])
+            window = decode_window(z.shape[-1], self.dec.context_frames())
             return self.dec.forward_windows((z * y_mask).to(bf), ge.to(bf), window).to(z.dtype)
         return self.dec(z * y_mask, g=ge)
 
