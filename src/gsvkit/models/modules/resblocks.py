@@ -34,10 +34,12 @@ class ResBlock1(nn.Module):
             xt = F.leaky_relu(x, LRELU_SLOPE)
             if x_mask is not None:
                 xt = xt * x_mask
-            xt = F.leaky_relu(c1(xt), LRELU_SLOPE)
+            # In place where autograd allows it (a convolution's output is not saved for its backward pass): fewer
+            # full-length temporaries at the decoder's widest stages.
+            xt = F.leaky_relu(c1(xt), LRELU_SLOPE, inplace=True)
             if x_mask is not None:
                 xt = xt * x_mask
-            x = c2(xt) + x
+            x = c2(xt).add_(x)
         return x * x_mask if x_mask is not None else x
 
 
@@ -53,5 +55,5 @@ class ResBlock2(nn.Module):
             xt = F.leaky_relu(x, LRELU_SLOPE)
             if x_mask is not None:
                 xt = xt * x_mask
-            x = c(xt) + x
+            x = c(xt).add_(x)
         return x * x_mask if x_mask is not None else x

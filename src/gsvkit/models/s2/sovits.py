@@ -280,10 +280,10 @@ class Generator(nn.Module):
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
-            xs = blocks[0](x)
+            xs = blocks[0](x)  # a new tensor: summed into in place
             for block in blocks[1:]:
-                xs = xs + block(x)
-            x = xs / self.num_kernels
+                xs.add_(block(x))
+            x = xs.div_(self.num_kernels)
         x = F.leaky_relu(x)  # torch's default slope 0.01 here, as upstream (not LRELU_SLOPE)
         return torch.tanh(from_rows(self.conv_post(x)))  # [B, 1, T * prod(upsample_rates)]
 
