@@ -6,7 +6,7 @@ torch's own CPU kernel for this format (`torch._weight_int4pack_mm_for_cpu`, bf1
 which reads half the bytes of int8 weights: batch-1 decoding reads every weight once per token, so that is where
 its time goes. That kernel is slow for many rows, though (a first pass over a 160-position prompt: 0.17 s in the
 products against 0.05 s for int8, 2 threads): a layer built with `wide=True` also keeps an int8 copy of the same
-weights (`gsvkit.models.modules.int8`, half again the 4-bit bytes) and computes calls of `WIDE_ROWS` rows or more
+weights (`gsvkit.models.modules.int8`, twice the 4-bit bytes) and computes calls of `WIDE_ROWS` rows or more
 with it, so such passes get int8's speed and its smaller error.
 
 Why not a library: torchao is the maintained home of int4 weight-only quantisation, but its current wheels route
