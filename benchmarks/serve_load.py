@@ -30,6 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from infer import build  # noqa: E402  (the same synthetic official-size models as benchmarks/infer.py)
 
+from gsvkit.models.s1.gpt import PRECISIONS  # noqa: E402
+from gsvkit.models.s2.sovits import S2_PRECISIONS  # noqa: E402
+
 
 class Capped:
     """`TTS` with `max_new_tokens` fixed on every call."""
@@ -95,8 +98,8 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=25, help="semantic tokens per fragment (25 = 1 s of audio)")
     p.add_argument("--max-jobs", type=int, default=1, help="the server's --max-jobs")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"))
-    p.add_argument("--s2-precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--s2-precision", default="auto", choices=S2_PRECISIONS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     counts = [int(c) for c in args.clients.split(",")]
