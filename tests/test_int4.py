@@ -99,3 +99,32 @@ def test_one_query_attention_equals_torch_attention(masked):
     assert torch.allclose(got, want, atol=1e-6)
     if masked:
         assert not torch.allclose(got, F.scaled_dot_product_attention(q, k, v), atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decoding_steps_use_the_fused_kernel_in_fp32_and_two_products_in_bf16(dtype, monkeypatch):
+    import gsvkit.models.s1.attention as attention
+
+    calls = {"one_query": 0, "fused_one_row": 0}
+    real_one, real_sdpa = attention.one_query_attention, F.scaled_dot_product_attention
+
+    def one(q, k, v, mask):
+        calls["one_query"] += 1
+        return real_one(q, k, v, mask)
+
+    def fused(q, k, v, attn_mask=None, dropout_p=0.0):
+        calls["fused_one_row"] += q.shape[2] == 1
+        return real_sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+
+    monkeypatch.setattr(attention, "one_query_attention", one)
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", fused)
+    cfg = S1ModelConfig(version="v2", vocab_size=65, embedding_dim=32, hidden_dim=32, head=2, linear_units=64,
+                        n_layer=2, eos=64, bert_dim=1024)  # fmt: skip
+    torch.manual_seed(0)
+    model = Text2SemanticDecoder(cfg).eval().to(dtype)
+    steps = model.decode_steps(torch.randint(0, 50, (1, 5)), torch.zeros(1, 1024, 5, dtype=dtype), None,
+                               max_new_tokens=4, top_k=1)  # fmt: skip
+    assert len(list(steps)) >= 2
+    one_row = calls["fused_one_row"] if dtype == torch.float32 else calls["one_query"]
+    assert one_row >= 2 * cfg.n_layer  # every layer of every step after the first pass
+    assert calls["one_query" if dtype == torch.float32 else "fused_one_row"] == 0
