@@ -4,10 +4,10 @@ Each output row's weights are split into groups of `group` inputs; a group store
 bf16 scale and minimum, so a weight is `q * scale + minimum` (asymmetric, round to nearest). The product runs in
 torch's own CPU kernel for this format (`torch._weight_int4pack_mm_for_cpu`, bf16 activations, fp32 accumulation),
 which reads half the bytes of int8 weights: batch-1 decoding reads every weight once per token, so that is where
-its time goes. That kernel is slow for many rows, though (a first pass over a 160-position prompt: 0.17 s in the
-products against 0.05 s for int8, 2 threads): a layer built with `wide=True` also keeps an int8 copy of the same
-weights (`gsvkit.models.modules.int8`, twice the 4-bit bytes) and computes calls of `WIDE_ROWS` rows or more
-with it, so such passes get int8's speed and its smaller error.
+its time goes. That kernel is slow for many rows, though (the official s1's pass over 135 positions of text and
+prompt, `benchmarks/models.py` at 2 threads: 0.16-0.17 s in 4 bits, 0.06 s with int8 copies): a layer built
+with `wide=True` also keeps an int8 copy of the same weights (`gsvkit.models.modules.int8`, twice the 4-bit bytes)
+and computes calls of `WIDE_ROWS` rows or more with it, so such passes get int8's speed and its smaller error.
 
 Why not a library: torchao is the maintained home of int4 weight-only quantisation, but its current wheels route
 int4 to CUDA kernels only (its CPU layout was removed), so the packing for torch's CPU kernel is done here (one
