@@ -61,12 +61,13 @@ def bench_s1(variant: str, tokens: int, repeats: int, tx: int = 60, tp: int = 75
 
     def run(n: int) -> tuple[float, float, int, float]:
         t0 = time.perf_counter()
-        first = t0
+        first = None
         count = 0
         for step in model.decode_steps(phones, bert, prompt, max_new_tokens=n, seed=0, **kw):
             count += not step.is_eos
-            if count == 1:
+            if first is None:
                 first = time.perf_counter()
+        first = t0 if first is None else first
         end = time.perf_counter()
         return end - t0, (end - first) / max(count - 1, 1), count, first - t0
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gsvkit.models.modules.int8 import int8_linear
+
 GROUP_SIZES = (32, 64, 128, 256)  # inputs per scale; smaller is closer to the float weights and a little slower
 # Rows per call from which a `wide` layer uses its int8 copy: below, the 4-bit kernel is as fast or faster (24 layers
 # of the official s1 at 2 threads: 8 rows 15 ms 4-bit against 12 ms int8, 16 rows 28 against 20, 160 rows 185 against
@@ -85,11 +87,7 @@ class Int4Linear(nn.Module):
                 f"{linear.out_features} x {linear.in_features}"
             )
         packed, scales = pack_int4(linear.weight, group)
-        int8 = None
-        if wide:
-            from gsvkit.models.modules.int8 import int8_linear
-
-            int8 = int8_linear(linear.float())
+        int8 = int8_linear(linear.float()) if wide else None
         return cls(packed, scales, linear.bias, group, linear.in_features, int8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., K] -> [..., N]
