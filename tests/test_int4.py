@@ -74,7 +74,7 @@ def test_int4_copy_uses_4_bit_layers_and_leaves_the_model_alone():
                         n_layer=2, eos=64, bert_dim=1024)  # fmt: skip
     torch.manual_seed(0)
     model = Text2SemanticDecoder(cfg).eval()
-    q = model.with_precision("int4")
+    q = model.quantize_int4(step_graph=False)  # the torch 4-bit layers (int4's default decodes on onnxruntime)
     layer = q.h.layers[0]
     assert isinstance(layer.linear1, Int4Linear) and isinstance(layer.self_attn.qkv_quantized, Int4Linear)
     assert all(m.wide is not None for m in q.modules() if isinstance(m, Int4Linear))  # prompts' passes in int8

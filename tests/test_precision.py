@@ -131,8 +131,9 @@ def _speak(voice, precision):
     assert tts.status()["precision"] == precision and tts.bundle.s2.precision == "fp32"
     s1 = tts.bundle.s1
     assert next(s1.parameters(), torch.zeros(0)).dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
-    assert ("quantized" in type(s1.h.layers[0].linear1).__module__) == (precision == "int8")
-    assert (type(s1.h.layers[0].linear1).__name__ == "Int4Linear") == (precision == "int4")
+    # int4: 4-bit steps on onnxruntime, the torch layers (first pass, batches) in int8
+    assert ("quantized" in type(s1.h.layers[0].linear1).__module__) == (precision in ("int8", "int4"))
+    assert (s1.step_graph is not None) == (precision == "int4")
     torch.set_num_threads(1)
     return tts.synthesize("Hello world. This is a small test.", "en", seed=0, max_new_tokens=40)
 

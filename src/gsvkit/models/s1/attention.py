@@ -40,10 +40,14 @@ class KVCache:
                 new[:, :, : self.length] = old[:, :, : self.length]
                 buf[i] = new
 
+    def reserve(self, n: int) -> None:
+        """Make room for `n` more positions (the buffers are replaced when they grow)."""
+        if self.length + n > self.capacity:
+            self._grow(self.length + n)
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.length + k.shape[2]
-        if end > self.capacity:
-            self._grow(end)
+        self.reserve(k.shape[2])
         self.k[layer][:, :, self.length : end] = k
         self.v[layer][:, :, self.length : end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]

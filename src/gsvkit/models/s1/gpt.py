@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +37,7 @@ from gsvkit.models.s1.attention import KVCache, SelfAttention
 from gsvkit.models.s1.dropout import Dropout
 from gsvkit.models.s1.sampling import MIN_NEW_TOKENS as MIN_NEW_TOKENS
 from gsvkit.models.s1.sampling import Sampling, next_token
+from gsvkit.models.s1.step_graph import StepGraph
 
 IGNORE_INDEX = -100
 PRECISIONS = ("fp32", "bf16", "int8", "int4")  # s1 weight formats for inference; see `with_precision`
@@ -201,6 +201,8 @@ def batch_mask(text_lens: torch.Tensor, audio_lens: torch.Tensor, text_len: int,
 # --------------------------------------------------------------------------------------------------------- model
 class Text2SemanticDecoder(nn.Module):
     """GPT-SoVITS s1: phones + BERT features (+ prompt codes) → semantic codes. See the module docstring."""
+
+    step_graph: StepGraph | None = None  # int4's decoding step on onnxruntime (`quantize_int4`)
 
     def __init__(self, cfg: S1ModelConfig, layer_drop: float | None = None):
         super().__init__()
@@ -403,14 +405,13 @@ class Text2SemanticDecoder(nn.Module):
         mask = batch_mask(lens, torch.full_like(lens, tp), tx, tp) if padded else prefix_mask(tx, tp, device)
         out = self.h(x, mask, cache)  # [B, Tx+Tp, D]
         last = lens - 1 if tp == 0 else torch.full_like(lens, tx + tp - 1)  # position predicting the first code
-        hidden = out[torch.arange(b, device=device), last]  # [B, D]
+        raw = self.ar_predict_layer(out[torch.arange(b, device=device), last]).float()  # [B, V]
 
         history = torch.zeros(b, tp + max_new_tokens, dtype=torch.long, device=device)  # [B, Tp+N] prompt + tokens
         if tp:
             history[:, :tp] = prompt
         rows = list(range(b))  # the input row of each row still running
         for step in range(max_new_tokens):
-            raw = self.ar_predict_layer(hidden).float()  # [B', V]
             going = []
             for i, row in enumerate(rows):
                 tok, is_eos = next_token(
@@ -430,7 +431,11 @@ class Text2SemanticDecoder(nn.Module):
                 padded = not bool(keys_ok[:, :tx].all())
             token = history[:, tp + step : tp + step + 1]  # [B', 1]
             step_mask = keys_ok[:, None, None, : cache.length + 1] if padded else None  # [B', 1, 1, S]
-            hidden = self.h(self.embed_audio(token, offset=tp + step), step_mask, cache)[:, -1]  # [B', D]
+            x = self.embed_audio(token, offset=tp + step)  # [B', 1, D]
+            if self.step_graph is not None and step_mask is None and x.shape[0] == 1:
+                raw = self.step_graph.run(x, cache)  # [1, V]: one row's step on onnxruntime (int4)
+            else:
+                raw = self.ar_predict_layer(self.h(x, step_mask, cache)[:, -1]).float()  # [B', V]
 
     def generate_iter(self, phones: torch.Tensor, bert: torch.Tensor, prompt: torch.Tensor | None = None, **kw):
         """Yield each new token id (int) as soon as it is drawn; stops before EOS. Arguments as `generate`."""
@@ -505,27 +510,37 @@ class Text2SemanticDecoder(nn.Module):
         decoding leaves the fp32 path within tens of tokens. The copy's state_dict no longer has upstream's layout:
         keep the float model for saving (or pass `inplace=True` to convert this model itself).
         """
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
         model = self._target(inplace).float().eval()
         for layer in model.h.layers:
-            layer.self_attn.qkv_quantized = int8_linear(_take_qkv(layer.self_attn))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))  # see `int8_linear`
-            return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+            _int8_layer(layer)
+        model.bert_proj = int8_linear(model.bert_proj)  # type: ignore[assignment]
+        model.ar_predict_layer = int8_linear(model.ar_predict_layer)  # type: ignore[assignment]
+        return model
 
-    def quantize_int4(self, group: int = INT4_GROUP, inplace: bool = False) -> Text2SemanticDecoder:
-        """An inference-only CPU copy whose transformer layers use 4-bit weights with one scale per `group` inputs
-        (`Int4Linear`); the output layer (1025 rows, not a multiple of 16) stays int8 as in `quantize_int8`.
+    def quantize_int4(
+        self, group: int = INT4_GROUP, inplace: bool = False, step_graph: bool = True
+    ) -> Text2SemanticDecoder:
+        """An inference-only CPU copy whose decoding steps use 4-bit weights with one scale and zero point per `group`
+        inputs: half the weight bytes of int8 per token.
 
-        Half the weight bytes of int8 per token. Calls of many positions at once (the prompt's first pass, teacher
-        forcing; `WIDE_ROWS` rows or more) run on an int8 copy of each layer instead, where the 4-bit kernel is
-        slow (`Int4Linear` with `wide=True`). More approximate than int8: see the README's precision table for
-        the measured token agreement and mel distance. The copy's state_dict has no upstream layout (`inplace=True`
-        converts this model itself).
+        With `step_graph` (the default; needs the `onnx` extra), a decoding step of one row runs on onnxruntime
+        (`StepGraph`: every layer and the output layer as one graph, the 4-bit weights quantised from the float ones
+        by onnxruntime's block quantiser), and everything else runs on the torch layers, which become int8 as in
+        `quantize_int8`: the first pass over text and prompt, teacher forcing, and batches of several rows (their
+        padded keys need a mask the graph has no input for). With `step_graph=False` the torch layers are 4-bit
+        (`Int4Linear`; the output layer, 1025 rows, not a multiple of 16, stays int8), and calls of many positions
+        at once (`WIDE_ROWS` rows or more) run on an int8 copy of each layer, where torch's 4-bit kernel is slow.
+        More approximate than int8: see the README's precision table for the measured token agreement and mel
+        distance. The copy's state_dict has no upstream layout (`inplace=True` converts this model itself).
         """
         from gsvkit.models.modules.int4 import Int4Linear
+        from gsvkit.models.s1 import step_graph as graph
 
+        if step_graph and not graph.available():
+            raise ConfigError(
+                "precision int4 decodes on onnxruntime: install it with `pip install 'gsvkit[onnx]'` (or pass "
+                "step_graph=False to decode on torch's 4-bit kernel, about 1.7x slower at 2 threads)"
+            )
         if self._anchor.device.type != "cpu":
             raise ConfigError("precision int4 runs on the CPU only; use int8 or bf16 on a GPU")
         first = self.h.layers[0]  # linear1 [ffn, dim] and linear2 [dim, ffn]: their rule covers every layer shape
@@ -536,6 +551,12 @@ class Text2SemanticDecoder(nn.Module):
                 "this model"
             )
         model = self._target(inplace).float().eval()
+        if step_graph:  # each layer becomes int8 once the graph has read it
+            head = model.ar_predict_layer
+            model.step_graph = graph.StepGraph.from_layers(model.h.layers, head, self.cfg.head, group, _int8_layer)
+            model.bert_proj = int8_linear(model.bert_proj)  # type: ignore[assignment]
+            model.ar_predict_layer = int8_linear(head)  # type: ignore[assignment]
+            return model
         for layer in model.h.layers:
             attn = layer.self_attn
             attn.qkv_quantized = Int4Linear.from_linear(_take_qkv(attn), group, wide=True)
@@ -548,6 +569,14 @@ class Text2SemanticDecoder(nn.Module):
     def _target(self, inplace: bool) -> Text2SemanticDecoder:
         """The model a precision conversion changes: this one (`inplace`) or a deep copy of it."""
         return self if inplace else copy.deepcopy(self)
+
+
+def _int8_layer(layer: nn.Module) -> None:
+    """A `TransformerLayer`'s linear layers as torch's dynamic int8 layers (`int8_linear`), in place."""
+    layer.self_attn.qkv_quantized = int8_linear(_take_qkv(layer.self_attn))
+    layer.self_attn.out_proj = int8_linear(layer.self_attn.out_proj)
+    layer.linear1 = int8_linear(layer.linear1)
+    layer.linear2 = int8_linear(layer.linear2)
 
 
 def _take_qkv(attn: SelfAttention) -> nn.Linear:

@@ -1,0 +1,256 @@
+"""The decoding step of an int4 s1 as one onnxruntime graph: `StepGraph`.
+
+A decoding step at batch 1 pushes one position through every layer. In torch's eager mode that is about 30 small
+ops per layer, each with its own dispatch, and torch's 4-bit CPU kernel converts activations to bf16 and unpacks
+weights without VNNI. onnxruntime runs the same layers as one graph: its 4-bit product (`MatMulNBits`, the bias
+fused in, activations quantised to int8 per block of `block` inputs so the products use int8 dot products) and its
+attention over a key/value cache (`GroupQueryAttention`) that reads and writes `KVCache`'s own buffers in place (the
+cache's fp32 tensors are bound to the graph's past and present inputs, no copy). LayerNorms and residual sums are
+fused by onnxruntime's graph optimiser. The 4-bit codes, scales and zero points come from onnxruntime's own block
+quantiser (`DefaultWeightOnlyQuantizer`), one block of `block` inputs per scale, as `Int4Linear` groups them.
+
+The graph ends with the output layer in fp32 (a plain `MatMul`), so a step returns logits [1, V]: no torch op
+with threads runs between two steps, and torch's idle threads leave the cores to the graph's.
+
+What stays in torch: the first pass over text and prompt (many positions, bidirectional text mask), batches of
+several rows (their padded text keys need a mask the graph has no input for), embeddings and sampling.
+`Text2SemanticDecoder.decode_steps` calls `StepGraph.run` for a step of one row without a mask.
+
+The session is made with the graph, with the threads torch has then (`torch.get_num_threads()`): set threads
+before converting the model.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gsvkit.models.s1.attention import KVCache
+
+OPSET = 18
+
+
+def available() -> bool:
+    """Whether onnx and onnxruntime are installed (the `onnx` extra)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _quantizer(block: int) -> Any:
+    import logging
+
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        DefaultWeightOnlyQuantizer,
+    )
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    return DefaultWeightOnlyQuantizer(DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=False))
+
+
+class _GraphBuilder:
+    """Nodes of the step graph, one layer at a time, with its constants kept as arrays outside the graph (each one a
+    placeholder there, given to the session as an external initialiser: no serialised copy of the weights)."""
+
+    def __init__(self, block: int):
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
+        self.arrays: dict[str, np.ndarray] = {}
+        self.block = block
+        self.quant = _quantizer(block)
+
+    def const(self, name: str, value: torch.Tensor | np.ndarray) -> str:
+        from onnx import TensorProto, helper
+
+        array = np.array(value.detach().float(), copy=True) if isinstance(value, torch.Tensor) else value
+        array = np.ascontiguousarray(array)  # its own memory: the torch layer may be converted afterwards
+        placeholder = TensorProto(name=name, dims=array.shape, data_location=TensorProto.EXTERNAL)
+        placeholder.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        for key, val in (("location", "external"), ("offset", "0"), ("length", str(array.nbytes))):
+            entry = placeholder.external_data.add()
+            entry.key, entry.value = key, val
+        self.inits.append(placeholder)
+        self.arrays[name] = array
+        return name
+
+    def node(self, op: str, inputs: list[str], outputs: list[str], domain: str = "", **attrs: Any) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=outputs[0], domain=domain, **attrs))
+        return outputs[0]
+
+    def linear(self, name: str, x: str, weight: torch.Tensor, bias: torch.Tensor | None) -> str:
+        """x [.., K] @ weight[N, K]^T + bias, with 4-bit weights (`MatMulNBits`, int8 products: accuracy level 4)."""
+        n, k = weight.shape
+        w = np.ascontiguousarray(weight.detach().float().t().numpy())  # [K, N]
+        packed, scales, zero_points = self.quant.qbits_block_quant(w)  # [N, K/b, b/2], [N, K/b], [N, ceil(K/b/2)]
+        inputs = [x, self.const(f"{name}.q", packed), self.const(f"{name}.s", scales.reshape(-1))]
+        inputs += [self.const(f"{name}.z", zero_points.reshape(-1)), ""]  # no g_idx
+        if bias is not None:
+            inputs.append(self.const(f"{name}.b", bias))
+        return self.node("MatMulNBits", inputs, [f"{name}.y"], domain="com.microsoft", K=k, N=n, bits=4,
+                         block_size=self.block, accuracy_level=4)  # fmt: skip
+
+
+def build_step_graph(
+    layers: Sequence[nn.Module],
+    head: nn.Linear,
+    heads: int,
+    block: int,
+    then: Callable[[nn.Module], None] | None = None,
+) -> tuple[bytes, dict[str, np.ndarray]]:
+    """The serialised graph of one decoding step through `layers` (`TransformerLayer`s with float weights), and
+    its constants by name (the graph holds placeholders for them; `StepGraph` gives them to its session).
+    `then(layer)` is called once a layer's weights have been read: a caller that converts the layers in place
+    frees each float layer before the next one is quantised, so the float model and its 4-bit copy never coexist.
+
+    Inputs: `x` [1, 1, D] (the embedded token), `seqlens_k` [1] int32 (cached positions), `total_len` [] int32
+    (cached + 1), and per layer `past_k{i}`, `past_v{i}` [1, H, capacity, hd] fp32. Outputs: `logits` [1, 1, V]
+    (`head`, the output layer, in fp32) and `present_k{i}`, `present_v{i}` (bound to the past buffers, which the
+    step extends in place).
+    """
+    from onnx import TensorProto, helper
+
+    dim = layers[0].norm1.weight.shape[0]
+    hd = dim // heads
+    g = _GraphBuilder(block)
+    kv_shape = [1, heads, "capacity", hd]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, dim]),
+              helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
+              helper.make_tensor_value_info("total_len", TensorProto.INT32, [])]  # fmt: skip
+    outputs = []
+    x = "x"
+    for i, layer in enumerate(layers):
+        attn = layer.self_attn
+        pk, pv = f"past_k{i}", f"past_v{i}"
+        inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_shape) for n in (pk, pv)]
+        outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_shape) for n in (f"present_k{i}",
+                                                                                           f"present_v{i}")]  # fmt: skip
+        qkv = g.linear(f"l{i}.qkv", x, attn.in_proj_weight, attn.in_proj_bias)  # [1, 1, 3D] packed q, k, v
+        a = g.node("GroupQueryAttention", [qkv, "", "", pk, pv, "seqlens_k", "total_len"],
+                   [f"l{i}.attn", f"present_k{i}", f"present_v{i}"], domain="com.microsoft", num_heads=heads,
+                   kv_num_heads=heads)  # fmt: skip
+        a = g.linear(f"l{i}.out", a, attn.out_proj.weight, attn.out_proj.bias)
+        x = _add_norm(g, f"l{i}.n1", x, a, layer.norm1)
+        f = g.node("Relu", [g.linear(f"l{i}.ffn1", x, layer.linear1.weight, layer.linear1.bias)], [f"l{i}.relu"])
+        x = _add_norm(g, f"l{i}.n2", x, g.linear(f"l{i}.ffn2", f, layer.linear2.weight, layer.linear2.bias),
+                      layer.norm2)  # fmt: skip
+        if then is not None:
+            then(layer)
+    vocab = head.weight.shape[0]
+    g.node("MatMul", [x, g.const("head.w", head.weight.t())], ["logits"])  # fp32, as the torch path's is not
+    outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, vocab]))
+    graph = helper.make_graph(g.nodes, "s1_step", inputs, outputs, initializer=g.inits)
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets).SerializeToString(), g.arrays
+
+
+def _add_norm(g: _GraphBuilder, name: str, x: str, y: str, norm: nn.LayerNorm) -> str:
+    """LayerNorm(x + y) (post-norm residual)."""
+    s = g.node("Add", [x, y], [f"{name}.sum"])
+    return g.node("LayerNormalization", [s, g.const(f"{name}.w", norm.weight), g.const(f"{name}.b", norm.bias)],
+                  [f"{name}.y"], axis=-1, epsilon=norm.eps)  # fmt: skip
+
+
+class _Binding:
+    """One cache's inputs and outputs bound to a session: the KV buffers and small staging arrays, reused per step."""
+
+    def __init__(self, session: Any, cache: KVCache, dim: int, vocab: int):
+        import onnxruntime as ort
+
+        self.session, self.ptr = session, cache.k[0].data_ptr()
+        self.x = np.zeros((1, 1, dim), np.float32)
+        self.seqlens = np.zeros(1, np.int32)
+        self.total = np.zeros((), np.int32)
+        self.logits = np.zeros((1, 1, vocab), np.float32)
+        self.io = io = session.io_binding()
+
+        for name, array in (("x", self.x), ("seqlens_k", self.seqlens), ("total_len", self.total)):
+            io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
+        io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.logits))
+        for i, (k, v) in enumerate(zip(cache.k, cache.v, strict=True)):
+            for kind, t in (("k", k), ("v", v)):
+                value = ort.OrtValue.ortvalue_from_numpy(t.numpy())  # shares the cache's memory
+                io.bind_ortvalue_input(f"past_{kind}{i}", value)
+                io.bind_ortvalue_output(f"present_{kind}{i}", value)
+
+
+class StepGraph:
+    """One decoding step of a single row through every layer on onnxruntime (see the module's doc)."""
+
+    def __init__(self, model: bytes, constants: dict[str, np.ndarray], dim: int, vocab: int):
+        self.model, self.dim, self.vocab = model, dim, vocab
+        self._constants: dict[str, np.ndarray] | None = constants
+        self._session: Any = None
+        self._lock = threading.Lock()
+        self._bindings: weakref.WeakKeyDictionary[KVCache, _Binding] = weakref.WeakKeyDictionary()
+
+    def __deepcopy__(self, memo: dict) -> StepGraph:
+        return self  # immutable weights; sessions may be shared
+
+    @classmethod
+    def from_layers(
+        cls,
+        layers: Sequence[nn.Module],
+        head: nn.Linear,
+        heads: int,
+        block: int = 32,
+        then: Callable[[nn.Module], None] | None = None,
+    ) -> StepGraph:
+        """The step through `layers` and the output layer `head`, its session made now (`session`); `then` as in
+        `build_step_graph`."""
+        dim, vocab = layers[0].norm1.weight.shape[0], head.weight.shape[0]
+        model, constants = build_step_graph(layers, head, heads, block, then)
+        graph = cls(model, constants, dim, vocab)
+        graph.session()
+        return graph
+
+    def session(self) -> Any:
+        """The onnxruntime session, made once with torch's thread count then (`torch.get_num_threads()`).
+
+        onnxruntime copies the constants into the session, so they are dropped once it exists; later steps reuse
+        it whatever torch's thread count has become (gsvkit's commands set threads before loading models)."""
+        with self._lock:
+            if self._session is None:
+                import onnxruntime as ort
+
+                assert self._constants is not None
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
+                opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+                # Graph threads spin between the step's ops (waking a sleeping thread for each of them costs more
+                # than the op: 6.1-7.0 against 4.5-5.0 ms a step at 2 threads) and stop at the end of each run, so
+                # they leave the cores to torch (sampling, s2) between steps.
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+                opts.add_session_config_entry("session.force_spinning_stop", "1")
+                opts.log_severity_level = 3
+                names = list(self._constants)
+                opts.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(a)
+                                                       for a in self._constants.values()])  # fmt: skip
+                self._session = ort.InferenceSession(self.model, opts, providers=["CPUExecutionProvider"])
+                self._constants = None
+            return self._session
+
+    def run(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """x [1, 1, D] (the embedded token at the next position) → logits [1, V]; extends `cache` by one."""
+        cache.reserve(1)
+        session = self.session()
+        bound = self._bindings.get(cache)
+        if bound is None or bound.session is not session or bound.ptr != cache.k[0].data_ptr():
+            bound = self._bindings[cache] = _Binding(session, cache, self.dim, self.vocab)  # new cache, buffers or threads
+        bound.x[...] = x.detach().float().numpy()
+        bound.seqlens[0] = cache.length
+        bound.total[...] = cache.length + 1
+        session.run_with_iobinding(bound.io)
+        cache.advance(1)
+        return torch.from_numpy(bound.logits.reshape(1, -1).copy())
