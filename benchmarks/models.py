@@ -4,7 +4,8 @@
   75-token prompt (3 s), top_k=15, batch 1. "total" counts the prompt pass; "decode" is the per-token steady state;
   "first pass" is the time to the first token (the pass over the 135 positions of text and prompt).
   Variants: fp32 (the reference), bf16 weights, int8 dynamic quantisation of the linear layers, int4 group-wise
-  weights (`with_precision`). `--alternate N` runs the variants in one process in turn for N rounds instead and
+  weights (`with_precision`; the layers on onnxruntime), int4-torch (`quantize_int4(step_graph=False)`: torch's
+  4-bit kernel). `--alternate N` runs the variants in one process in turn for N rounds instead and
   prints medians and paired ratios to the first variant (the way to compare them on a shared machine).
 - s2 (SoVITS): real-time factor of `decode` for 250 tokens (10 s of 32 kHz audio), one 3 s reference.
 
@@ -40,6 +41,8 @@ def _s1_model(dtype: str):
         # and an all -1 EOS row scores -D.
         model.h.layers[-1].norm2.bias.fill_(1.0)
         model.ar_predict_layer.weight[model.eos].fill_(-1.0)
+    if dtype == "int4-torch":  # int4 on torch's own 4-bit kernel instead of the onnxruntime graph
+        return model.quantize_int4(step_graph=False)
     return model.with_precision(dtype)
 
 
@@ -191,7 +194,7 @@ def main() -> None:
     for variant in args.variants.split(","):
         r = bench_s1(variant.strip(), args.tokens, args.repeats)
         label = {"fp32": "fp32 (reference)", "bf16": "bf16 weights (approximate)", "int8": "int8 linear (approximate)",
-                 "int4": "int4 linear (approximate)"}  # fmt: skip
+                 "int4": "int4 graph (approximate)", "int4-torch": "int4 torch kernel (approximate)"}  # fmt: skip
         print(
             f"s1 {label.get(variant, variant):28s} {r['tokens']} tokens: {r['total_tok_s']:6.1f} tokens/s total "
             f"({r['total_s']:.2f} s), {r['decode_tok_s']:6.1f} tokens/s decode, first pass and token "

@@ -19,14 +19,13 @@ from gsvkit.models.s1.gpt import PRECISIONS
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 # precision → (max |Δlogit| / max |logit|, teacher-forced argmax agreement) bounds
-# (tiny weights; measured: bf16 0.006 / 1.0, int8 0.017 / 0.967, int4 0.018 / 0.967). A teacher-forced pass is many
-# positions at once, which int4 computes on its layers' int8 copies (`Int4Linear` wide), so its logit figures are
-# close to int8's; its decoding steps are what is 4-bit, and the greedy agreement below measures those.
+# (tiny weights; measured: bf16 0.006 / 1.0, int8 0.017 / 0.967, int4 0.035 / 0.984).
 LOGIT_BOUNDS = {"bf16": (0.03, 0.95), "int8": (0.06, 0.90), "int4": (0.06, 0.90)}
 # official-size default-init weights: (max |Δlogit| rel, teacher-forced agreement, greedy agreement over 80 tokens);
-# measured bf16 0.014 / 1.0 / 1.0, int8 0.034 / 0.984 / 1.0, int4 0.031 / 0.967 / 0.775 (the least exact: its
-# steps are 4-bit; before the first pass ran on int8 copies, int4's greedy agreement was 0.350).
-OFFICIAL_BOUNDS = {"bf16": (0.03, 0.95, 0.85), "int8": (0.06, 0.90, 0.85), "int4": (0.06, 0.90, 0.6)}
+# measured bf16 0.014 / 1.0 / 1.0, int8 0.034 / 0.984 / 1.0, int4 0.163 / 0.967 / 0.863. int4 runs every pass on
+# onnxruntime in 4 bits (`StepGraph`), teacher forcing included, hence its larger logit error; its greedy agreement
+# was 0.775 with torch's 4-bit steps after an int8 first pass, and 0.350 with a 4-bit first pass.
+OFFICIAL_BOUNDS = {"bf16": (0.03, 0.95, 0.85), "int8": (0.06, 0.90, 0.85), "int4": (0.25, 0.90, 0.7)}
 MEL_BOUNDS = {"bf16": 1.0, "int8": 1.0, "int4": 1.0}  # log-mel L1 of the sampled output to fp32, same seed
 
 
@@ -80,7 +79,7 @@ def test_inplace_conversion_is_the_copy_without_the_float_weights(precision):
         same = model.with_precision(precision, inplace=True)
         assert same is model
         torch.testing.assert_close(same.logits(phones, bert, codes), copied, rtol=0, atol=0)
-    assert not any(p.dtype == torch.float32 and p.dim() == 2 for p in same.h.layers.parameters())  # no float matrices
+    assert not any(p.dtype == torch.float32 and p.dim() == 2 for p in same.h.parameters())  # no float matrices
     assert sum(t.numel() * t.element_size() for t in (*same.parameters(), *same.buffers())) < float_bytes
 
 
@@ -131,9 +130,9 @@ def _speak(voice, precision):
     assert tts.status()["precision"] == precision and tts.bundle.s2.precision == "fp32"
     s1 = tts.bundle.s1
     assert next(s1.parameters(), torch.zeros(0)).dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
-    # int4: 4-bit steps on onnxruntime, the torch layers (first pass, batches) in int8
-    assert ("quantized" in type(s1.h.layers[0].linear1).__module__) == (precision in ("int8", "int4"))
-    assert (s1.step_graph is not None) == (precision == "int4")
+    assert (s1.step_graph is not None) == (precision == "int4")  # int4: every layer on onnxruntime
+    if precision != "int4":
+        assert ("quantized" in type(s1.h.layers[0].linear1).__module__) == (precision == "int8")
     torch.set_num_threads(1)
     return tts.synthesize("Hello world. This is a small test.", "en", seed=0, max_new_tokens=40)
 

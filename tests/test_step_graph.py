@@ -1,5 +1,5 @@
-"""int4's decoding step on onnxruntime (`StepGraph`): the same function as the torch layers, the KV cache extended
-in place (and followed when it grows), single rows on the graph and padded batches on torch."""
+"""int4's layers on onnxruntime (`StepGraph`): the same function as the torch layers for steps, masked first passes
+and padded batches, the KV cache extended in place (and followed when it grows), every pass of an int4 copy on it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime")
 from gsvkit.config import ConfigError, load_config  # noqa: E402
 from gsvkit.models.s1 import KVCache, Text2SemanticDecoder  # noqa: E402
 from gsvkit.models.s1 import step_graph as graph  # noqa: E402
-from gsvkit.models.s1.gpt import pad_rows  # noqa: E402
+from gsvkit.models.s1.gpt import batch_mask, pad_rows  # noqa: E402
 from gsvkit.models.s1.step_graph import StepGraph  # noqa: E402
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -59,11 +59,11 @@ def test_graph_step_is_the_layers_step_in_4_bits_and_extends_the_cache_in_place(
     k_before = [k.clone() for k in cache.k]
     x = torch.randn(1, 1, model.cfg.hidden_dim, generator=torch.Generator().manual_seed(1))
     ref = _torch_step(model, x, ref_cache)
-    got = step.run(x, cache)
+    got = step.run(x, cache)[:, -1]
     assert got.shape == ref.shape == (1, model.cfg.vocab_size)
     assert 0 < _rel(got, ref) < 0.08  # 4-bit weights and int8 activation blocks; measured 0.028
     other = Text2SemanticDecoder(model.cfg).eval()  # different weights: far from it
-    assert _rel(_graph(other).run(x, _prefilled(model, 7, 16)), ref) > 0.5  # measured 1.85
+    assert _rel(_graph(other).run(x, _prefilled(model, 7, 16))[:, -1], ref) > 0.5  # measured 1.85
     assert cache.length == ref_cache.length == 8
     for layer in range(len(model.h.layers)):
         for new, ref_kv in ((cache.k, ref_cache.k), (cache.v, ref_cache.v)):  # the step's key/value, from the graph
@@ -79,19 +79,20 @@ def test_graph_follows_the_cache_when_it_grows(model):
     g = torch.Generator().manual_seed(2)
     for i in range(12):  # capacity 6 -> 12 -> 24: the buffers are replaced twice
         x = torch.randn(1, 1, model.cfg.hidden_dim, generator=g)
-        assert _rel(step.run(x, cache), _torch_step(model, x, ref_cache)) < 0.08, f"step {i}"
+        assert _rel(step.run(x, cache)[:, -1], _torch_step(model, x, ref_cache)) < 0.08, f"step {i}"
     assert cache.capacity >= 17 and cache.length == 17
 
 
-def test_session_takes_torch_threads_at_the_first_step_and_then_holds_no_second_copy(model):
-    step, threads = _graph(model), torch.get_num_threads()
+def test_session_takes_torch_threads_when_built_and_then_holds_no_second_copy(model):
+    threads = torch.get_num_threads()
     x = torch.randn(1, 1, model.cfg.hidden_dim, generator=torch.Generator().manual_seed(3))
     try:
         torch.set_num_threads(2)
-        got_two = step.run(x, _prefilled(model, 7, 16))
+        step = _graph(model)
         session = step.session()
         assert session.get_session_options().intra_op_num_threads == 2
         assert step._constants is None  # onnxruntime copied the weights into the session: ours are gone
+        got_two = step.run(x, _prefilled(model, 7, 16))
         torch.set_num_threads(1)
         got_one = step.run(x, _prefilled(model, 7, 16))
         assert step.session() is session  # the one session, whatever torch's threads are now
@@ -100,16 +101,39 @@ def test_session_takes_torch_threads_at_the_first_step_and_then_holds_no_second_
         torch.set_num_threads(threads)
 
 
-def test_int4_decodes_single_rows_on_the_graph_and_padded_batches_on_torch(model, monkeypatch):
+def test_masked_first_pass_of_a_padded_batch_is_the_layers_pass(model):
+    step, (b, tx, tp) = _graph(model), (2, 9, 6)
+    lens = torch.tensor([9, 5])  # row 1: 4 padded phones, masked as keys
+    mask = batch_mask(lens, torch.full_like(lens, tp), tx, tp)  # [B, 1, S, S]: text both ways, audio causal
+    x = torch.randn(b, tx + tp, model.cfg.hidden_dim, generator=torch.Generator().manual_seed(5))
+    hd = model.cfg.hidden_dim // model.cfg.head
+    ref_cache, cache = (KVCache(len(model.h.layers), b, model.cfg.head, hd, 32, x) for _ in range(2))
+    with torch.inference_mode():
+        ref = model.ar_predict_layer(model.h(x, mask, ref_cache))  # [B, S, V]
+    got = step.run(x, cache, mask)
+    assert got.shape == ref.shape and cache.length == tx + tp
+    assert 0 < _rel(got, ref) < 0.08  # measured 0.027
+    unmasked = step.run(x, KVCache(len(model.h.layers), b, model.cfg.head, hd, 32, x), torch.ones(1, dtype=torch.bool))
+    assert _rel(unmasked, ref) > 0.1  # the mask is applied: without it the rows see other keys (measured 0.3)
+    for layer in range(len(model.h.layers)):
+        assert _rel(cache.v[layer][:, :, : tx + tp], ref_cache.v[layer][:, :, : tx + tp]) < 0.2
+    with pytest.raises(ValueError, match="need a mask"):
+        step.run(x, cache)
+
+
+def test_int4_runs_every_pass_on_the_graph_and_keeps_no_torch_layers(model, monkeypatch):
     q = model.quantize_int4()
     assert isinstance(q.step_graph, StepGraph) and model.step_graph is None
+    assert not any(p.dim() == 2 and p.shape[0] >= model.cfg.hidden_dim for p in q.h.parameters())
+    with pytest.raises(ConfigError, match="onnxruntime"):
+        q.h(torch.zeros(1, 1, model.cfg.hidden_dim))
     assert copy.deepcopy(q).step_graph is q.step_graph  # copies share the (immutable) graph
-    calls: list[int] = []
+    calls: list[tuple[int, int]] = []
     real = StepGraph.run
 
-    def spy(self, x, cache):
-        calls.append(x.shape[0])
-        return real(self, x, cache)
+    def spy(self, x, cache, mask=None):
+        calls.append(tuple(x.shape[:2]))
+        return real(self, x, cache, mask)
 
     monkeypatch.setattr(StepGraph, "run", spy)
     g = torch.Generator().manual_seed(4)
@@ -117,15 +141,16 @@ def test_int4_decodes_single_rows_on_the_graph_and_padded_batches_on_torch(model
     bert = torch.randn(1, model.cfg.bert_dim, 12, generator=g)
     prompt = torch.randint(0, model.eos, (1, 10), generator=g)
     steps = list(q.decode_steps(phones, bert, prompt, **GREEDY))
-    assert len(calls) == len(steps) - 1 > 0  # every step after the first pass ran on the graph
+    assert calls == [(1, 22)] + [(1, 1)] * (len(steps) - 1)  # the first pass, then one call per step
     calls.clear()
-    rows = [phones[0], phones[0, :7]]
-    padded_phones, lens, padded_bert = pad_rows(rows, [bert[0], bert[0, :, :7]])
+    padded_phones, lens, padded_bert = pad_rows([phones[0], phones[0, :7]], [bert[0], bert[0, :, :7]])
     steps = list(q.decode_steps(padded_phones, padded_bert, prompt, lens, **GREEDY))
-    assert len(steps) > 2 and not calls  # two rows, one padded: the torch layers (int8) with the key mask
-    assert "quantized" in type(q.h.layers[0].linear1).__module__
+    assert calls[0] == (2, 22) and calls[1] == (2, 1) and len(calls) == max(s.index for s in steps) + 1
+    calls.clear()
+    assert q.logits(phones, bert, prompt).shape == (1, 11, model.cfg.vocab_size) and calls == [(1, 22)]
     off = model.quantize_int4(step_graph=False)
     assert off.step_graph is None
+    calls.clear()
     list(off.decode_steps(phones, bert, prompt, **GREEDY))
     assert not calls
 

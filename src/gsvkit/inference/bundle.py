@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gsvkit.errors import CheckpointError
+from gsvkit.utils.memory import loading_memory
 
 _ids = itertools.count(1)
 
@@ -136,7 +137,8 @@ def load_bundle(
     if same1 is not None:
         s1 = same1.s1
     else:
-        s1 = load_s1(s1_path, device=device).with_precision(precision, inplace=True)
+        with loading_memory():  # the float weights the conversion frees go back to the system
+            s1 = load_s1(s1_path, device=device).with_precision(precision, inplace=True)
     s2 = same2.s2 if same2 is not None else load_s2(s2_path, device=device)
     if same2 is None and s2_format != "fp32":
         s2.set_precision(s2_format)

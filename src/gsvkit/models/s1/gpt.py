@@ -202,7 +202,7 @@ def batch_mask(text_lens: torch.Tensor, audio_lens: torch.Tensor, text_len: int,
 class Text2SemanticDecoder(nn.Module):
     """GPT-SoVITS s1: phones + BERT features (+ prompt codes) → semantic codes. See the module docstring."""
 
-    step_graph: StepGraph | None = None  # int4's decoding step on onnxruntime (`quantize_int4`)
+    step_graph: StepGraph | None = None  # int4's layers on onnxruntime (`quantize_int4`)
 
     def __init__(self, cfg: S1ModelConfig, layer_drop: float | None = None):
         super().__init__()
@@ -344,6 +344,12 @@ class Text2SemanticDecoder(nn.Module):
 
     def logits(self, phones: torch.Tensor, bert: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits [1, Ts+1, V] from the last phone position onward (upstream's `tf_logits`)."""
+        if self.step_graph is not None:  # int4: one pass of the graph over text and codes (no gradient)
+            tx, ts, heads = phones.shape[1], semantic.shape[1], self.cfg.head
+            with torch.inference_mode():
+                x = torch.cat([self.embed_text(phones, bert), self.embed_audio(semantic)], dim=1)  # [1, Tx+Ts, D]
+                cache = KVCache(self.cfg.n_layer, 1, heads, self.cfg.hidden_dim // heads, tx + ts, x)
+                return self.step_graph.run(x, cache, prefix_mask(tx, ts, x.device))[:, tx - 1 :]
         device = phones.device
         phone_lens = torch.tensor([phones.shape[1]], device=device)
         semantic_lens = torch.tensor([semantic.shape[1]], device=device)
@@ -397,15 +403,18 @@ class Text2SemanticDecoder(nn.Module):
             x = torch.cat([x, self.embed_audio(prompt).expand(b, -1, -1)], dim=1)  # [B, Tx+Tp, D]
         heads = self.cfg.head
         cache = KVCache(
-            len(self.h.layers), b, heads, self.cfg.hidden_dim // heads, tx + tp + min(max_new_tokens, 1024), x
+            self.cfg.n_layer, b, heads, self.cfg.hidden_dim // heads, tx + tp + min(max_new_tokens, 1024), x
         )
         keys_ok = torch.ones(b, tx + tp + max_new_tokens, dtype=torch.bool, device=device)  # [B, S_max]
         keys_ok[:, :tx] = torch.arange(tx, device=device)[None] < lens[:, None]  # padded phones are never read
         padded = tx * b > int(lens.sum())
         mask = batch_mask(lens, torch.full_like(lens, tp), tx, tp) if padded else prefix_mask(tx, tp, device)
-        out = self.h(x, mask, cache)  # [B, Tx+Tp, D]
         last = lens - 1 if tp == 0 else torch.full_like(lens, tx + tp - 1)  # position predicting the first code
-        raw = self.ar_predict_layer(out[torch.arange(b, device=device), last]).float()  # [B, V]
+        if self.step_graph is not None:  # int4: the layers and the output layer on onnxruntime
+            raw = self.step_graph.run(x, cache, mask)[torch.arange(b, device=device), last]  # [B, V]
+        else:
+            out = self.h(x, mask, cache)  # [B, Tx+Tp, D]
+            raw = self.ar_predict_layer(out[torch.arange(b, device=device), last]).float()  # [B, V]
 
         history = torch.zeros(b, tp + max_new_tokens, dtype=torch.long, device=device)  # [B, Tp+N] prompt + tokens
         if tp:
@@ -432,8 +441,8 @@ class Text2SemanticDecoder(nn.Module):
             token = history[:, tp + step : tp + step + 1]  # [B', 1]
             step_mask = keys_ok[:, None, None, : cache.length + 1] if padded else None  # [B', 1, 1, S]
             x = self.embed_audio(token, offset=tp + step)  # [B', 1, D]
-            if self.step_graph is not None and step_mask is None and x.shape[0] == 1:
-                raw = self.step_graph.run(x, cache)  # [1, V]: one row's step on onnxruntime (int4)
+            if self.step_graph is not None:
+                raw = self.step_graph.run(x, cache, step_mask)[:, -1]  # [B', V]
             else:
                 raw = self.ar_predict_layer(self.h(x, step_mask, cache)[:, -1]).float()  # [B', V]
 
@@ -520,18 +529,18 @@ class Text2SemanticDecoder(nn.Module):
     def quantize_int4(
         self, group: int = INT4_GROUP, inplace: bool = False, step_graph: bool = True
     ) -> Text2SemanticDecoder:
-        """An inference-only CPU copy whose decoding steps use 4-bit weights with one scale and zero point per `group`
-        inputs: half the weight bytes of int8 per token.
+        """An inference-only CPU copy whose transformer layers use 4-bit weights with one scale and zero point per
+        `group` inputs: half the weight bytes of int8 per token.
 
-        With `step_graph` (the default; needs the `onnx` extra), a decoding step of one row runs on onnxruntime
-        (`StepGraph`: every layer and the output layer as one graph, the 4-bit weights quantised from the float ones
-        by onnxruntime's block quantiser), and everything else runs on the torch layers, which become int8 as in
-        `quantize_int8`: the first pass over text and prompt, teacher forcing, and batches of several rows (their
-        padded keys need a mask the graph has no input for). With `step_graph=False` the torch layers are 4-bit
-        (`Int4Linear`; the output layer, 1025 rows, not a multiple of 16, stays int8), and calls of many positions
-        at once (`WIDE_ROWS` rows or more) run on an int8 copy of each layer, where torch's 4-bit kernel is slow.
-        More approximate than int8: see the README's precision table for the measured token agreement and mel
-        distance. The copy's state_dict has no upstream layout (`inplace=True` converts this model itself).
+        With `step_graph` (the default; needs the `onnx` extra) the layers and the output layer run on onnxruntime
+        (`StepGraph`: one graph, the 4-bit weights quantised from the float ones by onnxruntime's block quantiser)
+        for every pass: the first pass over text and prompt, decoding steps, batches of several rows and teacher
+        forcing (`logits`); the copy keeps no torch layers (embeddings and the BERT projection, int8, stay in
+        torch). With `step_graph=False` the torch layers are 4-bit (`Int4Linear`; the output layer, 1025 rows, not
+        a multiple of 16, stays int8), and calls of many positions at once (`WIDE_ROWS` rows or more) run on an
+        int8 copy of each layer, where torch's 4-bit kernel is slow. More approximate than int8: see the README's
+        precision table for the measured token agreement and mel distance. The copy's state_dict has no upstream
+        layout (`inplace=True` converts this model itself).
         """
         from gsvkit.models.modules.int4 import Int4Linear
         from gsvkit.models.s1 import step_graph as graph
@@ -551,9 +560,10 @@ class Text2SemanticDecoder(nn.Module):
                 "this model"
             )
         model = self._target(inplace).float().eval()
-        if step_graph:  # each layer becomes int8 once the graph has read it
+        if step_graph:  # each float layer is freed once the graph has read it
             head = model.ar_predict_layer
-            model.step_graph = graph.StepGraph.from_layers(model.h.layers, head, self.cfg.head, group, _int8_layer)
+            model.step_graph = graph.StepGraph.from_layers(model.h.layers, head, self.cfg.head, group, _free)
+            model.h = _LayersOnGraph()  # type: ignore[assignment]
             model.bert_proj = int8_linear(model.bert_proj)  # type: ignore[assignment]
             model.ar_predict_layer = int8_linear(head)  # type: ignore[assignment]
             return model
@@ -569,6 +579,21 @@ class Text2SemanticDecoder(nn.Module):
     def _target(self, inplace: bool) -> Text2SemanticDecoder:
         """The model a precision conversion changes: this one (`inplace`) or a deep copy of it."""
         return self if inplace else copy.deepcopy(self)
+
+
+class _LayersOnGraph(nn.Module):
+    """Stands in for the layer stack of an int4 copy, whose layers run on onnxruntime (`step_graph`)."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        raise ConfigError(
+            "this int4 copy runs its layers on onnxruntime (`step_graph`): decode or score it with decode_steps, "
+            "generate or logits; train the float model"
+        )
+
+
+def _free(layer: nn.Module) -> None:
+    """Drop a layer's weights (they live on in the step graph)."""
+    layer.to_empty(device="meta")
 
 
 def _int8_layer(layer: nn.Module) -> None:

@@ -1,20 +1,20 @@
-"""The decoding step of an int4 s1 as one onnxruntime graph: `StepGraph`.
+"""int4's transformer on onnxruntime: `StepGraph`, every layer and the output layer as one graph.
 
 A decoding step at batch 1 pushes one position through every layer. In torch's eager mode that is about 30 small
 ops per layer, each with its own dispatch, and torch's 4-bit CPU kernel converts activations to bf16 and unpacks
 weights without VNNI. onnxruntime runs the same layers as one graph: its 4-bit product (`MatMulNBits`, the bias
 fused in, activations quantised to int8 per block of `block` inputs so the products use int8 dot products) and its
-attention over a key/value cache (`GroupQueryAttention`) that reads and writes `KVCache`'s own buffers in place (the
-cache's fp32 tensors are bound to the graph's past and present inputs, no copy). LayerNorms and residual sums are
-fused by onnxruntime's graph optimiser. The 4-bit codes, scales and zero points come from onnxruntime's own block
-quantiser (`DefaultWeightOnlyQuantizer`), one block of `block` inputs per scale, as `Int4Linear` groups them.
+attention over a key/value cache (`GroupQueryAttention`, not causal, with an additive mask) that reads and writes
+`KVCache`'s own buffers in place (the cache's fp32 tensors are bound to the graph's past and present inputs, no
+copy). LayerNorms and residual sums are fused by onnxruntime's graph optimiser. The 4-bit codes, scales and zero
+points come from onnxruntime's own block quantiser (`DefaultWeightOnlyQuantizer`), one block of `block` inputs per
+scale and zero point.
 
-The graph ends with the output layer in fp32 (a plain `MatMul`), so a step returns logits [1, V]: no torch op
-with threads runs between two steps, and torch's idle threads leave the cores to the graph's.
-
-What stays in torch: the first pass over text and prompt (many positions, bidirectional text mask), batches of
-several rows (their padded text keys need a mask the graph has no input for), embeddings and sampling.
-`Text2SemanticDecoder.decode_steps` calls `StepGraph.run` for a step of one row without a mask.
+The same graph takes any number of rows and positions with any mask, so every pass of an int4 model runs on it:
+the first pass over text and prompt (the prefix mask), decoding steps, batches of several rows (their padded text
+keys masked) and teacher forcing. The graph ends with the output layer in fp32 (a plain `MatMul`), so a call
+returns logits: no torch op with threads runs between two steps, and torch's idle threads leave the cores to the
+graph's. What stays in torch: embeddings, the BERT projection and sampling.
 
 The session is made with the graph, with the threads torch has then (`torch.get_num_threads()`): set threads
 before converting the model.
@@ -72,7 +72,7 @@ class _GraphBuilder:
     def const(self, name: str, value: torch.Tensor | np.ndarray) -> str:
         from onnx import TensorProto, helper
 
-        array = np.array(value.detach().float(), copy=True) if isinstance(value, torch.Tensor) else value
+        array = value.detach().float().numpy().copy() if isinstance(value, torch.Tensor) else value
         array = np.ascontiguousarray(array)  # its own memory: the torch layer may be converted afterwards
         placeholder = TensorProto(name=name, dims=array.shape, data_location=TensorProto.EXTERNAL)
         placeholder.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
@@ -103,7 +103,7 @@ class _GraphBuilder:
 
 
 def build_step_graph(
-    layers: Sequence[nn.Module],
+    layers: Sequence[Any],  # TransformerLayer
     head: nn.Linear,
     heads: int,
     block: int,
@@ -114,32 +114,34 @@ def build_step_graph(
     `then(layer)` is called once a layer's weights have been read: a caller that converts the layers in place
     frees each float layer before the next one is quantised, so the float model and its 4-bit copy never coexist.
 
-    Inputs: `x` [1, 1, D] (the embedded token), `seqlens_k` [1] int32 (cached positions), `total_len` [] int32
-    (cached + 1), and per layer `past_k{i}`, `past_v{i}` [1, H, capacity, hd] fp32. Outputs: `logits` [1, 1, V]
-    (`head`, the output layer, in fp32) and `present_k{i}`, `present_v{i}` (bound to the past buffers, which the
-    step extends in place).
+    Inputs: `x` [B, S, D] (the embedded positions after the cached ones), `seqlens_k` [B] int32 (cached + S - 1),
+    `total_len` [] int32 (cached + S), `bias` [B, 1, S, cached + S] (0 where a position may attend, -inf where
+    not), and per layer `past_k{i}`, `past_v{i}` [B, H, capacity, hd] fp32. Outputs: `logits` [B, S, V] (`head`,
+    the output layer, in fp32) and `present_k{i}`, `present_v{i}` (bound to the past buffers, which each call
+    extends in place).
     """
     from onnx import TensorProto, helper
 
-    dim = layers[0].norm1.weight.shape[0]
+    dim = int(layers[0].norm1.weight.shape[0])
     hd = dim // heads
     g = _GraphBuilder(block)
-    kv_shape = [1, heads, "capacity", hd]
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, dim]),
-              helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
-              helper.make_tensor_value_info("total_len", TensorProto.INT32, [])]  # fmt: skip
+    kv_shape: list[str | int | None] = ["rows", heads, "capacity", hd]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", "positions", dim]),
+              helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["rows"]),
+              helper.make_tensor_value_info("total_len", TensorProto.INT32, []),
+              helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["rows", 1, "positions", "keys"])]  # fmt: skip
     outputs = []
     x = "x"
     for i, layer in enumerate(layers):
         attn = layer.self_attn
         pk, pv = f"past_k{i}", f"past_v{i}"
         inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_shape) for n in (pk, pv)]
-        outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_shape) for n in (f"present_k{i}",
-                                                                                           f"present_v{i}")]  # fmt: skip
-        qkv = g.linear(f"l{i}.qkv", x, attn.in_proj_weight, attn.in_proj_bias)  # [1, 1, 3D] packed q, k, v
-        a = g.node("GroupQueryAttention", [qkv, "", "", pk, pv, "seqlens_k", "total_len"],
-                   [f"l{i}.attn", f"present_k{i}", f"present_v{i}"], domain="com.microsoft", num_heads=heads,
-                   kv_num_heads=heads)  # fmt: skip
+        present = (f"present_k{i}", f"present_v{i}")
+        outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_shape) for n in present]
+        qkv = g.linear(f"l{i}.qkv", x, attn.in_proj_weight, attn.in_proj_bias)  # [B, S, 3D] packed q, k, v
+        a = g.node("GroupQueryAttention", [qkv, "", "", pk, pv, "seqlens_k", "total_len", "", "", "", "bias"],
+                   [f"l{i}.attn", *present], domain="com.microsoft", num_heads=heads, kv_num_heads=heads,
+                   causal=0)  # fmt: skip
         a = g.linear(f"l{i}.out", a, attn.out_proj.weight, attn.out_proj.bias)
         x = _add_norm(g, f"l{i}.n1", x, a, layer.norm1)
         f = g.node("Relu", [g.linear(f"l{i}.ffn1", x, layer.linear1.weight, layer.linear1.bias)], [f"l{i}.relu"])
@@ -147,9 +149,9 @@ def build_step_graph(
                       layer.norm2)  # fmt: skip
         if then is not None:
             then(layer)
-    vocab = head.weight.shape[0]
+    vocab = int(head.weight.shape[0])
     g.node("MatMul", [x, g.const("head.w", head.weight.t())], ["logits"])  # fp32, as the torch path's is not
-    outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, vocab]))
+    outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["rows", "positions", vocab]))
     graph = helper.make_graph(g.nodes, "s1_step", inputs, outputs, initializer=g.inits)
     opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
     return helper.make_model(graph, opset_imports=opsets).SerializeToString(), g.arrays
@@ -163,21 +165,13 @@ def _add_norm(g: _GraphBuilder, name: str, x: str, y: str, norm: nn.LayerNorm) -
 
 
 class _Binding:
-    """One cache's inputs and outputs bound to a session: the KV buffers and small staging arrays, reused per step."""
+    """One cache's key/value buffers bound to the session (kept while the buffers stay the same)."""
 
-    def __init__(self, session: Any, cache: KVCache, dim: int, vocab: int):
+    def __init__(self, session: Any, cache: KVCache):
         import onnxruntime as ort
 
-        self.session, self.ptr = session, cache.k[0].data_ptr()
-        self.x = np.zeros((1, 1, dim), np.float32)
-        self.seqlens = np.zeros(1, np.int32)
-        self.total = np.zeros((), np.int32)
-        self.logits = np.zeros((1, 1, vocab), np.float32)
+        self.key = _buffers(cache)
         self.io = io = session.io_binding()
-
-        for name, array in (("x", self.x), ("seqlens_k", self.seqlens), ("total_len", self.total)):
-            io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
-        io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.logits))
         for i, (k, v) in enumerate(zip(cache.k, cache.v, strict=True)):
             for kind, t in (("k", k), ("v", v)):
                 value = ort.OrtValue.ortvalue_from_numpy(t.numpy())  # shares the cache's memory
@@ -185,8 +179,14 @@ class _Binding:
                 io.bind_ortvalue_output(f"present_{kind}{i}", value)
 
 
+def _buffers(cache: KVCache) -> tuple[int, tuple[int, ...]]:
+    """What a binding depends on: the first buffer's address and shape (growth and `keep` change them)."""
+    return cache.k[0].data_ptr(), tuple(cache.k[0].shape)
+
+
 class StepGraph:
-    """One decoding step of a single row through every layer on onnxruntime (see the module's doc)."""
+    """Every layer and the output layer of an int4 s1 on onnxruntime, for any rows, positions and mask (see the
+    module's doc)."""
 
     def __init__(self, model: bytes, constants: dict[str, np.ndarray], dim: int, vocab: int):
         self.model, self.dim, self.vocab = model, dim, vocab
@@ -201,7 +201,7 @@ class StepGraph:
     @classmethod
     def from_layers(
         cls,
-        layers: Sequence[nn.Module],
+        layers: Sequence[Any],
         head: nn.Linear,
         heads: int,
         block: int = 32,
@@ -209,7 +209,7 @@ class StepGraph:
     ) -> StepGraph:
         """The step through `layers` and the output layer `head`, its session made now (`session`); `then` as in
         `build_step_graph`."""
-        dim, vocab = layers[0].norm1.weight.shape[0], head.weight.shape[0]
+        dim, vocab = int(layers[0].norm1.weight.shape[0]), int(head.weight.shape[0])
         model, constants = build_step_graph(layers, head, heads, block, then)
         graph = cls(model, constants, dim, vocab)
         graph.session()
@@ -241,16 +241,30 @@ class StepGraph:
                 self._constants = None
             return self._session
 
-    def run(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """x [1, 1, D] (the embedded token at the next position) → logits [1, V]; extends `cache` by one."""
-        cache.reserve(1)
-        session = self.session()
+    def run(self, x: torch.Tensor, cache: KVCache, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, S, D] (embedded positions after the `cache.length` cached ones) → logits [B, S, V]; extends `cache`
+        by S. `mask`: bool broadcastable to [B, 1, S, cache.length + S], True where a position may attend (as the
+        torch layers take it), or None for one position that may attend to every key (a decoding step)."""
+        import onnxruntime as ort
+
+        b, t, _ = x.shape
+        if mask is None and t > 1:
+            raise ValueError("several positions need a mask (the graph's attention is not causal by itself)")
+        cache.reserve(t)
+        keys = cache.length + t
         bound = self._bindings.get(cache)
-        if bound is None or bound.session is not session or bound.ptr != cache.k[0].data_ptr():
-            bound = self._bindings[cache] = _Binding(session, cache, self.dim, self.vocab)  # new cache, buffers or threads
-        bound.x[...] = x.detach().float().numpy()
-        bound.seqlens[0] = cache.length
-        bound.total[...] = cache.length + 1
-        session.run_with_iobinding(bound.io)
-        cache.advance(1)
-        return torch.from_numpy(bound.logits.reshape(1, -1).copy())
+        if bound is None or bound.key != _buffers(cache):
+            bound = self._bindings[cache] = _Binding(self.session(), cache)  # a new cache, or its buffers moved
+        bias = np.zeros((b, 1, t, keys), np.float32)
+        if mask is not None:
+            allowed = mask.expand(b, 1, t, keys).cpu().numpy()
+            bias[~allowed] = -np.inf
+        logits = np.empty((b, t, self.vocab), np.float32)
+        staged = {"x": np.ascontiguousarray(x.detach().float().numpy()), "bias": bias,
+                  "seqlens_k": np.full(b, keys - 1, np.int32), "total_len": np.array(keys, np.int32)}  # fmt: skip
+        for name, array in staged.items():
+            bound.io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
+        bound.io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))
+        self.session().run_with_iobinding(bound.io)
+        cache.advance(t)
+        return torch.from_numpy(logits)
