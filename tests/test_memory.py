@@ -12,7 +12,9 @@ import pytest
 
 from gsvkit.utils import memory
 
-pytestmark = pytest.mark.skipif(memory._libc() is None, reason="glibc only")
+pytestmark = pytest.mark.skipif(
+    memory._libc() is None or not hasattr(memory._libc(), "mallinfo2"), reason="glibc 2.33 or later only"
+)
 
 
 class _MallInfo2(ctypes.Structure):
