@@ -548,7 +548,7 @@ class Text2SemanticDecoder(nn.Module):
         if step_graph and not graph.available():
             raise ConfigError(
                 "precision int4 decodes on onnxruntime: install it with `pip install 'gsvkit[onnx]'` (or pass "
-                "step_graph=False to decode on torch's 4-bit kernel, about 1.7x slower at 2 threads)"
+                "step_graph=False to decode on torch's 4-bit kernel, about 1.6x slower at 2 threads)"
             )
         if self._anchor.device.type != "cpu":
             raise ConfigError("precision int4 runs on the CPU only; use int8 or bf16 on a GPU")

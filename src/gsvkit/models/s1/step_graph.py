@@ -188,8 +188,8 @@ class StepGraph:
     """Every layer and the output layer of an int4 s1 on onnxruntime, for any rows, positions and mask (see the
     module's doc)."""
 
-    def __init__(self, model: bytes, constants: dict[str, np.ndarray], dim: int, vocab: int):
-        self.model, self.dim, self.vocab = model, dim, vocab
+    def __init__(self, model: bytes, constants: dict[str, np.ndarray], vocab: int):
+        self.model, self.vocab = model, vocab
         self._constants: dict[str, np.ndarray] | None = constants
         self._session: Any = None
         self._lock = threading.Lock()
@@ -209,9 +209,8 @@ class StepGraph:
     ) -> StepGraph:
         """The step through `layers` and the output layer `head`, its session made now (`session`); `then` as in
         `build_step_graph`."""
-        dim, vocab = int(layers[0].norm1.weight.shape[0]), int(head.weight.shape[0])
         model, constants = build_step_graph(layers, head, heads, block, then)
-        graph = cls(model, constants, dim, vocab)
+        graph = cls(model, constants, int(head.weight.shape[0]))
         graph.session()
         return graph
 
@@ -252,9 +251,10 @@ class StepGraph:
             raise ValueError("several positions need a mask (the graph's attention is not causal by itself)")
         cache.reserve(t)
         keys = cache.length + t
+        session = self.session()
         bound = self._bindings.get(cache)
         if bound is None or bound.key != _buffers(cache):
-            bound = self._bindings[cache] = _Binding(self.session(), cache)  # a new cache, or its buffers moved
+            bound = self._bindings[cache] = _Binding(session, cache)  # a new cache, or its buffers moved
         bias = np.zeros((b, 1, t, keys), np.float32)
         if mask is not None:
             allowed = mask.expand(b, 1, t, keys).cpu().numpy()
@@ -265,6 +265,6 @@ class StepGraph:
         for name, array in staged.items():
             bound.io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
         bound.io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))
-        self.session().run_with_iobinding(bound.io)
+        session.run_with_iobinding(bound.io)
         cache.advance(t)
         return torch.from_numpy(logits)
