@@ -19,13 +19,13 @@ from gsvkit.models.s1.gpt import PRECISIONS
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 # precision → (max |Δlogit| / max |logit|, teacher-forced argmax agreement) bounds
-# (tiny weights; measured: bf16 0.006 / 1.0, int8 0.017 / 0.967, int4 0.035 / 0.984).
-LOGIT_BOUNDS = {"bf16": (0.03, 0.95), "int8": (0.06, 0.90), "int4": (0.06, 0.90)}
+# (tiny weights; measured: bf16 0.006 / 1.0, int8 0.007 / 1.0, int4 0.035 / 0.984).
+LOGIT_BOUNDS = {"bf16": (0.03, 0.95), "int8": (0.03, 0.95), "int4": (0.06, 0.90)}
 # official-size default-init weights: (max |Δlogit| rel, teacher-forced agreement, greedy agreement over 80 tokens);
-# measured bf16 0.014 / 1.0 / 1.0, int8 0.034 / 0.984 / 1.0, int4 0.163 / 0.967 / 0.863. int4 runs every pass on
-# onnxruntime in 4 bits (`StepGraph`), teacher forcing included, hence its larger logit error; its greedy agreement
-# was 0.775 with torch's 4-bit steps after an int8 first pass, and 0.350 with a 4-bit first pass.
-OFFICIAL_BOUNDS = {"bf16": (0.03, 0.95, 0.85), "int8": (0.06, 0.90, 0.85), "int4": (0.25, 0.90, 0.7)}
+# measured bf16 0.014 / 1.0 / 1.0, int8 0.014 / 1.0 / 0.962, int4 0.163 / 0.967 / 0.900. int8 and int4 run every
+# pass on onnxruntime (`StepGraph`: 8-bit weights per 128 inputs, 4-bit per 32), teacher forcing included, hence
+# int4's larger logit error. On torch's dynamic int8 layers int8 measured 0.034 / 0.984 / 1.0.
+OFFICIAL_BOUNDS = {"bf16": (0.03, 0.95, 0.85), "int8": (0.04, 0.95, 0.85), "int4": (0.25, 0.90, 0.7)}
 MEL_BOUNDS = {"bf16": 1.0, "int8": 1.0, "int4": 1.0}  # log-mel L1 of the sampled output to fp32, same seed
 
 
@@ -130,9 +130,7 @@ def _speak(voice, precision):
     assert tts.status()["precision"] == precision and tts.bundle.s2.precision == "fp32"
     s1 = tts.bundle.s1
     assert next(s1.parameters(), torch.zeros(0)).dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
-    assert (s1.step_graph is not None) == (precision == "int4")  # int4: every layer on onnxruntime
-    if precision != "int4":
-        assert ("quantized" in type(s1.h.layers[0].linear1).__module__) == (precision == "int8")
+    assert (s1.step_graph is not None) == (precision in ("int8", "int4"))  # every layer on onnxruntime
     torch.set_num_threads(1)
     return tts.synthesize("Hello world. This is a small test.", "en", seed=0, max_new_tokens=40)
 

@@ -42,6 +42,9 @@ from gsvkit.models.s1.step_graph import StepGraph
 IGNORE_INDEX = -100
 PRECISIONS = ("fp32", "bf16", "int8", "int4")  # s1 weight formats for inference; see `with_precision`
 INT4_GROUP = 32  # inputs per 4-bit scale (`quantize_int4`)
+# Inputs per 8-bit scale on onnxruntime (`quantize_int8`): at 128 a step costs what int4's does at 32, and greedy
+# tokens stay with fp32's far longer than int4's (benchmarks/models.py, README precision table).
+INT8_BLOCK = 128
 
 
 # ------------------------------------------------------------------------------------------------ building blocks
@@ -202,7 +205,7 @@ def batch_mask(text_lens: torch.Tensor, audio_lens: torch.Tensor, text_len: int,
 class Text2SemanticDecoder(nn.Module):
     """GPT-SoVITS s1: phones + BERT features (+ prompt codes) → semantic codes. See the module docstring."""
 
-    step_graph: StepGraph | None = None  # int4's layers on onnxruntime (`quantize_int4`)
+    step_graph: StepGraph | None = None  # int8's or int4's layers on onnxruntime (`quantize_int8`, `quantize_int4`)
 
     def __init__(self, cfg: S1ModelConfig, layer_drop: float | None = None):
         super().__init__()
@@ -344,7 +347,7 @@ class Text2SemanticDecoder(nn.Module):
 
     def logits(self, phones: torch.Tensor, bert: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits [1, Ts+1, V] from the last phone position onward (upstream's `tf_logits`)."""
-        if self.step_graph is not None:  # int4: one pass of the graph over text and codes (no gradient)
+        if self.step_graph is not None:  # int8/int4: one pass of the graph over text and codes (no gradient)
             tx, ts, heads = phones.shape[1], semantic.shape[1], self.cfg.head
             with torch.inference_mode():
                 x = torch.cat([self.embed_text(phones, bert), self.embed_audio(semantic)], dim=1)  # [1, Tx+Ts, D]
@@ -410,7 +413,7 @@ class Text2SemanticDecoder(nn.Module):
         padded = tx * b > int(lens.sum())
         mask = batch_mask(lens, torch.full_like(lens, tp), tx, tp) if padded else prefix_mask(tx, tp, device)
         last = lens - 1 if tp == 0 else torch.full_like(lens, tx + tp - 1)  # position predicting the first code
-        if self.step_graph is not None:  # int4: the layers and the output layer on onnxruntime
+        if self.step_graph is not None:  # int8/int4: the layers and the output layer on onnxruntime
             raw = self.step_graph.run(x, cache, mask)[torch.arange(b, device=device), last]  # [B, V]
         else:
             out = self.h(x, mask, cache)  # [B, Tx+Tp, D]
@@ -511,19 +514,45 @@ class Text2SemanticDecoder(nn.Module):
             return self._target(inplace).to(torch.bfloat16).eval()
         return self
 
-    def quantize_int8(self, inplace: bool = False) -> Text2SemanticDecoder:
-        """An inference-only copy whose linear layers use int8 weights (dynamic quantisation, per-channel scales).
+    def quantize_int8(self, inplace: bool = False, step_graph: bool | None = None) -> Text2SemanticDecoder:
+        """An inference-only CPU copy whose transformer layers use int8 weights.
 
-        About 4x less weight traffic per token (about 2x faster decoding on CPU). Approximate: on the parity
-        fixtures' synthetic weights the logits move by 0.026 on average (max 0.16, logits up to 4.3), so greedy
-        decoding leaves the fp32 path within tens of tokens. The copy's state_dict no longer has upstream's layout:
-        keep the float model for saving (or pass `inplace=True` to convert this model itself).
+        With `step_graph` (None, the default: when the `onnx` extra is installed) the layers and the output layer
+        run on onnxruntime as int4's do (`StepGraph`, 8-bit codes with one scale and zero point per `INT8_BLOCK`
+        inputs) for every pass; the copy keeps no torch layers. Otherwise (`step_graph=False`, or onnxruntime
+        missing) they are torch's dynamic int8 layers (per-channel scales), about half as fast per token. The BERT
+        projection is int8 in torch either way. Approximate: see the README's precision table for the measured token
+        agreement and mel distance. The copy's state_dict no longer has upstream's layout: keep the float model for
+        saving (or pass `inplace=True` to convert this model itself).
         """
+        from gsvkit.models.s1 import step_graph as graph
+
+        if step_graph and not graph.available():
+            raise ConfigError("step_graph=True needs onnxruntime: install it with `pip install 'gsvkit[onnx]'`")
+        if step_graph is None:
+            step_graph = graph.available() and self._anchor.device.type == "cpu"
+        if step_graph:
+            return self._on_graph(INT8_BLOCK, 8, inplace)
         model = self._target(inplace).float().eval()
         for layer in model.h.layers:
             _int8_layer(layer)
         model.bert_proj = int8_linear(model.bert_proj)  # type: ignore[assignment]
         model.ar_predict_layer = int8_linear(model.ar_predict_layer)  # type: ignore[assignment]
+        return model
+
+    def _on_graph(self, block: int, bits: int, inplace: bool) -> Text2SemanticDecoder:
+        """The copy whose layers and output layer run on a `StepGraph` with `bits`-bit weights, `block` inputs per
+        scale; each float layer is freed once the graph has read it."""
+        from gsvkit.models.s1 import step_graph as graph
+
+        if self._anchor.device.type != "cpu":
+            raise ConfigError(f"precision int{bits} on onnxruntime runs on the CPU only; use bf16 on a GPU")
+        model = self._target(inplace).float().eval()
+        head = model.ar_predict_layer
+        model.step_graph = graph.StepGraph.from_layers(model.h.layers, head, self.cfg.head, block, _free, bits)
+        model.h = _LayersOnGraph()  # type: ignore[assignment]
+        model.bert_proj = int8_linear(model.bert_proj)  # type: ignore[assignment]
+        model.ar_predict_layer = int8_linear(head)  # type: ignore[assignment]
         return model
 
     def quantize_int4(
@@ -559,14 +588,9 @@ class Text2SemanticDecoder(nn.Module):
                 f"({first.linear1.out_features}) to be multiples of 16 and of the group size {group}; use int8 for "
                 "this model"
             )
+        if step_graph:
+            return self._on_graph(group, 4, inplace)
         model = self._target(inplace).float().eval()
-        if step_graph:  # each float layer is freed once the graph has read it
-            head = model.ar_predict_layer
-            model.step_graph = graph.StepGraph.from_layers(model.h.layers, head, self.cfg.head, group, _free)
-            model.h = _LayersOnGraph()  # type: ignore[assignment]
-            model.bert_proj = int8_linear(model.bert_proj)  # type: ignore[assignment]
-            model.ar_predict_layer = int8_linear(head)  # type: ignore[assignment]
-            return model
         for layer in model.h.layers:
             attn = layer.self_attn
             attn.qkv_quantized = Int4Linear.from_linear(_take_qkv(attn), group, wide=True)
@@ -582,11 +606,11 @@ class Text2SemanticDecoder(nn.Module):
 
 
 class _LayersOnGraph(nn.Module):
-    """Stands in for the layer stack of an int4 copy, whose layers run on onnxruntime (`step_graph`)."""
+    """Stands in for the layer stack of an int8 or int4 copy whose layers run on onnxruntime (`step_graph`)."""
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         raise ConfigError(
-            "this int4 copy runs its layers on onnxruntime (`step_graph`): decode or score it with decode_steps, "
+            "this quantised copy runs its layers on onnxruntime (`step_graph`): decode or score it with decode_steps, "
             "generate or logits; train the float model"
         )
 

@@ -1,12 +1,12 @@
-"""int4's transformer on onnxruntime: `StepGraph`, every layer and the output layer as one graph.
+"""int4's and int8's transformer on onnxruntime: `StepGraph`, every layer and the output layer as one graph.
 
 A decoding step at batch 1 pushes one position through every layer. In torch's eager mode that is about 30 small
 ops per layer, each with its own dispatch, and torch's 4-bit CPU kernel converts activations to bf16 and unpacks
-weights without VNNI. onnxruntime runs the same layers as one graph: its 4-bit product (`MatMulNBits`, the bias
+weights without VNNI. onnxruntime runs the same layers as one graph: its 4- or 8-bit product (`MatMulNBits`, the bias
 fused in, activations quantised to int8 per block of `block` inputs so the products use int8 dot products) and its
 attention over a key/value cache (`GroupQueryAttention`, not causal, with an additive mask) that reads and writes
 `KVCache`'s own buffers in place (the cache's fp32 tensors are bound to the graph's past and present inputs, no
-copy). LayerNorms and residual sums are fused by onnxruntime's graph optimiser. The 4-bit codes, scales and zero
+copy). LayerNorms and residual sums are fused by onnxruntime's graph optimiser. The codes, scales and zero
 points come from onnxruntime's own block quantiser (`DefaultWeightOnlyQuantizer`), one block of `block` inputs per
 scale and zero point.
 
@@ -90,7 +90,8 @@ class _GraphBuilder:
         return outputs[0]
 
     def linear(self, name: str, x: str, weight: torch.Tensor, bias: torch.Tensor | None) -> str:
-        """x [.., K] @ weight[N, K]^T + bias, with 4-bit weights (`MatMulNBits`, int8 products: accuracy level 4)."""
+        """x [.., K] @ weight[N, K]^T + bias, with `bits`-bit weights (`MatMulNBits`, int8 products: accuracy level
+        4)."""
         n, k = weight.shape
         w = np.ascontiguousarray(weight.detach().float().t().numpy())  # [K, N]
         packed, scales, zero_points = self.quant.qbits_block_quant(w)  # [N, K/b, b/2], [N, K/b], [N, ceil(K/b/2)]
@@ -113,7 +114,7 @@ def build_step_graph(
     """The serialised graph of one decoding step through `layers` (`TransformerLayer`s with float weights), and
     its constants by name (the graph holds placeholders for them; `StepGraph` gives them to its session).
     `then(layer)` is called once a layer's weights have been read: a caller that converts the layers in place
-    frees each float layer before the next one is quantised, so the float model and its 4-bit copy never coexist.
+    frees each float layer before the next one is quantised, so the float model and its quantised copy never coexist.
 
     Inputs: `x` [B, S, D] (the embedded positions after the cached ones), `seqlens_k` [B] int32 (cached + S - 1),
     `total_len` [] int32 (cached + S), `bias` [B, 1, S, cached + S] (0 where a position may attend, -inf where
@@ -199,8 +200,9 @@ class StepGraph:
     """Every layer and the output layer of an int4 s1 on onnxruntime, for any rows, positions and mask (see the
     module's doc)."""
 
-    def __init__(self, model: bytes, constants: dict[str, np.ndarray], vocab: int):
+    def __init__(self, model: bytes, constants: dict[str, np.ndarray], vocab: int, bits: int = 4, block: int = 32):
         self.model, self.vocab = model, vocab
+        self.bits, self.block = bits, block  # the weights' format: `bits`-bit codes, one scale per `block` inputs
         self._constants: dict[str, np.ndarray] | None = constants
         self._session: Any = None
         self._lock = threading.Lock()
@@ -219,10 +221,10 @@ class StepGraph:
         then: Callable[[nn.Module], None] | None = None,
         bits: int = 4,
     ) -> StepGraph:
-        """The step through `layers` and the output layer `head`, its session made now (`session`); `then` as in
-        `build_step_graph`."""
+        """The step through `layers` and the output layer `head` with `bits`-bit weights (4 or 8), one scale and zero
+        point per `block` inputs, its session made now (`session`); `then` as in `build_step_graph`."""
         model, constants = build_step_graph(layers, head, heads, block, then, bits)
-        graph = cls(model, constants, int(head.weight.shape[0]))
+        graph = cls(model, constants, int(head.weight.shape[0]), bits, block)
         graph.session()
         return graph
 
