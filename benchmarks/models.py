@@ -3,10 +3,11 @@
 - s1 (GPT): tokens per second generating 250 semantic tokens (10 s of audio) after a 60-phone text and a
   75-token prompt (3 s), top_k=15, batch 1. "total" counts the prompt pass; "decode" is the per-token steady state;
   "first pass" is the time to the first token (the pass over the 135 positions of text and prompt).
-  Variants: fp32 (the reference), bf16 weights, int8 dynamic quantisation of the linear layers, int4 group-wise
-  weights (`with_precision`; the layers on onnxruntime), int4-torch (`quantize_int4(step_graph=False)`: torch's
-  4-bit kernel). `--alternate N` runs the variants in one process in turn for N rounds instead and
-  prints medians and paired ratios to the first variant (the way to compare them on a shared machine).
+  Variants: fp32 (the reference), bf16 weights, int8 and int4 block-wise weights (`with_precision`; the layers on
+  onnxruntime), int8-torch (`quantize_int8(step_graph=False)`: torch's dynamic int8 layers), int4-torch
+  (`quantize_int4(step_graph=False)`: torch's 4-bit kernel). `--alternate N` runs the variants in one process in
+  turn for N rounds instead and prints medians and paired ratios to the first variant (the way to compare them on
+  a shared machine).
 - s2 (SoVITS): real-time factor of `decode` for 250 tokens (10 s of 32 kHz audio), one 3 s reference.
 
 Run: `python benchmarks/models.py` (add `--threads N`, `--tokens N`, `--repeats N`, `--variants fp32,bf16,int8`,
@@ -43,6 +44,8 @@ def _s1_model(dtype: str):
         model.ar_predict_layer.weight[model.eos].fill_(-1.0)
     if dtype == "int4-torch":  # int4 on torch's own 4-bit kernel instead of the onnxruntime graph
         return model.quantize_int4(step_graph=False)
+    if dtype == "int8-torch":  # torch's dynamic int8 layers instead of the onnxruntime graph
+        return model.quantize_int8(step_graph=False)
     return model.with_precision(dtype)
 
 
@@ -175,7 +178,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=250)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--variants", default="fp32,bf16,int8", help="s1 variants: fp32, bf16, int8, int4")
+    parser.add_argument("--variants", default="fp32,bf16,int8", help="fp32, bf16, int8, int4, int8-torch, int4-torch")
     parser.add_argument("--alternate", type=int, default=0, help="s1 only: the variants in turn for N rounds")
     parser.add_argument("--skip-s2", action="store_true")
     parser.add_argument("--widths", default="", help="s1 step time with B rows together, e.g. 1,2,3,4")
@@ -193,8 +196,9 @@ def main() -> None:
         return
     for variant in args.variants.split(","):
         r = bench_s1(variant.strip(), args.tokens, args.repeats)
-        label = {"fp32": "fp32 (reference)", "bf16": "bf16 weights (approximate)", "int8": "int8 linear (approximate)",
-                 "int4": "int4 graph (approximate)", "int4-torch": "int4 torch kernel (approximate)"}  # fmt: skip
+        label = {"fp32": "fp32 (reference)", "bf16": "bf16 weights (approximate)", "int8": "int8 graph (approximate)",
+                 "int8-torch": "int8 torch layers (approximate)", "int4": "int4 graph (approximate)",
+                 "int4-torch": "int4 torch kernel (approximate)"}  # fmt: skip
         print(
             f"s1 {label.get(variant, variant):28s} {r['tokens']} tokens: {r['total_tok_s']:6.1f} tokens/s total "
             f"({r['total_s']:.2f} s), {r['decode_tok_s']:6.1f} tokens/s decode, first pass and token "

@@ -67,8 +67,9 @@ class TTS:
     - `hubert`: HuBERT directory; needed to read any reference clip except a voice's own when the voice stores
       its prompt tokens. `bert`: Chinese BERT directory; needed for Chinese text. `sv_model`: v2Pro/v2ProPlus
       speaker-verification model file; needed for any reference whose embedding the voice does not store.
-    - `precision`: s1 weights, "fp32" (default), "bf16", "int8" (weight-only, per-channel scales) or "int4"
-      (weight-only, one scale per 32 inputs; CPU only): faster on CPU, approximate, int4 the most (see
+    - `precision`: s1 weights, "fp32" (default), "bf16", "int8" (weight-only, one scale per 128 inputs on
+      onnxruntime, or torch's per-channel int8 layers without it) or "int4" (weight-only, one scale per 32 inputs;
+      CPU only): faster on CPU, approximate, int4 the most (see
       `benchmarks/vs_upstream.py` for speed and the quality bounds).
     - `s2_precision`: s2's HiFi-GAN decoder, "auto" (default: bf16 on a CPU with native bf16, AMX or
       AVX512-BF16; fp32 elsewhere and for v3/v4), "fp32" or "bf16" (faster, approximate; torch backend only).

@@ -42,8 +42,8 @@ from gsvkit.models.s1.step_graph import StepGraph
 IGNORE_INDEX = -100
 PRECISIONS = ("fp32", "bf16", "int8", "int4")  # s1 weight formats for inference; see `with_precision`
 INT4_GROUP = 32  # inputs per 4-bit scale (`quantize_int4`)
-# Inputs per 8-bit scale on onnxruntime (`quantize_int8`): at 128 a step costs what int4's does at 32, and greedy
-# tokens stay with fp32's far longer than int4's (benchmarks/models.py, README precision table).
+# Inputs per 8-bit scale on onnxruntime (`quantize_int8`): at 128 a step costs about what int4's does at 32, and
+# greedy tokens stay with fp32's far longer than int4's (`benchmarks/vs_upstream.py`; figures in the README's Limits).
 INT8_BLOCK = 128
 
 
@@ -521,9 +521,9 @@ class Text2SemanticDecoder(nn.Module):
         run on onnxruntime as int4's do (`StepGraph`, 8-bit codes with one scale and zero point per `INT8_BLOCK`
         inputs) for every pass; the copy keeps no torch layers. Otherwise (`step_graph=False`, or onnxruntime
         missing) they are torch's dynamic int8 layers (per-channel scales), about half as fast per token. The BERT
-        projection is int8 in torch either way. Approximate: see the README's precision table for the measured token
-        agreement and mel distance. The copy's state_dict no longer has upstream's layout: keep the float model for
-        saving (or pass `inplace=True` to convert this model itself).
+        projection is int8 in torch either way. Approximate: see the README's speed figures (*Limits*) for the
+        measured token agreement and mel distance. The copy's state_dict no longer has upstream's layout: keep the
+        float model for saving (or pass `inplace=True` to convert this model itself).
         """
         from gsvkit.models.s1 import step_graph as graph
 
@@ -568,8 +568,8 @@ class Text2SemanticDecoder(nn.Module):
         torch). With `step_graph=False` the torch layers are 4-bit (`Int4Linear`; the output layer, 1025 rows, not
         a multiple of 16, stays int8), and calls of many positions at once (`WIDE_ROWS` rows or more) run on an
         int8 copy of each layer, where torch's 4-bit kernel is slow. More approximate than int8: see the README's
-        precision table for the measured token agreement and mel distance. The copy's state_dict has no upstream
-        layout (`inplace=True` converts this model itself).
+        speed figures (*Limits*) for the measured token agreement and mel distance. The copy's state_dict has no
+        upstream layout (`inplace=True` converts this model itself).
         """
         from gsvkit.models.modules.int4 import Int4Linear
         from gsvkit.models.s1 import step_graph as graph
