@@ -150,3 +150,12 @@ def test_jieba_cache_folder_follows_gsvkit_cache_dir(tmp_path, monkeypatch):
     seg = _Jieba()
     assert seg.tok.tmp_dir == str(tmp_path)
     assert any(tmp_path.glob("jieba*.cache"))  # its dictionary cache was written there
+
+
+def test_english_dictionary_shares_one_string_per_phone():
+    from gsvkit.text.g2p.en import load_dictionary
+
+    table = load_dictionary()
+    assert table["hello"] == ["HH", "AH0", "L", "OW1"] and table["world"] == ["W", "ER1", "L", "D"]
+    distinct = {id(p) for pron in table.values() for p in pron}
+    assert len(distinct) == len({p for pron in table.values() for p in pron}) < 100  # one object per phone
