@@ -94,7 +94,7 @@ class _GraphBuilder:
         4)."""
         n, k = weight.shape
         w = np.ascontiguousarray(weight.detach().float().t().numpy())  # [K, N]
-        packed, scales, zero_points = self.quant.qbits_block_quant(w)  # [N, K/b, b/2], [N, K/b], [N, ceil(K/b/2)]
+        packed, scales, zero_points = self.quant.qbits_block_quant(w)  # [N, K/b, b*bits/8], [N, K/b], zero points
         inputs = [x, self.const(f"{name}.q", packed), self.const(f"{name}.s", scales.reshape(-1))]
         inputs += [self.const(f"{name}.z", zero_points.reshape(-1)), ""]  # no g_idx
         if bias is not None:
