@@ -42,8 +42,9 @@ from gsvkit.models.s1.step_graph import StepGraph
 IGNORE_INDEX = -100
 PRECISIONS = ("fp32", "bf16", "int8", "int4")  # s1 weight formats for inference; see `with_precision`
 INT4_GROUP = 32  # inputs per 4-bit scale (`quantize_int4`)
-# Inputs per 8-bit scale on onnxruntime (`quantize_int8`): at 128 a step costs about what int4's does at 32, and
-# greedy tokens stay with fp32's far longer than int4's (`benchmarks/vs_upstream.py`; figures in the README's Limits).
+# Inputs per 8-bit scale on onnxruntime (`quantize_int8`): at 128 whole generations ran 0.86x int4's speed at 32
+# (2 threads, `benchmarks/models.py --alternate 3`), and greedy tokens stay with fp32's far longer than int4's
+# (`benchmarks/vs_upstream.py`; figures in the README's Limits).
 INT8_BLOCK = 128
 
 

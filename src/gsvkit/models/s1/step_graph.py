@@ -197,8 +197,8 @@ def _buffers(cache: KVCache) -> tuple[int, tuple[int, ...]]:
 
 
 class StepGraph:
-    """Every layer and the output layer of an int4 s1 on onnxruntime, for any rows, positions and mask (see the
-    module's doc)."""
+    """Every layer and the output layer of an int8 or int4 s1 on onnxruntime, for any rows, positions and mask (see
+    the module's doc)."""
 
     def __init__(self, model: bytes, constants: dict[str, np.ndarray], vocab: int, bits: int = 4, block: int = 32):
         self.model, self.vocab = model, vocab
