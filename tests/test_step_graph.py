@@ -188,3 +188,38 @@ def test_int8_runs_on_the_graph_with_onnxruntime_and_on_torch_layers_without(mod
     assert model.quantize_int8().step_graph is None  # without onnxruntime: torch's int8 layers
     with pytest.raises(ConfigError, match=r"gsvkit\[onnx\]"):
         model.quantize_int8(step_graph=True)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("k", [64, 80])  # 80: not a whole number of blocks, zero-padded
+def test_block_quantize_is_onnxruntimes_quantiser(bits, k):
+    import numpy as np
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        DefaultWeightOnlyQuantizer,
+    )
+
+    w = np.random.default_rng(0).standard_normal((k, 48)).astype(np.float32)
+    config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=False, bits=bits)
+    expected = DefaultWeightOnlyQuantizer(config).qbits_block_quant(w)
+    got = graph.block_quantize(w, 32, bits)
+    for a, b in zip(got, expected, strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_converting_does_not_import_onnxruntimes_quantization_package(tmp_path):
+    """The package costs ~48 MB of imports (sympy, onnx's reference evaluator) in every process that converts."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from gsvkit.config import load_config\n"
+        "from gsvkit.models.s1 import Text2SemanticDecoder\n"
+        f"m = Text2SemanticDecoder(load_config({str(CONFIGS / 'tiny' / 's1.yaml')!r}).model).eval()\n"
+        "assert m.quantize_int8().step_graph is not None and m.quantize_int4().step_graph is not None\n"
+        "print(sorted(n for n in sys.modules if n.startswith(('onnxruntime.quantization', 'sympy'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "[]"

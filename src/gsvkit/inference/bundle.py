@@ -139,9 +139,15 @@ def load_bundle(
     else:
         with loading_memory():  # the float weights the conversion frees go back to the system
             s1 = load_s1(s1_path, device=device).with_precision(precision, inplace=True)
-    s2 = same2.s2 if same2 is not None else load_s2(s2_path, device=device)
-    if same2 is None and s2_format != "fp32":
-        s2.set_precision(s2_format)
+    if same2 is not None:
+        s2 = same2.s2
+    else:
+        with loading_memory():  # the weight-norm tensors folding frees, the bf16 conversion's fp32 weights
+            s2 = load_s2(s2_path, device=device)
+            if not h2.config.model.is_flow:
+                s2.for_inference()
+            if s2_format != "fp32":
+                s2.set_precision(s2_format)
     voc, voc_path = None, None
     if h2.config.model.is_flow:
         voc, voc_path = _vocoder(h2.version, vocoder, device, reuse)

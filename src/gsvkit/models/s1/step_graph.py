@@ -7,7 +7,7 @@ fused in, activations quantised to int8 per block of `block` inputs so the produ
 attention over a key/value cache (`GroupQueryAttention`, not causal, with an additive mask) that reads and writes
 `KVCache`'s own buffers in place (the cache's fp32 tensors are bound to the graph's past and present inputs, no
 copy). LayerNorms and residual sums are fused by onnxruntime's graph optimiser. The codes, scales and zero
-points come from onnxruntime's own block quantiser (`DefaultWeightOnlyQuantizer`), one block of `block` inputs per
+points come from onnxruntime's own block quantiser (`block_quantize`), one block of `block` inputs per
 scale and zero point.
 
 The same graph takes any number of rows and positions with any mask, so every pass of an int4 model runs on it:
@@ -46,16 +46,26 @@ def available() -> bool:
     return True
 
 
-def _quantizer(block: int, bits: int) -> Any:
-    import logging
+def block_quantize(weight: np.ndarray, block: int, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """weight [K, N] fp32 -> `MatMulNBits`'s codes [N, K/block, block*bits/8] uint8, scales [N, K/block] fp32 and
+    zero points [N, ceil(K/block / (8/bits))] uint8 (asymmetric, one scale and zero point per `block` inputs; K is
+    zero-padded to a whole block). The arithmetic is onnxruntime's own block quantiser: the C++ function its
+    `DefaultWeightOnlyQuantizer.qbits_block_quant` calls, taken from onnxruntime's core module because importing the
+    Python package around it (`onnxruntime.quantization`, with sympy and onnx's reference evaluator) keeps ~48 MB
+    in every process that converts a model."""
+    from onnxruntime.capi import _pybind_state as ort_c
 
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        DefaultWeightOnlyQuantizer,
-    )
-
-    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
-    return DefaultWeightOnlyQuantizer(DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=False, bits=bits))
+    k, n = weight.shape
+    per_byte = 8 // bits
+    blocks = -(-k // block)
+    padded = np.zeros((blocks * block, n), np.float32)
+    padded[:k] = weight
+    codes = np.zeros((n, blocks, -(-block // per_byte)), np.uint8)
+    zero_points = np.zeros((n, -(-blocks // per_byte)), np.uint8)
+    scales = np.zeros((n, blocks), np.float32)
+    quantize = ort_c.quantize_matmul_8bits if bits == 8 else ort_c.quantize_matmul_4bits
+    quantize(codes, padded, scales, zero_points, block, n, k, False)  # False: asymmetric (zero points)
+    return codes, scales, zero_points
 
 
 class _GraphBuilder:
@@ -67,7 +77,6 @@ class _GraphBuilder:
         self.inits: list[Any] = []
         self.arrays: dict[str, np.ndarray] = {}
         self.block, self.bits = block, bits
-        self.quant = _quantizer(block, bits)
 
     def const(self, name: str, value: torch.Tensor | np.ndarray) -> str:
         from onnx import TensorProto, helper
@@ -94,7 +103,7 @@ class _GraphBuilder:
         4)."""
         n, k = weight.shape
         w = np.ascontiguousarray(weight.detach().float().t().numpy())  # [K, N]
-        packed, scales, zero_points = self.quant.qbits_block_quant(w)  # [N, K/b, b*bits/8], [N, K/b], zero points
+        packed, scales, zero_points = block_quantize(w, self.block, self.bits)  # [N, K/b, b*bits/8], [N, K/b], ..
         inputs = [x, self.const(f"{name}.q", packed), self.const(f"{name}.s", scales.reshape(-1))]
         inputs += [self.const(f"{name}.z", zero_points.reshape(-1)), ""]  # no g_idx
         if bias is not None:
