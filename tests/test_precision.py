@@ -1,4 +1,4 @@
-"""s1 precisions (fp32 | bf16 | int8 | int4) as settings of one model: numerical bounds of each fast path against fp32.
+"""s1 precisions (auto | fp32 | bf16 | int8 | int4) as settings of one model: bounds of each fast path against fp32.
 
 Bounds were measured on the synthetic weights used here and are stated with a margin (see the note in
 `benchmarks/vs_upstream.py` for the figures on a whole 250-token run): logits (max |Δ| relative to max |logit|),
@@ -15,7 +15,8 @@ import torch
 
 from gsvkit.config import ConfigError, load_config
 from gsvkit.models.s1 import Text2SemanticDecoder
-from gsvkit.models.s1.gpt import PRECISIONS
+from gsvkit.models.s1.gpt import PRECISIONS, resolve_precision
+from gsvkit.models.s1.step_graph import available as step_graph_available
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 # precision → (max |Δlogit| / max |logit|, teacher-forced argmax agreement) bounds
@@ -64,9 +65,23 @@ def test_fp32_is_the_model_itself_and_unknown_precisions_are_refused():
     assert model.with_precision("fp32") is model
     assert next(model.with_precision("bf16").parameters()).dtype == torch.bfloat16
     assert next(model.parameters()).dtype == torch.float32  # the fast copies leave the model alone
-    with pytest.raises(ConfigError, match="fp16.*fp32, bf16, int8, int4"):
+    with pytest.raises(ConfigError, match="fp16.*auto, fp32, bf16, int8, int4"):
         model.with_precision("fp16")
-    assert PRECISIONS == ("fp32", "bf16", "int8", "int4")
+    assert PRECISIONS == ("auto", "fp32", "bf16", "int8", "int4")
+
+
+def test_auto_is_int8_on_a_cpu_and_fp32_on_a_gpu():
+    assert resolve_precision("auto", "cpu") == "int8"
+    assert resolve_precision("auto", torch.device("cuda:1")) == "fp32"
+    assert [resolve_precision(p, "cpu") for p in PRECISIONS[1:]] == list(PRECISIONS[1:])
+    with pytest.raises(ConfigError, match="fp16"):
+        resolve_precision("fp16")
+    model = _model(CONFIGS / "tiny" / "s1.yaml")
+    auto, int8 = model.with_precision("auto"), model.with_precision("int8")
+    phones, bert, codes = _inputs(model.cfg, tp=20)
+    with torch.no_grad():
+        torch.testing.assert_close(auto.logits(phones, bert, codes), int8.logits(phones, bert, codes))
+    assert auto is not model and (auto.step_graph is not None) == step_graph_available()
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8", "int4"])
@@ -149,8 +164,17 @@ def test_unknown_precision_is_refused_by_the_api():
     from gsvkit.errors import GsvError
     from gsvkit.inference.pipeline import TTS
 
-    with pytest.raises(GsvError, match="precision 'int2': use one of fp32, bf16, int8, int4"):
+    with pytest.raises(GsvError, match="precision 'int2': use one of auto, fp32, bf16, int8, int4"):
         TTS(precision="int2")
+
+
+def test_the_default_precision_is_auto_int8_on_a_cpu(voice):
+    from gsvkit.inference.pipeline import TTS
+
+    tts = TTS(voice[0], hubert=voice[1], watermark=False)
+    assert tts.status()["precision"] == "auto" and tts.status()["s1_weights"] == "int8"
+    assert TTS(voice[0], hubert=voice[1], precision="fp32").status()["s1_weights"] == "fp32"
+    assert (tts.bundle.s1.step_graph is not None) == step_graph_available()
 
 
 # ------------------------------------------------------------------------------------- s2 precision surfaces

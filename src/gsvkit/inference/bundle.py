@@ -50,6 +50,7 @@ class ModelBundle:
     ident: str  # identity of the loaded s2 weights: keys the reference cache (tokens come from its quantizer)
     vocoder: Any = None  # v3/v4: mel -> waveform (gsvkit.models.vocoders)
     vocoder_path: Path | None = None
+    s1_precision: str = "fp32"  # the format s1's weights run in (`resolve_precision`: never "auto")
 
     @property
     def version(self) -> str:
@@ -101,6 +102,7 @@ class ModelBundle:
             "s2": str(self.s2_path),
             "version": self.version,
             "sample_rate": self.sample_rate,
+            "s1_weights": self.s1_precision,  # the format s1's weights run in
             "s2_decoder": getattr(self.s2, "precision", "fp32"),  # the format s2's decoder runs in
         }
 
@@ -109,18 +111,19 @@ def load_bundle(
     s1_path: str | os.PathLike,
     s2_path: str | os.PathLike,
     device: str = "cpu",
-    precision: str = "fp32",
+    precision: str = "auto",
     reuse: ModelBundle | None = None,
     vocoder: str | os.PathLike | None = None,
     s2_precision: str = "auto",
 ) -> ModelBundle:
-    """Load and cross-check s1 and s2; s1 at `precision` (fp32 | bf16 | int8 | int4), s2's decoder at `s2_precision`
-    (auto | fp32 | bf16, see `resolve_s2_precision`). With `reuse`, a side whose path is unchanged keeps its loaded
-    model.
+    """Load and cross-check s1 and s2; s1 at `precision` (auto | fp32 | bf16 | int8 | int4, see
+    `resolve_precision`), s2's decoder at `s2_precision` (auto | fp32 | bf16, see `resolve_s2_precision`). With
+    `reuse`, a side whose path is unchanged keeps its loaded model.
 
     v3/v4 also need their vocoder: `vocoder`, else the models folder's (`gsv models fetch v3|v4`)."""
     from gsvkit.checkpoint import load_s1, load_s2, read_header
     from gsvkit.config import S2Config
+    from gsvkit.models.s1.gpt import resolve_precision
     from gsvkit.models.s2 import resolve_s2_precision
 
     s1_path, s2_path = Path(s1_path), Path(s2_path)
@@ -132,13 +135,14 @@ def load_bundle(
     assert isinstance(h2.config, S2Config)
     check_pair(h1.config.model, h2.config.model, s1_path, s2_path)
     s2_format = resolve_s2_precision(s2_precision, device, hifigan=not h2.config.model.is_flow)
+    s1_format = resolve_precision(precision, device)
     same1 = reuse if reuse is not None and reuse.s1_path == s1_path.resolve() else None
     same2 = reuse if reuse is not None and reuse.s2_path == s2_path.resolve() else None
     if same1 is not None:
         s1 = same1.s1
     else:
         with loading_memory():  # the float weights the conversion frees go back to the system
-            s1 = load_s1(s1_path, device=device).with_precision(precision, inplace=True)
+            s1 = load_s1(s1_path, device=device).with_precision(s1_format, inplace=True)
     if same2 is not None:
         s2 = same2.s2
     else:
@@ -161,6 +165,7 @@ def load_bundle(
         ident=same2.ident if same2 is not None else f"s2-{next(_ids)}",
         vocoder=voc,
         vocoder_path=voc_path,
+        s1_precision=same1.s1_precision if same1 is not None else s1_format,
     )
 
 

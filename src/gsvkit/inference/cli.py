@@ -84,7 +84,7 @@ def synth(
     ref_lang: Annotated[str | None, typer.Option("--ref-lang", help="language of the reference transcript")] = None,
     aux_ref: Annotated[list[Path] | None, typer.Option("--aux-ref", help="extra timbre clip (repeatable)")] = None,
     vocoder: Vocoder = None,
-    precision: Precision = "fp32",
+    precision: Precision = "auto",
     s2_precision: S2Precision = "auto",
     device: Device = "auto",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR from `gsv export onnx`)")] = "torch",

@@ -67,10 +67,11 @@ class TTS:
     - `hubert`: HuBERT directory; needed to read any reference clip except a voice's own when the voice stores
       its prompt tokens. `bert`: Chinese BERT directory; needed for Chinese text. `sv_model`: v2Pro/v2ProPlus
       speaker-verification model file; needed for any reference whose embedding the voice does not store.
-    - `precision`: s1 weights, "fp32" (default), "bf16", "int8" (weight-only, one scale per 128 inputs on
-      onnxruntime, or torch's per-channel int8 layers without it) or "int4" (weight-only, one scale per 32 inputs;
-      CPU only): faster on CPU, approximate, int4 the most (see
-      `benchmarks/vs_upstream.py` for speed and the quality bounds).
+    - `precision`: s1 weights, "auto" (default: int8 on a CPU, fp32 on a GPU; `resolve_precision`), "fp32",
+      "bf16", "int8" (weight-only, one scale per 128 inputs on onnxruntime, or torch's per-channel int8 layers
+      without it) or "int4" (weight-only, one scale per 32 inputs; CPU only): int8 and int4 are faster on a CPU
+      and approximate, int4 the most (see `benchmarks/vs_upstream.py` for speed and the quality bounds).
+      `status()["s1_weights"]` names the format loaded.
     - `s2_precision`: s2's HiFi-GAN decoder, "auto" (default: bf16 on a CPU with native bf16, AMX or
       AVX512-BF16; fp32 elsewhere and for v3/v4), "fp32" or "bf16" (faster, approximate; torch backend only).
     - `backend`: "torch", or "onnx" to run the graphs `gsv export onnx` wrote to `onnx_dir` with onnxruntime
@@ -95,7 +96,7 @@ class TTS:
         sv_model: PathLike | None = None,
         vocoder: PathLike | None = None,
         device: str = "cpu",
-        precision: str = "fp32",
+        precision: str = "auto",
         s2_precision: str = "auto",
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
         cache_size: int = 32,

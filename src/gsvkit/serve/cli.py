@@ -109,7 +109,7 @@ def serve(
     max_upload_mb: Annotated[float, positive("largest upload accepted, MB", "--max-upload-mb")] = 10.0,
     max_jobs: Annotated[str, typer.Option(callback=max_jobs_option, help=MAX_JOBS_HELP)] = "auto",
     max_queue: Annotated[int, typer.Option(min=0, help="syntheses waiting; more get 503")] = 4,
-    precision: Precision = "fp32",
+    precision: Precision = "auto",
     s2_precision: S2Precision = "auto",
     device: Annotated[str, typer.Option(envvar="GSVKIT_DEVICE", help=DEVICE_HELP, callback=device_callback)] = "auto",
     backend: Annotated[str, typer.Option(help="torch, or onnx (needs --onnx DIR)")] = "torch",
@@ -181,7 +181,7 @@ def webui(
     work_dir: Annotated[Path, typer.Option("--work-dir", help="where the training tab keeps datasets and runs")] = Path(
         "webui-work"
     ),
-    precision: Precision = "fp32",
+    precision: Precision = "auto",
     s2_precision: S2Precision = "auto",
     device: Device = "auto",
     no_watermark: Annotated[bool, typer.Option("--no-watermark", help=NO_WATERMARK_HELP)] = False,

@@ -111,8 +111,9 @@ BertDir = Annotated[Path | None, typer.Option("--bert", help="Chinese BERT model
 SvModel = Annotated[Path | None, typer.Option("--sv-model", help="v2Pro/v2ProPlus speaker-verification model file")]
 Precision = Annotated[
     str,
-    typer.Option("--precision", help="s1 weights: fp32, bf16, int8 or int4 (faster, approximate)", callback=_precision),
-]
+    typer.Option("--precision", callback=_precision, help="s1 weights: auto (int8 on a CPU, fp32 on a GPU), fp32, "
+                 "bf16, int8 or int4 (int8 and int4: faster on a CPU, approximate)"),
+]  # fmt: skip
 S2Precision = Annotated[
     str,
     typer.Option("--s2-precision", callback=_s2_precision, help="s2 decoder: auto (bf16 where the CPU computes it "

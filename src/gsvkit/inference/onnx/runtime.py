@@ -212,10 +212,14 @@ class OrtHubert:
         return torch.from_numpy(ssl)  # [1, C, T]
 
 
-def load_onnx_bundle(folder: str | os.PathLike, threads: int | None = None, precision: str = "fp32") -> Any:
-    """A `ModelBundle` whose s1 and s2 run on onnxruntime; s1 at `precision` (fp32 or int8)."""
+def load_onnx_bundle(folder: str | os.PathLike, threads: int | None = None, precision: str = "auto") -> Any:
+    """A `ModelBundle` whose s1 and s2 run on onnxruntime; s1 at `precision` (fp32 or int8; auto is int8, as
+    `resolve_precision` has it on a CPU)."""
     from gsvkit.config import ConfigError, config_from_dict
     from gsvkit.inference.bundle import ModelBundle
+    from gsvkit.models.s1.gpt import resolve_precision
+
+    precision = resolve_precision(precision, "cpu")
 
     folder = Path(folder)
     data = read_manifest(folder)
@@ -232,4 +236,5 @@ def load_onnx_bundle(folder: str | os.PathLike, threads: int | None = None, prec
         s1_path=(folder / "s1_prefill.onnx").resolve(),
         s2_path=(folder / "s2_decode.onnx").resolve(),
         ident=f"onnx:{folder.resolve()}",
+        s1_precision=precision,
     )

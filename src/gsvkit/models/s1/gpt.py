@@ -40,7 +40,7 @@ from gsvkit.models.s1.sampling import Sampling, next_token
 from gsvkit.models.s1.step_graph import StepGraph
 
 IGNORE_INDEX = -100
-PRECISIONS = ("fp32", "bf16", "int8", "int4")  # s1 weight formats for inference; see `with_precision`
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "int4")  # s1 weights for inference; `resolve_precision` maps auto
 INT4_GROUP = 32  # inputs per 4-bit scale (`quantize_int4`)
 # Inputs per 8-bit scale on onnxruntime (`quantize_int8`): at 128 whole generations ran 0.86x int4's speed at 32
 # (2 threads, `benchmarks/models.py --alternate 3`), and greedy tokens stay with fp32's far longer than int4's
@@ -59,6 +59,19 @@ class TokenEmbedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, D]
         return self.dropout(self.word_embeddings(ids))
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """`PRECISIONS` -> the format s1 runs in. "auto" is "int8" on a CPU: there it makes 5-6x fp32's tokens per second
+    (onnxruntime's graph; torch's int8 layers, about 3x, without the `onnx` extra), and the mel distance of its
+    audio to fp32's is a tenth (a quarter on torch's layers) of the distance between two sampling seeds of fp32
+    (the README's *Limits*; the bounds: `tests/test_precision.py`).
+    On a GPU "auto" is fp32 (int8 and int4 are CPU formats here). Any other precision is itself."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "int8" if torch.device(device).type == "cpu" else "fp32"
+    return precision
 
 
 class SinePositionalEmbedding(nn.Module):
@@ -502,11 +515,11 @@ class Text2SemanticDecoder(nn.Module):
     # ------------------------------------------------------------------------------------------ speed variants
     def with_precision(self, precision: str, inplace: bool = False) -> Text2SemanticDecoder:
         """The same model at one of `PRECISIONS`: "fp32" (self), "bf16" (an inference copy in bfloat16), "int8"
-        (`quantize_int8`) or "int4" (`quantize_int4`, CPU only). The decoding rule and the logits' dtype (fp32) are
-        the same for all four. `inplace=True` converts this model itself instead of a copy (no second float copy
-        in memory while converting; the float weights are gone afterwards)."""
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        (`quantize_int8`), "int4" (`quantize_int4`, CPU only) or "auto" (`resolve_precision` on the model's
+        device). The decoding rule and the logits' dtype (fp32) are the same for all. `inplace=True` converts this
+        model itself instead of a copy (no second float copy in memory while converting; the float weights are gone
+        afterwards)."""
+        precision = resolve_precision(precision, self._anchor.device)
         if precision == "int8":
             return self.quantize_int8(inplace=inplace)
         if precision == "int4":
