@@ -233,3 +233,26 @@ def test_s2_precision_on_the_command_line_and_in_health(voice, tmp_path):
     with TestClient(create_app(tts, ServerSettings(models_dir=tmp_path))) as client:
         models = client.get("/health").json()["models"]
     assert models["s2_precision"] == "bf16" and models["s2_decoder"] == "bf16"
+    assert models["s1_weights"] == "int8" and models["precision"] == "auto"  # the default
+
+
+def test_the_command_lines_default_is_int8_on_a_cpu(voice, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from gsvkit.cli import app
+
+    loaded: list[str] = []
+    convert = Text2SemanticDecoder.with_precision
+
+    def recording(self, precision, inplace=False):
+        loaded.append(precision)
+        return convert(self, precision, inplace)
+
+    monkeypatch.setattr(Text2SemanticDecoder, "with_precision", recording)
+    runner = CliRunner()
+    base = ["synth", "Hello world.", "--voice", str(voice[0]), "--hubert", str(voice[1]), "--no-watermark",
+            "--max-new-tokens", "10", "--seed", "0", "--threads", "1"]  # fmt: skip
+    for i, extra in enumerate(([], ["--precision", "fp32"])):
+        r = runner.invoke(app, [*base, "-o", str(tmp_path / f"{i}.wav"), *extra])
+        assert r.exit_code == 0, r.output
+    assert loaded == ["int8", "fp32"]

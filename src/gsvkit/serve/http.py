@@ -415,6 +415,7 @@ _PUBLIC_KEYS = (
     "voice",
     "backend",
     "precision",
+    "s1_weights",
     "s2_precision",
     "s2_decoder",
     "cached_references",
