@@ -12,7 +12,8 @@ upstream and gsvkit alternating for `--pairs` pairs; printed: per-pair ratios an
 - first audio: time from the start of s1 to the first streamed chunk's audio (best of two): upstream's
   `streaming_mode` (16-token chunks, `decode_streaming`) vs gsvkit's `WindowedDecoder` with the default
   `StreamParams` (the rule `TTS.stream` uses), both generating and decoding in turn in one thread of control;
-- peak RSS of each process (weights built, both stages run).
+- peak RSS of each process (weights built, both stages run; gsvkit's models are converted in place and s2 is
+  loaded for inference, `for_inference`, as `TTS` loads them).
 Quality (gsvkit at `--mode`/`--s2-mode` against gsvkit fp32/fp32, one process): greedy (top_k=1) token agreement
 over the run and the first divergent step; for sampled output with the same seed, the log-mel L1 distance of the
 decoded audio and its speaker similarity (resemblyzer, when the eval extra is installed); for s2 alone (the fp32
@@ -92,8 +93,8 @@ def _gsvkit_models(s1_sd, s2_sd, mode: str, s2_mode: str):
     from gsvkit.models.s1 import Text2SemanticDecoder
     from gsvkit.models.s2 import SynthesizerTrn, resolve_s2_precision
 
-    s1 = Text2SemanticDecoder.from_upstream_state_dict(s1_sd, version="v2").with_precision(mode)
-    s2 = SynthesizerTrn.from_upstream_state_dict(s2_sd, version="v2")
+    s1 = Text2SemanticDecoder.from_upstream_state_dict(s1_sd, version="v2").with_precision(mode, inplace=True)
+    s2 = SynthesizerTrn.from_upstream_state_dict(s2_sd, version="v2").for_inference()  # as `TTS` loads it
     return s1, s2.set_precision(resolve_s2_precision(s2_mode))
 
 
