@@ -22,7 +22,7 @@ synthesised with batch_size 1 and 4 alternately (N pairs, the order swapped ever
 paired ratios (batch 1 time / batch 4 time) of the s1 time and the end-to-end time. At batch_size 4, s1 generates
 the 4 fragments as one batch and s2 decodes them as one sequence.
 
-Run: `python benchmarks/infer.py` (`--threads 2`, `--tokens 250`, `--repeats 3`, `--precision fp32|bf16|int8|int4`,
+Run: `python benchmarks/infer.py` (`--threads 2`, `--tokens 250`, `--repeats 3`, `--precision auto|fp32|bf16|int8|int4`,
 `--s2-precision auto|fp32|bf16`, `--voice`).
 Nothing is asserted; upstream on a quiet 2-thread CPU: s1 29-30 tokens/s, s2 RTF 0.26-0.38, s1+s2 RTF 1.1-1.2.
 Print the load average with the figures: on a CPU shared with other work, two OpenMP threads per op make batch-1
@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=250)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="s1 weights")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="s1 weights (as TTS: auto)")
     parser.add_argument("--s2-precision", default="auto", choices=S2_PRECISIONS, help="s2 decoder")
     parser.add_argument("--batch-pairs", type=int, default=0, help="compare batch_size 1 and 4 (see above)")
     parser.add_argument("--voice", action="store_true", help="speak with a voice directory (see above)")

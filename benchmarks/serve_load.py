@@ -98,7 +98,7 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=25, help="semantic tokens per fragment (25 = 1 s of audio)")
     p.add_argument("--max-jobs", type=int, default=1, help="the server's --max-jobs")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)  # as `gsv serve`
     p.add_argument("--s2-precision", default="auto", choices=S2_PRECISIONS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
