@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from gsvkit.models.s1.step_graph import OPSET
+
 ONNX_MANIFEST = "onnx.json"
-OPSET = 18
 
 
 class _ConcatCache:

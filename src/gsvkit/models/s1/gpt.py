@@ -298,6 +298,11 @@ class Text2SemanticDecoder(nn.Module):
         """A parameter giving the model's device and dtype (embeddings are never quantised)."""
         return self.ar_audio_embedding.word_embeddings.weight
 
+    def _new_cache(self, rows: int, capacity: int, like: torch.Tensor) -> KVCache:
+        """An empty KV cache for every layer: `rows` sequences, room for `capacity` positions (it grows past them)."""
+        heads = self.cfg.head
+        return KVCache(self.cfg.n_layer, rows, heads, self.cfg.hidden_dim // heads, capacity, like)
+
     def embed_text(self, phones: torch.Tensor, bert: torch.Tensor) -> torch.Tensor:
         """[B, Tx] phone ids + [B, bert_dim, Tx] → [B, Tx, D] (embedding + BERT projection + positions)."""
         x = self.ar_text_embedding(phones) + self.bert_proj(bert.transpose(1, 2).to(self._anchor.dtype))
@@ -362,10 +367,10 @@ class Text2SemanticDecoder(nn.Module):
     def logits(self, phones: torch.Tensor, bert: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits [1, Ts+1, V] from the last phone position onward (upstream's `tf_logits`)."""
         if self.step_graph is not None:  # int8/int4: one pass of the graph over text and codes (no gradient)
-            tx, ts, heads = phones.shape[1], semantic.shape[1], self.cfg.head
+            tx, ts = phones.shape[1], semantic.shape[1]
             with torch.inference_mode():
                 x = torch.cat([self.embed_text(phones, bert), self.embed_audio(semantic)], dim=1)  # [1, Tx+Ts, D]
-                cache = KVCache(self.cfg.n_layer, 1, heads, self.cfg.hidden_dim // heads, tx + ts, x)
+                cache = self._new_cache(1, tx + ts, x)
                 return self.step_graph.run(x, cache, prefix_mask(tx, ts, x.device))[:, tx - 1 :]
         device = phones.device
         phone_lens = torch.tensor([phones.shape[1]], device=device)
@@ -418,10 +423,7 @@ class Text2SemanticDecoder(nn.Module):
         if tp:
             prompt = prompt.to(device).long()
             x = torch.cat([x, self.embed_audio(prompt).expand(b, -1, -1)], dim=1)  # [B, Tx+Tp, D]
-        heads = self.cfg.head
-        cache = KVCache(
-            self.cfg.n_layer, b, heads, self.cfg.hidden_dim // heads, tx + tp + min(max_new_tokens, 1024), x
-        )
+        cache = self._new_cache(b, tx + tp + min(max_new_tokens, 1024), x)
         keys_ok = torch.ones(b, tx + tp + max_new_tokens, dtype=torch.bool, device=device)  # [B, S_max]
         keys_ok[:, :tx] = torch.arange(tx, device=device)[None] < lens[:, None]  # padded phones are never read
         padded = tx * b > int(lens.sum())

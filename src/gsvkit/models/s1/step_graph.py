@@ -33,7 +33,7 @@ from torch import nn
 
 from gsvkit.models.s1.attention import KVCache
 
-OPSET = 18
+OPSET = 18  # the ONNX opset of every graph gsvkit builds or exports (`gsvkit.inference.onnx.export` too)
 
 
 def available() -> bool:
