@@ -162,3 +162,24 @@ def test_int8_s1_graphs_within_bounds_of_fp32(exported):
     assert 0 < np.abs(got - ref).max() < 0.06 * np.abs(ref).max()
     with pytest.raises(ParameterError, match="bf16"):
         OrtS1(exported["onnx"], c1, precision="bf16")
+
+
+def test_int8_graphs_in_a_folder_that_cannot_be_written(exported, tmp_path, monkeypatch):
+    import shutil
+    import tempfile
+
+    from gsvkit.config import config_from_dict
+    from gsvkit.inference.onnx.runtime import OrtS1, read_manifest
+    from gsvkit.inference.params import ParameterError
+
+    folder = tmp_path / "onnx"
+    shutil.copytree(exported["onnx"], folder, ignore=shutil.ignore_patterns("*.int8.onnx"))
+    c1 = config_from_dict(read_manifest(folder)["s1_config"]).model
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", kwargs.get("dir"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)  # a read-only folder (root ignores chmod)
+    with pytest.raises(ParameterError, match="not writable; make it writable or use precision fp32"):
+        OrtS1(folder, c1, precision="int8")
+    assert OrtS1(folder, c1, precision="fp32").prefill is not None

@@ -53,8 +53,14 @@ def _s1_graph(folder: Path, name: str, precision: str) -> Path:
 
         if not src.is_file():
             raise CheckpointError(f"{src}: ONNX graph missing; run `gsv export onnx` again")
-        with atomic_path(out) as tmp:
-            quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, per_channel=True)
+        try:
+            with atomic_path(out) as tmp:
+                quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, per_channel=True)
+        except PermissionError:
+            raise ParameterError(
+                f"{folder}: int8 (the default on a CPU) writes its s1 graphs beside the export once, and this folder "
+                "is not writable; make it writable or use precision fp32"
+            ) from None
     return out
 
 
