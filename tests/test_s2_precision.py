@@ -206,3 +206,17 @@ def test_the_synthesis_bundle_loads_s2_for_inference(tmp_path):
     save_checkpoint(tmp_path / "s2.safetensors", SynthesizerTrn(c2.model).state_dict(), c2, {})
     s2 = load_bundle(tmp_path / "s1.safetensors", tmp_path / "s2.safetensors", s2_precision="fp32").s2
     assert s2.enc_q is None and not any(n.endswith("weight_v") for n, _ in s2.named_parameters())
+
+
+def test_an_s2_file_without_a_posterior_encoder_loads_without_one(tmp_path):
+    from gsvkit.checkpoint import load_s2, save_checkpoint
+    from gsvkit.config import S2Config
+
+    c2 = load_config(CONFIGS / "tiny" / "s2.yaml")
+    assert isinstance(c2, S2Config)
+    full = SynthesizerTrn(c2.model).state_dict()
+    save_checkpoint(tmp_path / "full.safetensors", full, c2, {})
+    save_checkpoint(tmp_path / "export.safetensors", {k: v for k, v in full.items() if not k.startswith("enc_q.")},
+                    c2, {})  # fmt: skip
+    assert load_s2(tmp_path / "full.safetensors").enc_q is not None
+    assert load_s2(tmp_path / "export.safetensors").enc_q is None

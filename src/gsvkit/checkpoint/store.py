@@ -381,7 +381,7 @@ def _load_into(model: Any, state_dict: Mapping[str, Any], path: Path, optional: 
 
 
 def load_s2(path: str | Path, device: str = "cpu", base: str | Path | None = None) -> Any:
-    """An eval-mode SoVITS from any supported s2 file: `SynthesizerTrn` (enc_q may be absent), or
+    """An eval-mode SoVITS from any supported s2 file: `SynthesizerTrn` (enc_q None when the file has none), or
     `SynthesizerTrnV3` for v3/v4 (a LoRA file is merged into `base`)."""
     from gsvkit.models.s2 import SynthesizerTrn
 
@@ -398,6 +398,8 @@ def load_s2(path: str | Path, device: str = "cpu", base: str | Path | None = Non
         return flow.to(device).eval()
     model = SynthesizerTrn(ckpt.config.model)
     _load_into(model, ckpt.state_dict, path, optional=("enc_q.",))
+    if not any(k.startswith("enc_q.") for k in ckpt.state_dict):
+        model.enc_q = None  # an export: no posterior encoder, as `from_upstream_state_dict` (training adds one)
     return model.to(device).eval()
 
 
