@@ -208,7 +208,7 @@ def test_block_quantize_is_onnxruntimes_quantiser(bits, k):
         np.testing.assert_array_equal(a, b)
 
 
-def test_converting_does_not_import_onnxruntimes_quantization_package(tmp_path):
+def test_converting_does_not_import_onnxruntimes_quantization_package():
     """The package costs ~48 MB of imports (sympy, onnx's reference evaluator) in every process that converts."""
     import subprocess
     import sys

@@ -58,8 +58,9 @@ def block_quantize(weight: np.ndarray, block: int, bits: int) -> tuple[np.ndarra
     k, n = weight.shape
     per_byte = 8 // bits
     blocks = -(-k // block)
-    padded = np.zeros((blocks * block, n), np.float32)
-    padded[:k] = weight
+    padded = np.ascontiguousarray(weight, np.float32)  # no copy when it already is
+    if blocks * block != k:
+        padded = np.pad(padded, ((0, blocks * block - k), (0, 0)))
     codes = np.zeros((n, blocks, -(-block // per_byte)), np.uint8)
     zero_points = np.zeros((n, -(-blocks // per_byte)), np.uint8)
     scales = np.zeros((n, blocks), np.float32)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import sys
 import threading
 from collections.abc import Callable
 from functools import lru_cache
@@ -35,10 +36,9 @@ def load_dictionary() -> dict[str, list[str]]:
     Every phone is one shared string object (there are about 70 distinct ones among the 140,000 entries): a string
     per phone occurrence made the table about 1.6 times as large in memory (73 MB against 45). Read only."""
     data = resources.files("gsvkit.text").joinpath("data")
-    pool: dict[str, str] = {}
 
     def phones(items: list[str]) -> list[str]:
-        return [pool.setdefault(p, p) for p in items]
+        return [sys.intern(p) for p in items]
 
     table: dict[str, list[str]] = {}
     with data.joinpath("cmudict.rep.gz").open("rb") as f:
