@@ -5,8 +5,10 @@ What it builds: the official-size models of benchmarks/infer.py (synthetic weigh
 fragment (the HTTP API has no such field; a thin wrapper adds it, nothing else changes). Each client sends
 `--requests` requests one after another; all clients start together.
 
-Run: `python benchmarks/serve_load.py` (`--clients 1,4,16`, `--requests 2`, `--tokens 25`, `--max-jobs 1`,
-`--threads 2`, `--precision int8`, `--s2-precision auto`). Nothing is asserted; on a shared machine compare rows
+Run: `python benchmarks/serve_load.py` (`--clients 1,4,16`, `--requests 2`, `--tokens 25`, `--max-jobs auto`,
+`--threads N`, `--precision int8`, `--s2-precision auto`). `--max-jobs` and `--threads` mean what they mean to
+`gsv serve` (`serve_jobs`): `auto` without `--threads` runs one job per core, the running jobs splitting the cores;
+`--max-jobs 2 --threads 1` fixes two jobs of one thread each. Nothing is asserted; on a shared machine compare rows
 of one run only.
 """
 
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from infer import build  # noqa: E402  (the same synthetic official-size models as benchmarks/infer.py)
 
 from gsvkit.models.s1.gpt import PRECISIONS  # noqa: E402
+from gsvkit.models.s1.step_graph import also_make_sessions_for  # noqa: E402
 from gsvkit.models.s2.sovits import S2_PRECISIONS  # noqa: E402
 
 
@@ -90,24 +93,30 @@ def main() -> None:
     import uvicorn
 
     from gsvkit.inference.pipeline import TTS
+    from gsvkit.serve.cli import serve_jobs
     from gsvkit.serve.http import ServerSettings, create_app
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clients", default="1,4,16")
     p.add_argument("--requests", type=int, default=2, help="requests per client")
     p.add_argument("--tokens", type=int, default=25, help="semantic tokens per fragment (25 = 1 s of audio)")
-    p.add_argument("--max-jobs", type=int, default=1, help="the server's --max-jobs")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-jobs", default="auto", help="the server's --max-jobs: auto or a number")
+    p.add_argument("--threads", type=int, default=None, help="the server's --threads")
     p.add_argument("--precision", default="auto", choices=PRECISIONS)  # as `gsv serve`
     p.add_argument("--s2-precision", default="auto", choices=S2_PRECISIONS)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    plan = serve_jobs(args.max_jobs, args.threads, "cpu")
+    if plan.threads:
+        torch.set_num_threads(plan.threads)
+    if plan.shared_cores:
+        also_make_sessions_for(1)
     counts = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         files = build(Path(tmp))
         tts = TTS(s1=files["s1"], s2=files["s2"], hubert=files["hubert"], precision=args.precision,
                   s2_precision=args.s2_precision, watermark=False)  # fmt: skip
-        settings = ServerSettings(ref_dirs=[Path(tmp)], max_jobs=args.max_jobs, max_queue=max(counts))
+        settings = ServerSettings(ref_dirs=[Path(tmp)], max_jobs=plan.jobs, max_queue=max(counts),
+                                  shared_cores=plan.shared_cores)  # fmt: skip
         app = create_app(Capped(tts, args.tokens), settings)
         server = uvicorn.Server(uvicorn.Config(app, port=0, log_level="warning"))
         th = threading.Thread(target=server.run, daemon=True)
@@ -120,7 +129,8 @@ def main() -> None:
                 "ref_audio_path": str(files["ref"]), "prompt_text": "This is a reference clip of four seconds.",
                 "prompt_lang": "en", "consent": "synthetic benchmark clip", "seed": 0}  # fmt: skip
         _post(url, body)  # warm-up: the reference enters the cache
-        print(f"{args.threads} threads, max_jobs {args.max_jobs}, {args.tokens} tokens/fragment, s1 {args.precision}, "
+        each = f"sharing {plan.shared_cores} cores" if plan.shared_cores else f"{torch.get_num_threads()} threads each"
+        print(f"max_jobs {plan.jobs} ({each}), {args.tokens} tokens/fragment, s1 {args.precision}, "
               f"s2 {args.s2_precision}")  # fmt: skip
         print(f"{'clients':>8}{'requests':>10}{'req/s':>8}{'audio s/s':>11}{'p50 s':>8}{'p95 s':>8}")
         for n in counts:

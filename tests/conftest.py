@@ -34,6 +34,14 @@ def _audit_log_in_tmp(tmp_path_factory, monkeypatch):
         monkeypatch.setenv("GSVKIT_AUDIT_LOG", str(tmp_path_factory.mktemp("audit") / "audit.jsonl"))
 
 
+@pytest.fixture(autouse=True)
+def _graph_sessions_restored(monkeypatch):
+    """`gsv serve` (run by some tests through its command) adds process-wide s1 graph sessions; undo it per test."""
+    from gsvkit.models.s1 import step_graph
+
+    monkeypatch.setattr(step_graph, "_EXTRA_SESSIONS", step_graph._EXTRA_SESSIONS)
+
+
 # ------------------------------------------------------------------------------ shared tiny models (built once)
 @pytest.fixture(scope="session")
 def tiny_pair(tmp_path_factory):

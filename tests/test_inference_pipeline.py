@@ -266,6 +266,36 @@ def test_streaming_uses_a_token_thread_only_where_cores_allow(monkeypatch):
     assert threaded(False, cpu) is False
 
 
+def test_the_token_thread_computes_on_its_callers_thread_count():
+    from gsvkit.inference.batching import background
+    from gsvkit.utils.cores import use_threads
+
+    def counts():
+        for _ in range(2):
+            yield torch.get_num_threads()
+
+    before = torch.get_num_threads()
+    got: list[int] = []
+
+    def consumer() -> None:
+        use_threads(1)  # this thread's count; the process's last set count becomes 3 below
+        counted.set()
+        ready.wait()
+        got.extend(background(counts()))
+
+    counted, ready = threading.Event(), threading.Event()
+    try:
+        t = threading.Thread(target=consumer)
+        t.start()
+        counted.wait(10)
+        torch.set_num_threads(3)  # a thread started now would begin with 3
+        ready.set()
+        t.join(10)
+        assert got == [1, 1]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_threaded_stream_is_deterministic_and_stops(tts):
     import threading
 

@@ -165,3 +165,73 @@ def test_watermarked_upload_is_refused_and_output_is_marked(served, tmp_path):
     assert r.status_code == 422 and "watermark" in r.json()["detail"]
     lines = [json.loads(x) for x in served["audit"].read_text().splitlines()]
     assert lines[-1]["user"] == "anonymous" and lines[-1]["voice"] == "amy"  # the refused upload wrote nothing
+
+
+def test_jobs_splitting_the_cores_speak_as_one_alone(tmp_path, tiny_hubert, monkeypatch):
+    """`gsv serve --max-jobs auto` on 2 cores: s1's graph gets a 2-thread and a 1-thread session, a lone request runs
+    on 2 threads and one started beside another on 1, and every reply is the audio of a direct synthesis."""
+    from gsvkit.inference.pipeline import TTS
+    from gsvkit.inference.voice import create_voice
+    from gsvkit.models.s1 import step_graph
+
+    monkeypatch.setattr(step_graph, "_EXTRA_SESSIONS", ())  # restored after the test
+    s1, s2 = build_models(tmp_path / "base")
+    ref = tmp_path / "ref.wav"
+    sf.write(ref, speechlike(4.0), 16000)
+    create_voice(tmp_path / "voices" / "amy", s1=s1, s2=s2, ref_audio=ref, ref_text="This is Amy.", ref_lang="en",
+                 consent="synthetic", hubert=tiny_hubert)  # fmt: skip
+    torch.set_num_threads(2)  # as `gsv serve` sets the plan's threads before loading (the fixture restores 1)
+    step_graph.also_make_sessions_for(1)
+    tts = TTS(tmp_path / "voices" / "amy", hubert=tiny_hubert)
+    graph = tts._bundle.s1.step_graph
+    assert graph is not None and sorted(graph._sessions) == [1, 2]
+    used: list[int] = []
+    session_type = type(graph.session(2))
+    run = session_type.run_with_iobinding
+
+    def spy(session, io, *a):
+        used.append(session.get_session_options().intra_op_num_threads)
+        return run(session, io, *a)
+
+    monkeypatch.setattr(session_type, "run_with_iobinding", spy)
+    texts = ["Hello from the server.", "It speaks in chunks."]
+    direct = [tts.synthesize(t, "en", seed=3, noise_scale=0.0)[1] for t in texts]
+    used.clear()
+
+    class Together:  # the TTS, whose calls wait for each other once `barrier` is set (after taking their share)
+        barrier: threading.Barrier | None = None
+
+        def synthesize(self, *a, **kw):
+            if self.barrier is not None:
+                self.barrier.wait(60)
+            return tts.synthesize(*a, **kw)
+
+        def __getattr__(self, name):
+            return getattr(tts, name)
+
+    backend = Together()
+    settings = ServerSettings(max_jobs=2, max_queue=2, shared_cores=2)
+    with Server(create_app(backend, settings)) as url:
+        lone = httpx.post(f"{url}/tts", json={**body(), "text": texts[0]}, timeout=120)
+        assert set(used) == {2}  # alone: the 2-thread session for every step
+        used.clear()
+        backend.barrier = threading.Barrier(2)
+        replies: dict[int, httpx.Response] = {}
+
+        def ask(i: int) -> None:
+            replies[i] = httpx.post(f"{url}/tts", json={**body(), "text": texts[i]}, timeout=120)
+
+        clients = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+        clients[0].start()
+        deadline = time.time() + 60
+        while backend.barrier.n_waiting < 1 and time.time() < deadline:  # the first has taken its share, alone
+            time.sleep(0.01)
+        clients[1].start()
+        for c in clients:
+            c.join(120)
+    assert set(used) == {1, 2}  # the first started alone (2 threads), the second beside it (1)
+    for i, r in [(0, lone), *replies.items()]:
+        assert r.status_code == 200, r.text
+        wav = sf.read(io.BytesIO(r.content), dtype="float32")[0]
+        assert len(wav) == len(direct[i])
+        np.testing.assert_allclose(wav, direct[i], atol=2 / 32767)

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from gsvkit.serve.http import ServerSettings, create_app
 from serving import SR, FakeBackend, Server
@@ -295,18 +296,120 @@ def test_client_disconnect_frees_the_job_slot(models_dir):
         assert r.status_code == 200  # the slot is free again
 
 
-def test_max_jobs_auto_is_one_single_threaded_job_per_core(monkeypatch):
+def test_max_jobs_auto_is_one_job_per_core_splitting_the_cores(monkeypatch):
     from typer.testing import CliRunner
 
     from gsvkit.cli import app
     from gsvkit.serve.cli import serve_jobs
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    assert serve_jobs("auto", None, "cpu") == (4, 1)  # the default: 4 cores, 4 jobs of 1 thread
-    assert serve_jobs("auto", 2, "cpu") == (2, 2)
-    assert serve_jobs("auto", 8, "cpu") == (1, 8)
-    assert serve_jobs("auto", None, "cuda") == (1, None)
-    assert serve_jobs("3", None, "cpu") == (3, None)  # a number is taken as given
+    assert serve_jobs("auto", None, "cpu") == (4, 4, 4)  # the default: 4 jobs at most, splitting 4 cores
+    assert serve_jobs("auto", 2, "cpu") == (2, 2, None)  # --threads fixes each job's threads
+    assert serve_jobs("auto", 8, "cpu") == (1, 8, None)
+    assert serve_jobs("auto", None, "cpu", "onnx") == (4, 1, None)  # onnxruntime sessions fix their threads
+    assert serve_jobs("auto", None, "cuda") == (1, None, None)
+    assert serve_jobs("3", None, "cpu") == (3, None, None)  # a number is taken as given
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    assert serve_jobs("auto", None, "cpu") == (1, 1, None)
     for bad in ("0", "-1", "two"):
         r = CliRunner().invoke(app, ["serve", "--max-jobs", bad])
         assert r.exit_code == 2 and "--max-jobs" in r.output and "auto" in r.output, r.output
+
+
+def test_running_jobs_split_the_shared_cores(models_dir):
+    """Each job sets its worker thread's torch threads to shared_cores // running when it starts, and a stream again
+    before each chunk: a lone request gets every core, two at once half each."""
+
+    class Recording(FakeBackend):
+        def __init__(self):
+            super().__init__()
+            self.threads: list[int] = []
+            self.chunk_threads: list[int] = []
+
+        def synthesize(self, text, lang, **kw):
+            self.threads.append(torch.get_num_threads())
+            return super().synthesize(text, lang, **kw)
+
+        def stream(self, text, lang, stream=None, **kw):
+            inner = super().stream(text, lang, stream, **kw)
+            backend = self
+
+            class Chunks(type(inner)):
+                def __iter__(self):
+                    for chunk in inner:
+                        backend.chunk_threads.append(torch.get_num_threads())
+                        yield chunk
+
+            out = Chunks([], inner.sample_rate, inner._on_close)
+            return out
+
+    before = torch.get_num_threads()
+    backend = Recording()
+    settings = ServerSettings(models_dir=models_dir, max_jobs=2, max_queue=2, shared_cores=4)
+    try:
+        with Server(create_app(backend, settings)) as url:
+            assert httpx.get(f"{url}/tts", params={"text": "ok", "text_lang": "en"}).status_code == 200
+            assert backend.entered.acquire(timeout=5)  # that request's entry, counted
+            backend.release.clear()  # the next two are held inside synthesize until released
+            codes: list[int] = []
+            clients = [threading.Thread(target=lambda: codes.append(
+                httpx.get(f"{url}/tts", params={"text": "hold", "text_lang": "en"}, timeout=30).status_code))
+                for _ in range(2)]  # fmt: skip
+            for c in clients:
+                c.start()
+                assert backend.entered.acquire(timeout=20)  # this one runs before the next is sent
+            backend.release.set()
+            for c in clients:
+                c.join(30)
+            assert codes == [200, 200]
+            assert backend.threads == [4, 4, 2]  # alone: 4; the first of two started alone: 4; the second: 2
+            backend.release.clear()
+            # a stream alone takes 4; once a second job runs beside it, its next chunks take 2
+            backend.delay = 0.3  # per chunk; 8 chunks
+            hold = {"text": "hold", "text_lang": "en"}
+            blocker = threading.Thread(target=lambda: httpx.get(f"{url}/tts", params=hold, timeout=30))
+            body = {"text": "z" * 40, "text_lang": "en", "streaming_mode": 1}
+            with httpx.stream("POST", f"{url}/tts", json=body, timeout=30) as r:
+                parts = r.iter_raw()
+                next(parts)  # the header: the first chunk is on its way
+                while not backend.chunk_threads:
+                    time.sleep(0.01)
+                blocker.start()
+                assert backend.entered.acquire(timeout=20)
+                rest = b"".join(parts)
+            backend.release.set()
+            blocker.join(30)
+            assert r.status_code == 200 and len(rest) > 0
+            assert backend.chunk_threads[0] == 4 and backend.chunk_threads[-1] == 2, backend.chunk_threads
+        torch.set_num_threads(3)  # threads made from now on start with 3; without shared_cores, jobs keep them
+        unshared = Recording()
+        with Server(create_app(unshared, ServerSettings(models_dir=models_dir, max_jobs=2))) as url:
+            assert httpx.get(f"{url}/tts", params={"text": "ok", "text_lang": "en"}).status_code == 200
+        assert unshared.threads == [3]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_serve_command_splits_the_cores_by_default(monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from gsvkit.cli import app
+    from gsvkit.models.s1 import step_graph
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(step_graph, "_EXTRA_SESSIONS", ())
+    monkeypatch.setattr("gsvkit.serve.cli._tts", lambda *a, **kw: FakeBackend())
+    seen: list[tuple] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.append(
+        (app.state.settings, torch.get_num_threads(), step_graph._EXTRA_SESSIONS)))  # fmt: skip
+    before = torch.get_num_threads()
+    try:
+        for args in ([], ["--threads", "1"]):
+            r = CliRunner().invoke(app, ["serve", *args])
+            assert r.exit_code == 0, r.output
+    finally:
+        torch.set_num_threads(before)
+    (auto, threads, extra), (fixed, fixed_threads, _) = seen
+    assert (auto.max_jobs, auto.shared_cores, threads, extra) == (2, 2, 2, (1,))  # models load on both cores
+    assert (fixed.max_jobs, fixed.shared_cores, fixed_threads) == (2, None, 1)

@@ -101,6 +101,60 @@ def test_session_takes_torch_threads_when_built_and_then_holds_no_second_copy(mo
         torch.set_num_threads(threads)
 
 
+def test_a_graph_gets_a_session_per_share_and_a_call_takes_its_threads_one(model, monkeypatch):
+    """With `also_make_sessions_for(1)` a graph built at 2 threads has a 2-thread and a 1-thread session; a thread
+    on 1 torch thread decodes on the 1-thread one, and a cache moving between them mid-decode is bound again."""
+    import threading
+
+    from gsvkit.utils.cores import use_threads
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(graph, "_EXTRA_SESSIONS", ())  # restored after the test
+    g = torch.Generator().manual_seed(5)
+    xs = [torch.randn(1, 1, model.cfg.hidden_dim, generator=g) for _ in range(4)]
+    try:
+        torch.set_num_threads(2)
+        alone = _graph(model)
+        graph.also_make_sessions_for(1)
+        step = _graph(model)
+        assert alone.session(1) is alone.session(2)  # made before: one session, whatever the count asked
+        two, one = step.session(2), step.session(1)
+        assert two is not one and step.session(8) is two  # the largest made for no more than asked
+        intra = [s.get_session_options().intra_op_num_threads for s in (two, one)]
+        assert intra == [2, 1]
+        used: list[int] = []
+        run_with_iobinding = type(two).run_with_iobinding
+
+        def spy(session, io, *a):
+            used.append(session.get_session_options().intra_op_num_threads)
+            return run_with_iobinding(session, io, *a)
+
+        monkeypatch.setattr(type(two), "run_with_iobinding", spy)
+        ref_cache, cache = _prefilled(model, 7, 16), _prefilled(model, 7, 16)
+        ref = [_torch_step(model, x, ref_cache) for x in xs]
+        got: list[torch.Tensor] = []
+
+        def steps(counts: list[int]) -> None:
+            for n in counts:
+                use_threads(n)  # this thread's count only
+                got.append(step.run(xs[len(got)], cache)[:, -1])
+
+        worker = threading.Thread(target=steps, args=([1, 1, 2, 1],))
+        worker.start()
+        worker.join()
+        assert used == [1, 1, 2, 1]
+        for i, (a, b) in enumerate(zip(got, ref, strict=True)):
+            assert _rel(a, b) < 0.08, f"step {i}"
+        assert cache.length == 11
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_session_counts_are_checked():
+    with pytest.raises(ValueError, match=">= 1"):
+        graph.also_make_sessions_for(0)
+
+
 def test_masked_first_pass_of_a_padded_batch_is_the_layers_pass(model):
     step, (b, tx, tp) = _graph(model), (2, 9, 6)
     lens = torch.tensor([9, 5])  # row 1: 4 padded phones, masked as keys

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from gsvkit.inference.textprep import TextFeatures
-from gsvkit.utils.cores import usable_cores
+from gsvkit.utils.cores import usable_cores, use_threads
 
 
 def fragment_batches(feats: list[TextFeatures], size: int, threshold: float, bucket: bool) -> list[list[int]]:
@@ -55,12 +55,15 @@ def threaded(choice: bool | None, device: torch.device) -> bool:
 def background(tokens: Iterator[int]) -> Iterator[int]:
     """Run the token generator in its own thread, so s1 generates while s2 decodes (torch releases the GIL).
 
-    Closing this iterator stops the producer after its current step.
+    The thread computes on as many torch threads as the calling thread (a new thread would take the count last set
+    by any thread). Closing this iterator stops the producer after its current step.
     """
     q: queue.SimpleQueue = queue.SimpleQueue()
     stop = threading.Event()
+    threads = torch.get_num_threads()
 
     def produce() -> None:
+        use_threads(threads)
         try:
             for tok in tokens:
                 q.put(tok)

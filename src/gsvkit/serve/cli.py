@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, NamedTuple, NoReturn
 
 import typer
 
@@ -30,7 +30,19 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     fail(message, code)
 
 
-MAX_JOBS_HELP = "syntheses running at once: a number, or auto (on CPU one per core, each on --threads, default 1)"
+MAX_JOBS_HELP = (
+    "syntheses running at once: a number, or auto (on a CPU one per core, the running ones splitting the cores, so "
+    "a lone request gets them all; with --threads N, cores / N jobs of N threads)"
+)
+
+
+class JobPlan(NamedTuple):
+    """How `gsv serve` runs syntheses: how many at once, torch's threads at start, and the cores they split."""
+
+    jobs: int
+    threads: int | None  # torch threads set at start (None: torch's default)
+    shared_cores: int | None  # each job takes shared_cores // running threads when it starts work (None: it keeps
+    # the process's threads)
 
 
 def max_jobs_option(value: str) -> str:
@@ -39,19 +51,23 @@ def max_jobs_option(value: str) -> str:
     return value
 
 
-def serve_jobs(max_jobs: str, threads: int | None, device: str) -> tuple[int, int | None]:
-    """`--max-jobs`/`--threads` -> (syntheses at once, torch threads). "auto" on CPU: one job per usable core
-    divided by the threads each gets (1 unless --threads): batch-1 decoding uses a second thread poorly, a second
-    request uses it fully (benchmarks/serve_load.py). On a GPU "auto" is 1 job."""
+def serve_jobs(max_jobs: str, threads: int | None, device: str, backend: str = "torch") -> JobPlan:
+    """`--max-jobs`/`--threads` -> a `JobPlan`. "auto" on a CPU: one job per usable core, and the running jobs split
+    the cores between them (`utils.cores.share`): a lone request decodes on every core, two on half each, and so
+    on, so a second request still uses the second core fully (benchmarks/serve_load.py). With `--threads N`, or with
+    the ONNX backend (its sessions fix their threads when made), cores // N jobs of N threads (N = 1 by default).
+    On a GPU "auto" is 1 job."""
     if max_jobs != "auto":
-        return int(max_jobs), threads
+        return JobPlan(int(max_jobs), threads, None)
     if device != "cpu":
-        return 1, threads
+        return JobPlan(1, threads, None)
     from gsvkit.utils.cores import usable_cores
 
     cores = usable_cores()
+    if threads is None and backend == "torch" and cores > 1:
+        return JobPlan(cores, cores, cores)
     per_job = threads or 1
-    return max(1, cores // per_job), per_job
+    return JobPlan(max(1, cores // per_job), per_job, None)
 
 
 def _tts(voice: Path | None, voices_dir: Path | None, s1, s2, hubert, bert, device: str, precision: str,
@@ -119,8 +135,12 @@ def serve(
     """Serve synthesis over HTTP (upstream api_v2 parameters; docs at /docs)."""
     from gsvkit.errors import GsvError
 
-    jobs, threads = serve_jobs(max_jobs, threads, device)
-    set_threads(threads)
+    plan = serve_jobs(max_jobs, threads, device, backend)
+    set_threads(plan.threads)
+    if plan.shared_cores:  # s1's graph gets a session for a job's smallest share too (onnxruntime fixes threads)
+        from gsvkit.models.s1.step_graph import also_make_sessions_for
+
+        also_make_sessions_for(1)
 
     try:
         import uvicorn
@@ -158,7 +178,8 @@ def serve(
             keys=key_file,
             max_text_chars=max_text_chars,
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-            max_jobs=jobs,
+            max_jobs=plan.jobs,
+            shared_cores=plan.shared_cores,
             max_queue=max_queue,
         )
     except GsvError as err:

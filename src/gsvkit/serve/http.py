@@ -54,6 +54,7 @@ from gsvkit.serve.schemas import (
     VoiceSummary,
     WeightsPair,
 )
+from gsvkit.utils.cores import share, use_threads
 
 log = logging.getLogger("gsvkit.serve")
 
@@ -72,6 +73,10 @@ class ServerSettings(BaseModel):
     max_text_chars: int = Field(2000, ge=1)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_jobs: int = Field(1, ge=1, description="syntheses running at once")
+    shared_cores: int | None = Field(
+        None, ge=1, description="cores the running jobs split: each takes cores // running torch threads when it "
+        "starts work (a synthesis, a stream's opening and each of its chunks); None: jobs keep the process's threads"
+    )  # fmt: skip
     max_queue: int = Field(4, ge=0, description="syntheses waiting; more get 503")
     upload_cache_files: int = Field(64, ge=1, description="uploaded clips kept for the reference cache")
 
@@ -131,6 +136,12 @@ def create_app(
     if settings.keys is not None and backend_factory is None:
         raise GsvError("a keys file needs a backend per key (backend_factory), so keys never share loaded models")
     gate = JobGate(settings.max_jobs, settings.max_queue)
+
+    def take_share() -> None:
+        """Set this worker thread's torch threads to its job's share of `shared_cores` (torch's count is per thread)."""
+        if settings.shared_cores:
+            use_threads(share(settings.shared_cores, gate.counts()["running"]))
+
     upload_dir = Path(tempfile.mkdtemp(prefix="gsvkit-uploads-"))
     default = Principal(
         "api-key" if settings.api_key else "anonymous", settings.voices_dir, settings.models_dir, backend
@@ -238,6 +249,7 @@ def create_app(
                 nonlocal started
                 gate.start()
                 started = True
+                take_share()
                 return backend.synthesize(**kwargs)
 
             try:
@@ -255,6 +267,7 @@ def create_app(
             nonlocal started
             gate.start()
             started = True
+            take_share()
             return backend.stream(**kwargs, stream=req.stream_kwargs())
 
         try:
@@ -268,6 +281,7 @@ def create_app(
         chunks = iter(stream)
 
         def next_chunk() -> np.ndarray | None:
+            take_share()  # each chunk may run in another worker thread, and other jobs may have come or gone
             return next(chunks, None)
 
         async def body() -> AsyncIterator[bytes]:

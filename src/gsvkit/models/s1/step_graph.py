@@ -17,7 +17,9 @@ returns logits: no torch op with threads runs between two steps, and torch's idl
 graph's. What stays in torch: embeddings, the BERT projection and sampling.
 
 The session is made with the graph, with the threads torch has then (`torch.get_num_threads()`): set threads
-before converting the model.
+before converting the model. onnxruntime fixes a session's threads when it is made, so where jobs split the cores
+between them (`gsv serve --max-jobs auto`) each graph also gets a session for each share a job may get
+(`also_make_sessions_for`), and a call runs on the session for the calling thread's torch thread count.
 """
 
 from __future__ import annotations
@@ -34,6 +36,20 @@ from torch import nn
 from gsvkit.models.s1.attention import KVCache
 
 OPSET = 18  # the ONNX opset of every graph gsvkit builds or exports (`gsvkit.inference.onnx.export` too)
+
+
+_EXTRA_SESSIONS: tuple[int, ...] = ()  # see also_make_sessions_for
+
+
+def also_make_sessions_for(*threads: int) -> None:
+    """From now on every graph made also gets a session of each of `threads` intra-op threads, besides torch's
+    count when it is made, and a call takes the session for the calling thread's torch count (`StepGraph.session`).
+    For a process whose jobs split the cores between them: each session holds its own copy of the packed weights
+    (about 80 MB for an official-size int8 s1)."""
+    global _EXTRA_SESSIONS
+    if any(t < 1 for t in threads):
+        raise ValueError(f"thread counts must be >= 1 (got {threads})")
+    _EXTRA_SESSIONS = tuple(sorted(set(threads)))
 
 
 def available() -> bool:
@@ -187,12 +203,12 @@ def _add_norm(g: _GraphBuilder, name: str, x: str, y: str, norm: nn.LayerNorm) -
 
 
 class _Binding:
-    """One cache's key/value buffers bound to the session (kept while the buffers stay the same)."""
+    """One cache's key/value buffers bound to one session (kept while the session and the buffers stay the same)."""
 
     def __init__(self, session: Any, cache: KVCache):
         import onnxruntime as ort
 
-        self.key = _buffers(cache)
+        self.key = (id(session), *_buffers(cache))
         self.io = io = session.io_binding()
         for i, (k, v) in enumerate(zip(cache.k, cache.v, strict=True)):
             for kind, t in (("k", k), ("v", v)):
@@ -214,7 +230,7 @@ class StepGraph:
         self.model, self.vocab = model, vocab
         self.bits, self.block = bits, block  # the weights' format: `bits`-bit codes, one scale per `block` inputs
         self._constants: dict[str, np.ndarray] | None = constants
-        self._session: Any = None
+        self._sessions: dict[int, Any] = {}  # by intra-op threads
         self._lock = threading.Lock()
         self._bindings: weakref.WeakKeyDictionary[KVCache, _Binding] = weakref.WeakKeyDictionary()
 
@@ -238,31 +254,41 @@ class StepGraph:
         graph.session()
         return graph
 
-    def session(self) -> Any:
-        """The onnxruntime session, made once with torch's thread count then (`torch.get_num_threads()`).
+    def session(self, threads: int | None = None) -> Any:
+        """The onnxruntime session for `threads` intra-op threads (default: the calling thread's torch count): the
+        one made for that count, else the largest made for fewer, else the smallest.
 
-        onnxruntime copies the constants into the session, so they are dropped once it exists; later steps reuse
-        it whatever torch's thread count has become (gsvkit's commands set threads before loading models)."""
+        The sessions are made on the first call, one with torch's thread count then (`torch.get_num_threads()`)
+        and one per count given to `also_make_sessions_for`; onnxruntime copies the constants into each session,
+        so they are dropped once the sessions exist, and later calls choose among these sessions whatever torch's
+        thread count has become (gsvkit's commands set threads before loading models)."""
         with self._lock:
-            if self._session is None:
-                import onnxruntime as ort
-
+            if not self._sessions:
                 assert self._constants is not None
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
-                opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-                # Graph threads spin between the step's ops (waking a sleeping thread for each of them costs more
-                # than the op: 6.1-7.0 against 4.5-5.0 ms a step at 2 threads) and stop at the end of each run, so
-                # they leave the cores to torch (sampling, s2) between steps.
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
-                opts.add_session_config_entry("session.force_spinning_stop", "1")
-                opts.log_severity_level = 3
-                names = list(self._constants)
-                opts.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(a)
-                                                       for a in self._constants.values()])  # fmt: skip
-                self._session = ort.InferenceSession(self.model, opts, providers=["CPUExecutionProvider"])
+                for count in sorted({torch.get_num_threads(), *_EXTRA_SESSIONS}):
+                    self._sessions[count] = self._make_session(count)
                 self._constants = None
-            return self._session
+            sessions = self._sessions
+        want = torch.get_num_threads() if threads is None else threads
+        fewer = [t for t in sessions if t <= want]
+        return sessions[max(fewer) if fewer else min(sessions)]
+
+    def _make_session(self, threads: int) -> Any:
+        import onnxruntime as ort
+
+        assert self._constants is not None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Graph threads spin between the step's ops (waking a sleeping thread for each of them costs more than the
+        # op: 6.1-7.0 against 4.5-5.0 ms a step at 2 threads) and stop at the end of each run, so they leave the
+        # cores to torch (sampling, s2) between steps.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
+        opts.log_severity_level = 3
+        names = list(self._constants)
+        opts.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(a) for a in self._constants.values()])
+        return ort.InferenceSession(self.model, opts, providers=["CPUExecutionProvider"])
 
     def run(self, x: torch.Tensor, cache: KVCache, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, S, D] (embedded positions after the `cache.length` cached ones) → logits [B, S, V]; extends `cache`
@@ -277,8 +303,8 @@ class StepGraph:
         keys = cache.length + t
         session = self.session()
         bound = self._bindings.get(cache)
-        if bound is None or bound.key != _buffers(cache):
-            bound = self._bindings[cache] = _Binding(session, cache)  # a new cache, or its buffers moved
+        if bound is None or bound.key != (id(session), *_buffers(cache)):
+            bound = self._bindings[cache] = _Binding(session, cache)  # a new cache or session, or the buffers moved
         bias = np.zeros((b, 1, t, keys), np.float32)
         if mask is not None:
             allowed = mask.expand(b, 1, t, keys).cpu().numpy()
