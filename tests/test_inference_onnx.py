@@ -141,15 +141,33 @@ def test_cli_synth_on_onnx(exported, tmp_path):
 
 
 def test_int8_s1_graphs_within_bounds_of_fp32(exported):
-    """`precision="int8"` on the ONNX backend: s1 graphs quantised once beside the fp32 files, logits close."""
+    """`precision="int8"` on the ONNX backend: s1 graphs quantised once beside the fp32 files, in the torch
+    backend's int8 format (every weight product a block-wise 8-bit `MatMulNBits`), logits close."""
+    import onnx
+    from onnx import numpy_helper
+
     from gsvkit.config import config_from_dict
     from gsvkit.inference.onnx.runtime import OrtS1, read_manifest
     from gsvkit.inference.params import ParameterError
+    from gsvkit.models.s1.gpt import INT8_BLOCK
+    from gsvkit.models.s1.step_graph import block_quantize
 
     c1 = config_from_dict(read_manifest(exported["onnx"])["s1_config"]).model
     fp32, int8 = OrtS1(exported["onnx"], c1), OrtS1(exported["onnx"], c1, precision="int8")
-    assert (exported["onnx"] / "s1_step.int8.onnx").is_file()
-    assert (exported["onnx"] / "s1_step.int8.onnx").stat().st_size < (exported["onnx"] / "s1_step.onnx").stat().st_size
+    for name in ("s1_prefill", "s1_step"):
+        src, made = exported["onnx"] / f"{name}.onnx", exported["onnx"] / f"{name}.int8-b{INT8_BLOCK}.onnx"
+        assert made.is_file() and made.stat().st_size < src.stat().st_size
+        before, after = onnx.load(str(src)), onnx.load(str(made))
+        weights = {i.name: i for i in before.graph.initializer}
+        weighted = [n for n in before.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+        nbits = [n for n in after.graph.node if n.op_type == "MatMulNBits"]
+        assert len(weighted) >= 2 * c1.n_layer and len(nbits) == len(weighted)  # each layer's 4 products, at least
+        attrs = {a.name: a.i for a in nbits[0].attribute}
+        assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (8, INT8_BLOCK, 4)
+        codes = {i.name: numpy_helper.to_array(i) for i in after.graph.initializer}[nbits[0].input[1]]
+        w = numpy_helper.to_array(weights[weighted[0].input[1]])
+        np.testing.assert_array_equal(codes, block_quantize(w, INT8_BLOCK, 8)[0])  # onnxruntime's block quantiser
+        assert not any(n.op_type in ("DynamicQuantizeMatMul", "MatMulInteger") for n in after.graph.node)
     g = torch.Generator().manual_seed(0)
     feeds = {
         "phones": torch.randint(0, c1.phone_vocab, (1, 23), generator=g).numpy(),
@@ -173,7 +191,7 @@ def test_int8_graphs_in_a_folder_that_cannot_be_written(exported, tmp_path, monk
     from gsvkit.inference.params import ParameterError
 
     folder = tmp_path / "onnx"
-    shutil.copytree(exported["onnx"], folder, ignore=shutil.ignore_patterns("*.int8.onnx"))
+    shutil.copytree(exported["onnx"], folder, ignore=shutil.ignore_patterns("*.int8-*.onnx"))
     c1 = config_from_dict(read_manifest(folder)["s1_config"]).model
 
     def refused(*args, **kwargs):

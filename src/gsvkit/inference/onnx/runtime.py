@@ -38,24 +38,29 @@ def _session(path: Path, threads: int | None = None) -> Any:
 
 
 def _s1_graph(folder: Path, name: str, precision: str) -> Path:
-    """The s1 graph file for `precision`: fp32 as exported, or int8 (weight-only, per-channel, made once by
-    onnxruntime's dynamic quantisation beside the fp32 file)."""
+    """The s1 graph file for `precision`: fp32 as exported, or int8, made once beside the fp32 file in the torch
+    backend's int8 format (`step_graph.quantize_matmuls`: 8-bit codes with one scale and zero point per
+    `INT8_BLOCK` inputs, int8 products)."""
+    from gsvkit.models.s1.gpt import INT8_BLOCK
+
     src = folder / f"{name}.onnx"
     if precision == "fp32":
         return src
     if precision != "int8":
         raise ParameterError(f"precision {precision!r} is not available with the ONNX backend; use fp32 or int8")
-    out = folder / f"{name}.int8.onnx"
+    out = folder / f"{name}.int8-b{INT8_BLOCK}.onnx"  # the format in the name: a file of another one is not reused
     if not out.is_file() or out.stat().st_mtime < src.stat().st_mtime:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        import onnx
 
+        from gsvkit.models.s1.step_graph import quantize_matmuls
         from gsvkit.utils.io import atomic_path
 
         if not src.is_file():
             raise CheckpointError(f"{src}: ONNX graph missing; run `gsv export onnx` again")
+        model = quantize_matmuls(onnx.load(str(src)), INT8_BLOCK)
         try:
             with atomic_path(out) as tmp:
-                quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, per_channel=True)
+                onnx.save(model, str(tmp))
         except PermissionError:
             raise ParameterError(
                 f"{folder}: int8 (the default on a CPU) writes its s1 graphs beside the export once, and this folder "
@@ -234,9 +239,13 @@ def load_onnx_bundle(folder: str | os.PathLike, threads: int | None = None, prec
         c2 = config_from_dict(data["s2_config"], source=f"{folder} s2_config")
     except (ConfigError, KeyError) as err:
         raise CheckpointError(f"{folder}: damaged ONNX manifest ({err})") from None
+    from gsvkit.utils.memory import loading_memory
+
+    with loading_memory():  # what reading the graphs and packing their weights frees goes back to the system
+        s1, s2 = OrtS1(folder, c1.model, threads, precision), OrtS2(folder, c2.model, threads)
     return ModelBundle(
-        s1=OrtS1(folder, c1.model, threads, precision),
-        s2=OrtS2(folder, c2.model, threads),
+        s1=s1,
+        s2=s2,
         s1_config=c1,
         s2_config=c2,
         s1_path=(folder / "s1_prefill.onnx").resolve(),

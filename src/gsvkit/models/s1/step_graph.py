@@ -85,6 +85,50 @@ def block_quantize(weight: np.ndarray, block: int, bits: int) -> tuple[np.ndarra
     return codes, scales, zero_points
 
 
+def matmul_nbits(inputs: list[str], output: str, k: int, n: int, bits: int, block: int) -> Any:
+    """The `MatMulNBits` node of x [.., K] @ W [K, N] from `block_quantize`'s codes, scales and zero points (then an
+    optional bias) in `inputs`: activations quantised to int8 per block, so the products use int8 dot products
+    (accuracy level 4). Every graph gsvkit quantises uses this one node."""
+    from onnx import helper
+
+    return helper.make_node("MatMulNBits", inputs, [output], name=output, domain="com.microsoft", K=k, N=n, bits=bits,
+                            block_size=block, accuracy_level=4)  # fmt: skip
+
+
+def quantize_matmuls(model: Any, block: int, bits: int = 8) -> Any:
+    """The ONNX model `model` (an `onnx.ModelProto`) with every `MatMul` whose second input is a 2-D fp32 weight
+    [K, N] replaced by `matmul_nbits` over that weight's `block_quantize`d form (in place; returned). Other nodes,
+    and weights that other nodes also read, stay as they are."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    nodes, dropped = [], set()
+    for node in graph.node:
+        w = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        if w is None or len(w.dims) != 2 or w.data_type != TensorProto.FLOAT or readers[w.name] != 1:
+            nodes.append(node)
+            continue
+        k, n = (int(d) for d in w.dims)
+        codes, scales, zero_points = block_quantize(numpy_helper.to_array(w), block, bits)
+        arrays = (codes, scales.reshape(-1), zero_points.reshape(-1))  # as `_GraphBuilder.linear` gives them
+        names = [f"{w.name}.{part}" for part in ("q", "s", "z")]
+        graph.initializer.extend(numpy_helper.from_array(a, nm) for a, nm in zip(arrays, names, strict=True))
+        nodes.append(matmul_nbits([node.input[0], *names], node.output[0], k, n, bits, block))
+        dropped.add(w.name)
+    kept = [i for i in graph.initializer if i.name not in dropped]
+    del graph.node[:], graph.initializer[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(kept)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return model
+
+
 class _GraphBuilder:
     """Nodes of the step graph, one layer at a time, with its constants kept as arrays outside the graph (each one a
     placeholder there, given to the session as an external initialiser: no serialised copy of the weights)."""
@@ -116,8 +160,7 @@ class _GraphBuilder:
         return outputs[0]
 
     def linear(self, name: str, x: str, weight: torch.Tensor, bias: torch.Tensor | None) -> str:
-        """x [.., K] @ weight[N, K]^T + bias, with `bits`-bit weights (`MatMulNBits`, int8 products: accuracy level
-        4)."""
+        """x [.., K] @ weight[N, K]^T + bias, with `bits`-bit weights (`matmul_nbits`)."""
         n, k = weight.shape
         w = np.ascontiguousarray(weight.detach().float().t().numpy())  # [K, N]
         packed, scales, zero_points = block_quantize(w, self.block, self.bits)  # [N, K/b, b*bits/8], [N, K/b], ..
@@ -125,8 +168,8 @@ class _GraphBuilder:
         inputs += [self.const(f"{name}.z", zero_points.reshape(-1)), ""]  # no g_idx
         if bias is not None:
             inputs.append(self.const(f"{name}.b", bias))
-        return self.node("MatMulNBits", inputs, [f"{name}.y"], domain="com.microsoft", K=k, N=n, bits=self.bits,
-                         block_size=self.block, accuracy_level=4)  # fmt: skip
+        self.nodes.append(matmul_nbits(inputs, f"{name}.y", k, n, self.bits, self.block))
+        return f"{name}.y"
 
 
 def build_step_graph(
