@@ -109,7 +109,7 @@ def main() -> None:
     if plan.threads:
         torch.set_num_threads(plan.threads)
     if plan.shared_cores:
-        also_make_sessions_for(1)
+        also_make_sessions_for(plan.shared_cores, 1)
     counts = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         files = build(Path(tmp))

@@ -181,7 +181,7 @@ def test_jobs_splitting_the_cores_speak_as_one_alone(tmp_path, tiny_hubert, monk
     create_voice(tmp_path / "voices" / "amy", s1=s1, s2=s2, ref_audio=ref, ref_text="This is Amy.", ref_lang="en",
                  consent="synthetic", hubert=tiny_hubert)  # fmt: skip
     torch.set_num_threads(2)  # as `gsv serve` sets the plan's threads before loading (the fixture restores 1)
-    step_graph.also_make_sessions_for(1)
+    step_graph.also_make_sessions_for(2, 1)  # as `gsv serve` does on 2 cores
     tts = TTS(tmp_path / "voices" / "amy", hubert=tiny_hubert)
     graph = tts._bundle.s1.step_graph
     assert graph is not None and sorted(graph._sessions) == [1, 2]

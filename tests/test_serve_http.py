@@ -411,5 +411,5 @@ def test_serve_command_splits_the_cores_by_default(monkeypatch):
     finally:
         torch.set_num_threads(before)
     (auto, threads, extra), (fixed, fixed_threads, _) = seen
-    assert (auto.max_jobs, auto.shared_cores, threads, extra) == (2, 2, 2, (1,))  # models load on both cores
+    assert (auto.max_jobs, auto.shared_cores, threads, extra) == (2, 2, 2, (1, 2))  # models load on both cores
     assert (fixed.max_jobs, fixed.shared_cores, fixed_threads) == (2, None, 1)

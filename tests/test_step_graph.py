@@ -150,6 +150,27 @@ def test_a_graph_gets_a_session_per_share_and_a_call_takes_its_threads_one(model
         torch.set_num_threads(threads)
 
 
+def test_a_graph_built_in_a_one_thread_worker_still_gets_the_lone_jobs_session(model, monkeypatch):
+    """As `gsv serve` sets it (the shared cores and 1): a model switch loads in a worker thread whose torch count is
+    its last job's share, and the graph still gets the session a lone job runs on."""
+    import threading
+
+    from gsvkit.utils.cores import use_threads
+
+    monkeypatch.setattr(graph, "_EXTRA_SESSIONS", ())
+    graph.also_make_sessions_for(2, 1)
+    made: list[StepGraph] = []
+
+    def load() -> None:
+        use_threads(1)
+        made.append(_graph(model))
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    worker.join()
+    assert sorted(made[0]._sessions) == [1, 2]
+
+
 def test_session_counts_are_checked():
     with pytest.raises(ValueError, match=">= 1"):
         graph.also_make_sessions_for(0)

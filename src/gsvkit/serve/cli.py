@@ -137,10 +137,13 @@ def serve(
 
     plan = serve_jobs(max_jobs, threads, device, backend)
     set_threads(plan.threads)
-    if plan.shared_cores:  # s1's graph gets a session for a job's smallest share too (onnxruntime fixes threads)
+    if plan.shared_cores:
+        # s1's graphs get a session for a lone job and one for a job's smallest share (onnxruntime fixes a session's
+        # threads), whatever the count of the thread that loads them (a model switch or a key's first request loads
+        # in a worker thread, whose count is its last job's share)
         from gsvkit.models.s1.step_graph import also_make_sessions_for
 
-        also_make_sessions_for(1)
+        also_make_sessions_for(plan.shared_cores, 1)
 
     try:
         import uvicorn
