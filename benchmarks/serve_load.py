@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from infer import build  # noqa: E402  (the same synthetic official-size models as benchmarks/infer.py)
 
 from gsvkit.models.s1.gpt import PRECISIONS  # noqa: E402
-from gsvkit.models.s1.step_graph import also_make_sessions_for  # noqa: E402
 from gsvkit.models.s2.sovits import S2_PRECISIONS  # noqa: E402
 
 
@@ -106,10 +105,7 @@ def main() -> None:
     p.add_argument("--s2-precision", default="auto", choices=S2_PRECISIONS)
     args = p.parse_args()
     plan = serve_jobs(args.max_jobs, args.threads, "cpu")
-    if plan.threads:
-        torch.set_num_threads(plan.threads)
-    if plan.shared_cores:
-        also_make_sessions_for(plan.shared_cores, 1)
+    plan.apply()  # as `gsv serve` does
     counts = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         files = build(Path(tmp))

@@ -340,8 +340,7 @@ def test_running_jobs_split_the_shared_cores(models_dir):
                         backend.chunk_threads.append(torch.get_num_threads())
                         yield chunk
 
-            out = Chunks([], inner.sample_rate, inner._on_close)
-            return out
+            return Chunks([], inner.sample_rate, inner._on_close)
 
     before = torch.get_num_threads()
     backend = Recording()

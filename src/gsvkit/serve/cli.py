@@ -44,6 +44,17 @@ class JobPlan(NamedTuple):
     shared_cores: int | None  # each job takes shared_cores // running threads when it starts work (None: it keeps
     # the process's threads)
 
+    def apply(self) -> None:
+        """Set the process up for this plan, before any model loads: torch's threads, and with shared cores a
+        session for a lone job and one for a job's smallest share on every s1 graph (onnxruntime fixes a session's
+        threads), whatever the count of the thread that loads it (a model switch or a key's first request loads in
+        a worker thread, whose count is its last job's share)."""
+        set_threads(self.threads)
+        if self.shared_cores:
+            from gsvkit.models.s1.step_graph import also_make_sessions_for
+
+            also_make_sessions_for(self.shared_cores, 1)
+
 
 def max_jobs_option(value: str) -> str:
     if value != "auto" and not (value.isdigit() and int(value) >= 1):
@@ -136,14 +147,7 @@ def serve(
     from gsvkit.errors import GsvError
 
     plan = serve_jobs(max_jobs, threads, device, backend)
-    set_threads(plan.threads)
-    if plan.shared_cores:
-        # s1's graphs get a session for a lone job and one for a job's smallest share (onnxruntime fixes a session's
-        # threads), whatever the count of the thread that loads them (a model switch or a key's first request loads
-        # in a worker thread, whose count is its last job's share)
-        from gsvkit.models.s1.step_graph import also_make_sessions_for
-
-        also_make_sessions_for(plan.shared_cores, 1)
+    plan.apply()
 
     try:
         import uvicorn
